@@ -1,0 +1,27 @@
+# gracefill: gap-filling GRACE / GRACE-FO water storage with a Bayesian CNN trained by SVGD.
+#
+#   snakemake --cores 2                                   the default run (synthetic world)
+#   snakemake --cores 2 --configfile configs/test.yaml    the tiny CI run
+#
+# This file is a table of contents; the rules live in workflow/rules/.
+import os
+
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/plots.smk"
+
+
+rule all:
+    input:
+        tensors=f"{RESULTS}/tensors.nc",
+        inputs_figure=f"{RESULTS}/figures/inputs.png",
+    default_target: True

@@ -1,0 +1,271 @@
+"""``gracefill <stage> ...``: the entry points the Snakemake rules call.
+
+Each stage reads its inputs, calls the library, and writes its outputs atomically. Errors
+caused by inputs print one line (``gracefill <stage>: error: ...``) and exit with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gracefill import config as config_mod
+from gracefill import months as mo
+from gracefill.io import UserError, open_dataset, write_netcdf
+
+log = logging.getLogger("gracefill")
+
+#: The variables each normalised raw product provides (file name -> variables).
+SYNTHETIC_PRODUCTS = {
+    "grace": ("twsa",),
+    "era5land": ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage"),
+    "truth": ("twsa_true",),
+}
+
+
+def _config(args) -> dict:
+    if args.config_json:
+        try:
+            raw = json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        return config_mod.validate(raw, relations=False)
+    if args.config:
+        return config_mod.load(args.config)
+    return config_mod.validate({})
+
+
+def _period(cfg: dict) -> pd.DatetimeIndex:
+    return mo.month_range(cfg["period"]["start"], cfg["period"]["end"])
+
+
+def _provenance(cfg: dict, sources: list) -> dict:
+    return {"config_hash": config_mod.config_hash(cfg), "source_files": ", ".join(str(s) for s in sources),
+            "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill"}
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def retrieve_synthetic(args) -> None:
+    """Generate the synthetic world's raw files (the offline stand-in for the downloads)."""
+    from gracefill.grid import GridSpec
+    from gracefill.sources import synthetic
+
+    cfg = _config(args)
+    syn = cfg["sources"]["synthetic"]
+    native = GridSpec.from_config(cfg["grid"], resolution=syn["native_resolution"])
+    months = _period(cfg)
+    observed = mo.synthetic_grace_availability(months, (cfg["split"]["gap_start"], cfg["split"]["gap_end"]))
+    drought = {k: v for k, v in syn["drought"].items() if k != "enabled"} if syn["drought"]["enabled"] else None
+    train = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
+    world = synthetic.generate_world(lat=native.lat, lon=native.lon, months=months, observed=observed,
+                                     seed=cfg["seed"], drought=drought, train_months=train)
+    for ds in world.values():
+        ds.attrs.update(_provenance(cfg, []))
+    paths = synthetic.write_world(world, args.out_dir)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+
+
+def build_grid(args) -> None:
+    """Target grid with land mask and cell areas."""
+    from gracefill.grid import GridSpec, build_grid as make_grid
+
+    cfg = _config(args)
+    ds = make_grid(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
+    ds.attrs.update(_provenance(cfg, []))
+    write_netcdf(ds, args.output)
+    log.info("grid %s: %d land cells", ds["land_mask"].shape, int(ds["land_mask"].sum()))
+
+
+def regrid(args) -> None:
+    """Conservatively regrid one variable of a normalised source file, streaming with dask."""
+    from dask.diagnostics import ProgressBar
+
+    from gracefill.regrid import open_chunked, regrid_conservative
+
+    grid = open_dataset(args.grid, required=("lat", "lon", "land_mask"))
+    open_dataset(args.source, required=(args.variable,)).close()
+    da = open_chunked(args.source, args.variable)
+    try:
+        out = regrid_conservative(da, grid)
+    except ValueError as exc:
+        raise UserError(f"{args.source}: {exc}") from None
+    ds = out.to_dataset()
+    ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
+                     "source_files": str(args.source)})
+    with ProgressBar(minimum=5, out=sys.stderr):
+        write_netcdf(ds, args.output)
+    log.info("regridded %s %s -> %s", args.variable, dict(da.sizes), dict(out.sizes))
+
+
+def build_predictors(args) -> None:
+    """The seven predictors, anomalies and trends fitted on the training months only."""
+    from gracefill import predictors as pr
+
+    cfg = _config(args)
+    months = _period(cfg)
+    paths = {Path(p).stem: Path(p) for p in args.fields}
+    missing = [name for name in pr.REQUIRED_FIELDS if name not in paths]
+    if missing:
+        raise UserError(f"--fields: no file for {', '.join(missing)} (expected files named <variable>.nc)")
+    fields = {}
+    for name in pr.REQUIRED_FIELDS:
+        path = paths[name]
+        ds = open_dataset(path, required=(name,), chunks={"lat": 64, "lon": 256})
+        da = ds[name].assign_coords(time=mo.to_month_start(ds["time"].values))
+        absent = months.difference(pd.DatetimeIndex(da["time"].values))
+        if len(absent):
+            raise UserError(f"{path}: {name} lacks {len(absent)} month(s) of the period, first {absent[0]:%Y-%m}")
+        fields[name] = da.sel(time=months)
+    baseline = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
+    try:
+        ds = pr.build_predictors(fields, baseline, cfg["predictors"]["names"]).compute()
+    except ValueError as exc:
+        raise UserError(f"{', '.join(map(str, paths.values()))}: {exc}") from None
+    if cfg["predictors"]["detrend"]:
+        slopes = []
+        for name in list(ds.data_vars):
+            ds[name], _, slope = pr.detrend(ds[name], baseline)
+            slopes.append(slope.astype(np.float32))
+        ds["trend_slope"] = xr.concat(slopes, dim="predictor").assign_coords(
+            predictor=list(cfg["predictors"]["names"])).assign_attrs(
+            long_name="linear trend removed from each predictor (fitted on training months)",
+            units="predictor units month-1")
+    ds["time"] = mo.time_coord(months)
+    ds.attrs.update({"title": "gracefill predictors", "baseline": f"{cfg['split']['train_start']}..{cfg['split']['train_end']}",
+                     "detrended": int(cfg["predictors"]["detrend"]), **_provenance(cfg, list(paths.values()))})
+    write_netcdf(ds, args.output)
+    log.info("predictors %s on %s", ", ".join(cfg["predictors"]["names"]), dict(ds.sizes))
+
+
+def build_tensors(args) -> None:
+    """Lagged inputs, detrended target, masks and split labels in one NetCDF file."""
+    from gracefill.dataset import build_tensors as make_tensors
+
+    cfg = _config(args)
+    grid = open_dataset(args.grid, required=("land_mask", "cell_area"))
+    predictors = open_dataset(args.predictors, required=tuple(cfg["predictors"]["names"]))
+    target = open_dataset(args.target, required=("twsa",))["twsa"]
+    truth = open_dataset(args.truth, required=("twsa_true",))["twsa_true"] if args.truth else None
+    try:
+        ds = make_tensors(predictors.load(), target.load(), grid["land_mask"], grid["cell_area"], cfg,
+                          truth=truth.load() if truth is not None else None)
+    except ValueError as exc:
+        raise UserError(f"{args.target}: {exc}") from None
+    ds.attrs.update(_provenance(cfg, [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])))
+    write_netcdf(ds, args.output)
+    log.info("tensors: inputs %s; months train %d, test %d, gap %d, missing %d", dict(ds["inputs"].sizes),
+             ds.attrs["train_months"], ds.attrs["test_months"], ds.attrs["gap_months"], ds.attrs["missing_months"])
+
+
+def plot_inputs(args) -> None:
+    """Maps of the GRACE TWSA and of every predictor for one month."""
+    from gracefill import plots
+
+    cfg = _config(args)
+    month = pd.Timestamp(cfg["figures"]["month"])
+    grid = open_dataset(args.grid, required=("land_mask",))
+    predictors = open_dataset(args.predictors)
+    target = open_dataset(args.target, required=("twsa",))["twsa"]
+    target = target.assign_coords(time=mo.to_month_start(target["time"].values))
+    land = grid["land_mask"].astype(bool)
+    fields, titles = [], []
+    if month in target.indexes["time"]:
+        fields.append(target.sel(time=month).where(land))
+        titles.append(f"GRACE TWSA {month:%Y-%m}")
+    else:
+        fields.append(xr.full_like(grid["land_mask"], np.nan, dtype=float).assign_attrs(units="mm"))
+        titles.append(f"GRACE TWSA {month:%Y-%m}: not observed")
+    for name in cfg["predictors"]["names"]:
+        da = predictors[name].sel(time=month).where(land)
+        fields.append(da)
+        titles.append(f"{name} {month:%Y-%m}" + (" (detrended)" if predictors.attrs.get("detrended") else ""))
+    fig = plots.map_panels(fields, titles, ncols=2, dpi=cfg["figures"]["dpi"],
+                           suptitle=f"gracefill inputs, run '{cfg['run']}'")
+    plots.save_figure(fig, args.output)
+
+
+def check_config(args) -> None:
+    """Validate a config file and print its effective (default-filled) form."""
+    cfg = _config(args)
+    print(json.dumps(cfg, indent=1) if args.show else f"config ok: run '{cfg['run']}'")
+
+
+# --------------------------------------------------------------------------- parser
+
+STAGES = {
+    "retrieve_synthetic": retrieve_synthetic,
+    "build_grid": build_grid,
+    "regrid": regrid,
+    "build_predictors": build_predictors,
+    "build_tensors": build_tensors,
+    "plot_inputs": plot_inputs,
+    "check_config": check_config,
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gracefill", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    def stage(name: str, with_config: bool = True):
+        p = sub.add_parser(name, help=STAGES[name].__doc__.splitlines()[0])
+        if with_config:
+            group = p.add_mutually_exclusive_group()
+            group.add_argument("--config", help="YAML config file")
+            group.add_argument("--config-json", help="config (or the sections a stage needs) as JSON")
+        p.add_argument("-v", "--verbose", action="store_true")
+        return p
+
+    p = stage("retrieve_synthetic")
+    p.add_argument("--out-dir", required=True)
+    p = stage("build_grid")
+    p.add_argument("--output", required=True)
+    p = stage("regrid", with_config=False)
+    p.add_argument("--source", required=True)
+    p.add_argument("--variable", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--output", required=True)
+    p = stage("build_predictors")
+    p.add_argument("--fields", nargs="+", required=True, help="regridded <variable>.nc files")
+    p.add_argument("--output", required=True)
+    p = stage("build_tensors")
+    p.add_argument("--grid", required=True)
+    p.add_argument("--predictors", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--truth")
+    p.add_argument("--output", required=True)
+    p = stage("plot_inputs")
+    p.add_argument("--grid", required=True)
+    p.add_argument("--predictors", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--output", required=True)
+    p = stage("check_config")
+    p.add_argument("--show", action="store_true", help="print the effective config")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    start = time.perf_counter()
+    try:
+        STAGES[args.stage](args)
+    except UserError as exc:
+        print(f"gracefill {args.stage}: error: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s done in %.1f s", args.stage, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

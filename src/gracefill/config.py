@@ -1,0 +1,185 @@
+"""Configuration: load YAML, fill the schema's defaults, validate, and explain errors in one line.
+
+The Snakefile and the CLI both call :func:`validate`, so a bad config stops before any job runs
+with the same message: the key path, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from gracefill.io import UserError
+
+
+def load_schema() -> dict:
+    """The JSON schema shipped with the package (workflow/schemas/config.schema.yaml)."""
+    text = resources.files("gracefill").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills ``default`` values into the instance while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key_path(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line: key path, bad value, what is allowed."""
+    key = _key_path(error.absolute_path)
+    value = json.dumps(error.instance, default=str)
+    if len(value) > 80:
+        value = value[:77] + "..."
+    schema = error.schema
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(sorted(schema.get("properties", {})))
+        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
+        return f"config key '{key}': unknown key(s) {', '.join(map(repr, extra))}; allowed: {allowed}"
+    if error.validator == "enum":
+        return f"config key '{key}': {value} is not allowed; expected one of {', '.join(map(str, schema['enum']))}"
+    if error.validator == "type":
+        return f"config key '{key}': {value} is not of type {error.validator_value}"
+    if error.validator == "pattern":
+        hint = "a month 'YYYY-MM'" if "(0[1-9]|1[0-2])" in schema["pattern"] else f"a string matching {schema['pattern']}"
+        return f"config key '{key}': {value} is not {hint}"
+    bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<",
+              "minItems": "at least this many items:", "maxItems": "at most this many items:"}
+    if error.validator in bounds:
+        return f"config key '{key}': {value} is out of range; expected {bounds[error.validator]} {error.validator_value}"
+    if error.validator == "uniqueItems":
+        return f"config key '{key}': {value} has repeated items; expected each at most once"
+    if error.validator == "required":
+        return f"config key '{key}': {error.message}"
+    return f"config key '{key}': {value} is invalid: {error.message.split(' is ', 1)[-1] if error.message.startswith(value) else error.message}"
+
+
+def _month(cfg: dict, *path: str) -> pd.Timestamp:
+    node = cfg
+    for key in path:
+        node = node[key]
+    return pd.Timestamp(node)
+
+
+def _require(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise UserError(f"config key '{key}': {json.dumps(value, default=str)} is invalid: expected {expected}")
+
+
+def _check_semantics(cfg: dict) -> None:
+    """Relations between keys that a JSON schema cannot express."""
+    grid = cfg["grid"]
+    res = grid["resolution"]
+    _require(grid["lat_min"] < grid["lat_max"], "grid.lat_max", grid["lat_max"], f"a value above grid.lat_min ({grid['lat_min']})")
+    _require(grid["lon_min"] < grid["lon_max"], "grid.lon_max", grid["lon_max"], f"a value above grid.lon_min ({grid['lon_min']})")
+    for lo, hi in (("lat_min", "lat_max"), ("lon_min", "lon_max")):
+        cells = (grid[hi] - grid[lo]) / res
+        _require(abs(cells - round(cells)) < 1e-6, "grid.resolution", res,
+                 f"a resolution that divides grid.{hi} - grid.{lo} ({grid[hi] - grid[lo]})")
+        _require(round(cells) >= 8, "grid.resolution", res,
+                 f"at least 8 cells between grid.{lo} and grid.{hi} (the network halves the grid 3 times); got {round(cells)}")
+
+    period_start, period_end = _month(cfg, "period", "start"), _month(cfg, "period", "end")
+    _require(period_start < period_end, "period.end", cfg["period"]["end"], f"a month after period.start ({cfg['period']['start']})")
+
+    def inside_period(*path: str) -> None:
+        month = _month(cfg, *path)
+        _require(period_start <= month <= period_end, ".".join(path), month.strftime("%Y-%m"),
+                 f"a month within the period {cfg['period']['start']}..{cfg['period']['end']}")
+
+    split = cfg["split"]
+    for key in ("train_start", "train_end", "gap_start", "gap_end"):
+        inside_period("split", key)
+    _require(split["train_start"] <= split["train_end"], "split.train_end", split["train_end"], "a month not before split.train_start")
+    _require(split["gap_start"] <= split["gap_end"], "split.gap_end", split["gap_end"], "a month not before split.gap_start")
+    _require(split["train_end"] < split["gap_start"], "split.train_end", split["train_end"],
+             f"a month before the gap (split.gap_start = {split['gap_start']}); the gap is never trained on")
+
+    synthetic = cfg["sources"]["synthetic"]
+    native = synthetic["native_resolution"]
+    ratio = res / native
+    _require(native <= res and abs(ratio - round(ratio)) < 1e-6, "sources.synthetic.native_resolution", native,
+             f"a resolution that divides grid.resolution ({res}), e.g. {res / 2:g}")
+    drought = synthetic["drought"]
+    if drought["enabled"]:
+        for lo, hi in (("lat_min", "lat_max"), ("lon_min", "lon_max")):
+            _require(drought[lo] < drought[hi], f"sources.synthetic.drought.{hi}", drought[hi], f"a value above drought.{lo}")
+            _require(grid[lo] <= drought[lo] and drought[hi] <= grid[hi], f"sources.synthetic.drought.{lo}", drought[lo],
+                     f"a drought box inside the grid ({grid[lo]}..{grid[hi]})")
+        inside_period("sources", "synthetic", "drought", "start")
+        inside_period("sources", "synthetic", "drought", "end")
+        _require(drought["start"] <= drought["end"], "sources.synthetic.drought.end", drought["end"], "a month not before drought.start")
+
+    d = cfg["drought"]
+    inside_period("drought", "baseline_start")
+    inside_period("drought", "baseline_end")
+    _require(d["baseline_start"] < d["baseline_end"], "drought.baseline_end", d["baseline_end"], "a month after drought.baseline_start")
+    _require(d["thresholds"] == sorted(d["thresholds"], reverse=True), "drought.thresholds", d["thresholds"],
+             "thresholds ordered from mild to exceptional (decreasing)")
+    inside_period("figures", "month")
+
+
+def validate(config: dict | None, *, relations: bool = True) -> dict:
+    """Return a validated copy of ``config`` with every default filled in; raise UserError otherwise.
+
+    ``relations=False`` skips the checks between sections: for the partial configs that the
+    Snakefile hands each stage after validating the whole config.
+    """
+    cfg = copy.deepcopy(config) if config else {}
+    if not isinstance(cfg, dict):
+        raise UserError(f"config: expected a mapping of keys, got {type(cfg).__name__}")
+    validator = _DefaultFillingValidator(load_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
+    if error is not None:
+        raise UserError(_describe(error))
+    if relations:
+        _check_semantics(cfg)
+    return cfg
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} not valid YAML") from None
+    try:
+        return validate(raw)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def subset(cfg: dict, *sections: str) -> dict:
+    """The named top-level sections of a config, e.g. to hand one stage only what it uses."""
+    return {name: cfg[name] for name in sections}
+
+
+def config_hash(cfg: dict) -> str:
+    """A short stable hash of a (partial) config for provenance attributes."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]

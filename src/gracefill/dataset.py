@@ -1,0 +1,155 @@
+"""Training tensors: lagged predictor stacks, the detrended GRACE target, masks and split labels.
+
+Everything the later stages need travels in one self-describing dataset (``tensors.nc``):
+the inputs already normalised, the target's trend to add back, and the statistics used.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gracefill import months as mo
+from gracefill.predictors import detrend
+
+UNIT_FACTORS_FROM_MM = {"mm": 1.0, "cm": 0.1}
+
+
+def stack_lags(predictors: xr.Dataset, names, lags: int) -> xr.DataArray:
+    """Input stack (time, channel, lat, lon), predictor-major: p1 lag 0..L-1, p2 lag 0..L-1, ...
+
+    Channel (p, k) at month t holds predictor p at month t - k; months before the first carry NaN.
+    """
+    layers = []
+    for name in names:
+        for k in range(lags):
+            layers.append(predictors[name].shift(time=k))
+    stacked = xr.concat(layers, dim="channel", coords="minimal", compat="override").transpose("time", "channel", "lat", "lon")
+    return stacked.assign_coords(
+        channel=np.arange(len(layers), dtype=np.int16),
+        channel_predictor=("channel", np.repeat(np.asarray(names, dtype=str), lags)),
+        channel_lag=("channel", np.tile(np.arange(lags, dtype=np.int16), len(names))),
+    )
+
+
+def normalisation_stats(predictors: xr.Dataset, names, train: np.ndarray, land: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each predictor over the training months' land cells."""
+    idx = np.flatnonzero(train)
+    means, stds = [], []
+    for name in names:
+        values = predictors[name].isel(time=idx).where(land.astype(bool)).values
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise ValueError(f"predictor {name} has no finite land value in the training months")
+        means.append(values.mean(dtype=np.float64))
+        stds.append(max(values.std(dtype=np.float64), 1e-12))
+    return np.asarray(means), np.asarray(stds)
+
+
+def build_tensors(
+    predictors: xr.Dataset,
+    target: xr.DataArray,
+    land: xr.DataArray,
+    cell_area: xr.DataArray,
+    cfg: dict,
+    truth: xr.DataArray | None = None,
+) -> xr.Dataset:
+    """Assemble the tensors dataset from the predictors, the regridded GRACE target (mm) and the grid.
+
+    ``target`` carries only the months the product has; the others become NaN and are flagged
+    missing, never zero-filled. Trend and normalisation are fitted on training months only.
+    """
+    names = list(cfg["predictors"]["names"])
+    lags = int(cfg["predictors"]["lags"])
+    split_cfg = cfg["split"]
+    months = pd.DatetimeIndex(predictors["time"].values)
+    if target.attrs.get("units") != "mm":
+        raise ValueError(f"target units {target.attrs.get('units')!r}, expected 'mm'")
+    factor = UNIT_FACTORS_FROM_MM[cfg["predictors"]["target_units"]]
+    units = cfg["predictors"]["target_units"]
+    land_bool = land.astype(bool)
+
+    target = target.assign_coords(time=mo.to_month_start(target["time"].values))
+    if target.indexes["time"].duplicated().any():
+        dup = mo.month_labels(target.indexes["time"][target.indexes["time"].duplicated()])
+        raise ValueError(f"target has more than one field for month(s) {', '.join(dup)}")
+    target = target.reindex(time=months) * factor
+    target = target.where(land_bool)
+    observed = np.asarray(target.notnull().any(("lat", "lon")))
+
+    has_inputs = np.arange(len(months)) >= lags - 1
+    split = mo.split_labels(months, observed, has_inputs,
+                            (split_cfg["train_start"], split_cfg["train_end"]),
+                            (split_cfg["gap_start"], split_cfg["gap_end"]))
+    train = split == mo.SPLIT_FLAGS["train"]
+    if not train.any():
+        raise ValueError("the training split is empty: no observed month with a full input stack "
+                         f"between {split_cfg['train_start']} and {split_cfg['train_end']}")
+
+    target.name = "target"
+    if cfg["predictors"]["detrend"]:
+        target_anomaly, offset, slope = detrend(target, train)
+    else:
+        target_anomaly = target
+        offset = xr.zeros_like(land, dtype=np.float64).where(land_bool)
+        slope = xr.zeros_like(land, dtype=np.float64).where(land_bool)
+
+    if cfg["predictors"]["normalise"]:
+        mean, std = normalisation_stats(predictors, names, train, land)
+    else:
+        mean, std = np.zeros(len(names)), np.ones(len(names))
+    normalised = xr.Dataset({
+        name: ((predictors[name] - mean[i]) / std[i]).where(land_bool) for i, name in enumerate(names)
+    })
+    inputs = stack_lags(normalised, names, lags).fillna(0.0).astype(np.float32)
+
+    data_vars = {
+        "inputs": inputs.assign_attrs(
+            long_name="lagged predictor stack, predictor-major, normalised, 0 over ocean and before the record",
+            units="1"),
+        "target": target_anomaly.astype(np.float32).assign_attrs(
+            long_name="GRACE TWSA anomaly, detrended; NaN where missing or ocean", units=units),
+        "target_trend_offset": offset.astype(np.float32).assign_attrs(
+            long_name="target trend at month_index 0 (fitted on training months)", units=units),
+        "target_trend_slope": slope.astype(np.float32).assign_attrs(
+            long_name="target trend slope (fitted on training months)", units=f"{units} month-1"),
+        "land_mask": land.astype(np.int8).assign_attrs(
+            long_name="land mask", units="1", flag_values=np.array([0, 1], dtype=np.int8), flag_meanings="ocean land"),
+        "cell_area": cell_area.assign_attrs(long_name="cell area", units="m2", standard_name="cell_area"),
+        "observed": xr.DataArray(observed.astype(np.int8), dims="time", attrs={
+            "long_name": "GRACE field available", "units": "1", "flag_values": np.array([0, 1], dtype=np.int8),
+            "flag_meanings": "missing observed"}),
+        "split": xr.DataArray(split, dims="time", attrs=dict(mo.split_attrs(), units="1")),
+        "month_index": xr.DataArray(np.arange(len(months), dtype=np.int32), dims="time", attrs={
+            "long_name": "months since the first month of the period", "units": "1"}),
+        "input_mean": xr.DataArray(mean.astype(np.float32), dims="predictor", attrs={
+            "long_name": "training-month land mean of each predictor (subtracted)",
+            "units": "units of each predictor (predictor_units)"}),
+        "input_std": xr.DataArray(std.astype(np.float32), dims="predictor", attrs={
+            "long_name": "training-month land standard deviation of each predictor (divided by)",
+            "units": "units of each predictor (predictor_units)"}),
+    }
+    if truth is not None:
+        truth = truth.assign_coords(time=mo.to_month_start(truth["time"].values)).reindex(time=months)
+        data_vars["truth"] = (truth * factor).where(land_bool).astype(np.float32).assign_attrs(
+            long_name="true TWSA anomaly of the synthetic world (not detrended)", units=units)
+    predictor_units = [predictors[name].attrs.get("units", "1") for name in names]
+    ds = xr.Dataset(data_vars, coords={"time": mo.time_coord(months), "predictor": np.asarray(names, dtype=str),
+                                       "predictor_units": ("predictor", np.asarray(predictor_units, dtype=str))})
+    ds["predictor"].attrs["long_name"] = "predictor name"
+    ds["channel"].attrs["long_name"] = "input channel (predictor-major, then lag)"
+    ds["channel_predictor"].attrs["long_name"] = "predictor of each input channel"
+    ds["channel_lag"].attrs.update(long_name="lag of each input channel", units="month")
+    ds.attrs.update({
+        "title": "gracefill training tensors",
+        "lags": lags,
+        "target_units": units,
+        "train_months": int(train.sum()),
+        "test_months": int((split == mo.SPLIT_FLAGS["test"]).sum()),
+        "gap_months": int((split == mo.SPLIT_FLAGS["gap"]).sum()),
+        "missing_months": int((split == mo.SPLIT_FLAGS["missing"]).sum()),
+        "detrended": int(bool(cfg["predictors"]["detrend"])),
+        "normalised": int(bool(cfg["predictors"]["normalise"])),
+        "comment": "reconstruction = prediction + target_trend_offset + target_trend_slope * month_index",
+    })
+    return ds

@@ -1,0 +1,109 @@
+"""The target grid: cell centres and bounds, cell areas, and the land mask."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
+LAND_SAMPLES_PER_CELL = 8  # land fraction = share of 8 x 8 sample points per cell on land
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A regular latitude-longitude grid given by its resolution (degrees) and outer bounds."""
+
+    resolution: float
+    lat_min: float
+    lat_max: float
+    lon_min: float
+    lon_max: float
+
+    @classmethod
+    def from_config(cls, grid: dict, resolution: float | None = None) -> "GridSpec":
+        """Build from the config's ``grid`` section, optionally at another resolution."""
+        return cls(
+            float(resolution if resolution is not None else grid["resolution"]),
+            float(grid["lat_min"]), float(grid["lat_max"]),
+            float(grid["lon_min"]), float(grid["lon_max"]),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (
+            int(round((self.lat_max - self.lat_min) / self.resolution)),
+            int(round((self.lon_max - self.lon_min) / self.resolution)),
+        )
+
+    @property
+    def lat(self) -> np.ndarray:
+        """Cell-centre latitudes, ascending."""
+        return self.lat_min + self.resolution * (np.arange(self.shape[0]) + 0.5)
+
+    @property
+    def lon(self) -> np.ndarray:
+        """Cell-centre longitudes, ascending, within -180..180."""
+        return self.lon_min + self.resolution * (np.arange(self.shape[1]) + 0.5)
+
+    @property
+    def is_global_in_lon(self) -> bool:
+        return np.isclose(self.lon_max - self.lon_min, 360.0)
+
+    def coords(self) -> dict[str, xr.DataArray]:
+        """CF latitude and longitude coordinates."""
+        return {
+            "lat": xr.DataArray(self.lat, dims="lat", attrs={
+                "units": "degrees_north", "standard_name": "latitude", "long_name": "latitude",
+                "axis": "Y", "bounds": "lat_bnds"}),
+            "lon": xr.DataArray(self.lon, dims="lon", attrs={
+                "units": "degrees_east", "standard_name": "longitude", "long_name": "longitude",
+                "axis": "X", "bounds": "lon_bnds"}),
+        }
+
+
+def cell_area(lat: np.ndarray, lon: np.ndarray, resolution: float) -> np.ndarray:
+    """Exact spherical area (m2) of each cell, shape (lat, lon)."""
+    half = np.radians(resolution) / 2
+    phi = np.radians(lat)
+    band = np.sin(phi + half) - np.sin(phi - half)
+    return EARTH_RADIUS_M**2 * np.radians(resolution) * np.broadcast_to(band[:, None], (lat.size, lon.size))
+
+
+def land_fraction(spec: GridSpec, samples: int = LAND_SAMPLES_PER_CELL) -> np.ndarray:
+    """Share of each cell on land, from global-land-mask (a 1 km mask shipped with the package)."""
+    from global_land_mask import globe
+
+    offsets = (np.arange(samples) + 0.5) / samples - 0.5
+    sub_lat = (spec.lat[:, None] + offsets[None, :] * spec.resolution).ravel()
+    sub_lon = (spec.lon[:, None] + offsets[None, :] * spec.resolution).ravel()
+    sub_lon = (sub_lon + 180.0) % 360.0 - 180.0
+    lat2d, lon2d = np.meshgrid(np.clip(sub_lat, -89.999, 89.999), sub_lon, indexing="ij")
+    land = globe.is_land(lat2d, lon2d).astype(np.float32)
+    n_lat, n_lon = spec.shape
+    return land.reshape(n_lat, samples, n_lon, samples).mean(axis=(1, 3))
+
+
+def build_grid(spec: GridSpec, min_land_fraction: float = 0.5) -> xr.Dataset:
+    """Target grid dataset: land mask and fraction, cell areas and cell bounds."""
+    coords = spec.coords()
+    frac = land_fraction(spec)
+    half = spec.resolution / 2
+    ds = xr.Dataset(
+        {
+            "land_mask": (("lat", "lon"), (frac >= min_land_fraction).astype(np.int8), {
+                "long_name": "land mask", "flag_values": np.array([0, 1], dtype=np.int8),
+                "flag_meanings": "ocean land", "units": "1",
+                "comment": f"land where the land fraction is at least {min_land_fraction}"}),
+            "land_fraction": (("lat", "lon"), frac.astype(np.float32), {
+                "long_name": "fraction of the cell on land", "units": "1",
+                "standard_name": "land_area_fraction"}),
+            "cell_area": (("lat", "lon"), cell_area(spec.lat, spec.lon, spec.resolution), {
+                "long_name": "cell area", "units": "m2", "standard_name": "cell_area"}),
+            "lat_bnds": (("lat", "nv"), np.stack([spec.lat - half, spec.lat + half], 1)),
+            "lon_bnds": (("lon", "nv"), np.stack([spec.lon - half, spec.lon + half], 1)),
+        },
+        coords=coords,
+        attrs={"title": "gracefill target grid", "resolution_degrees": spec.resolution},
+    )
+    return ds

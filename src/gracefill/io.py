@@ -1,0 +1,62 @@
+"""File edges shared by every stage: atomic NetCDF writes, provenance attrs, user errors."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import xarray as xr
+
+from gracefill import __version__
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the CLI prints it as one line and exits non-zero."""
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write ``ds`` as NetCDF-4 atomically, float variables zlib-compressed, with the package version."""
+    ds = ds.copy()
+    ds.attrs.setdefault("Conventions", "CF-1.10")
+    ds.attrs["gracefill_version"] = __version__
+    encoding = {}
+    if compress:
+        for name, var in ds.data_vars.items():
+            if var.dtype.kind in "fiu" and var.ndim >= 2:
+                encoding[name] = {"zlib": True, "complevel": 1}
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+    return Path(path)
+
+
+def open_dataset(path: str | os.PathLike, required: tuple[str, ...] = (), **kwargs) -> xr.Dataset:
+    """Open a NetCDF file, failing with one line that names the file and what is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        ds = xr.open_dataset(path, engine="netcdf4", **kwargs)
+    except Exception as exc:  # netCDF4 raises OSError/ValueError with long messages
+        raise UserError(f"{path}: not a readable NetCDF file ({type(exc).__name__})") from exc
+    missing = [name for name in required if name not in ds.variables]
+    if missing:
+        ds.close()
+        raise UserError(f"{path}: missing variable(s) {', '.join(missing)}; expected {', '.join(required)}")
+    return ds

@@ -1,0 +1,92 @@
+"""The monthly time axis: month stamps, GRACE availability and the train / test / gap split."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+#: Months missing inside the GRACE / GRACE-FO record besides the inter-mission gap (data.md).
+#: Used only by the synthetic world; real products derive availability from their time axis.
+GRACE_MISSING_MONTHS = (
+    "2002-06", "2002-07", "2003-06", "2011-01", "2011-06", "2012-05", "2012-10", "2013-03",
+    "2013-08", "2013-09", "2014-02", "2014-07", "2014-12", "2015-06", "2015-10", "2015-11",
+    "2016-04", "2016-09", "2016-10", "2017-02", "2018-08", "2018-09",
+)
+GRACE_FIRST_MONTH = "2002-04"
+
+#: CF flag values of the ``split`` variable written into the tensors file.
+SPLIT_FLAGS = {"unused": 0, "train": 1, "test": 2, "gap": 3, "missing": 4}
+
+
+def month_range(start: str, end: str) -> pd.DatetimeIndex:
+    """Month-start stamps from ``start`` to ``end`` inclusive ("YYYY-MM")."""
+    return pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq="MS")
+
+
+def to_month_start(times: Iterable) -> pd.DatetimeIndex:
+    """Assign arbitrary time stamps (mid-month, day of a solution span) to their month start."""
+    index = pd.DatetimeIndex(pd.to_datetime(np.asarray(times)))
+    return index.to_period("M").to_timestamp(how="start")
+
+
+def month_labels(months: pd.DatetimeIndex) -> list[str]:
+    """"YYYY-MM" labels for month stamps."""
+    return [f"{m.year:04d}-{m.month:02d}" for m in months]
+
+
+def in_window(months: pd.DatetimeIndex, start: str, end: str) -> np.ndarray:
+    """Boolean mask of months within [start, end] ("YYYY-MM", inclusive)."""
+    return np.asarray((months >= pd.Timestamp(start)) & (months <= pd.Timestamp(end)))
+
+
+def synthetic_grace_availability(months: pd.DatetimeIndex, gap: tuple[str, str]) -> np.ndarray:
+    """The real mission's availability pattern: none before 2002-04, the missing months and the gap."""
+    labels = np.array(month_labels(months))
+    observed = np.asarray(months >= pd.Timestamp(GRACE_FIRST_MONTH))
+    observed &= ~np.isin(labels, GRACE_MISSING_MONTHS)
+    observed &= ~in_window(months, *gap)
+    return observed
+
+
+def split_labels(
+    months: pd.DatetimeIndex,
+    observed: np.ndarray,
+    has_inputs: np.ndarray,
+    train: tuple[str, str],
+    gap: tuple[str, str],
+) -> np.ndarray:
+    """Label every month with a SPLIT_FLAGS value.
+
+    train: observed months inside the training window; test: observed months after it;
+    gap: the inter-mission gap; missing: other months without a target; unused: months without
+    a complete lagged input stack, or observed months before the training window.
+    """
+    train_window = in_window(months, *train)
+    after_train = np.asarray(months > pd.Timestamp(train[1]))
+    gap_window = in_window(months, *gap)
+    labels = np.full(len(months), SPLIT_FLAGS["unused"], dtype=np.int8)
+    labels[~observed] = SPLIT_FLAGS["missing"]
+    labels[gap_window] = SPLIT_FLAGS["gap"]
+    labels[observed & train_window] = SPLIT_FLAGS["train"]
+    labels[observed & after_train & ~gap_window] = SPLIT_FLAGS["test"]
+    labels[~has_inputs] = SPLIT_FLAGS["unused"]
+    return labels
+
+
+def split_attrs() -> dict:
+    """CF flag attributes describing SPLIT_FLAGS."""
+    return {
+        "long_name": "role of the month in training and evaluation",
+        "flag_values": np.array(list(SPLIT_FLAGS.values()), dtype=np.int8),
+        "flag_meanings": " ".join(SPLIT_FLAGS),
+    }
+
+
+def time_coord(months: pd.DatetimeIndex) -> xr.DataArray:
+    """A CF time coordinate of month starts."""
+    return xr.DataArray(
+        months.values.astype("datetime64[ns]"), dims="time",
+        attrs={"standard_name": "time", "long_name": "first day of the month", "axis": "T"},
+    )

@@ -1,0 +1,88 @@
+"""Configuration: defaults, presets, and one-line errors for bad configs (CLI and Snakefile)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gracefill.config import load, validate
+from gracefill.io import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_fill_every_section():
+    cfg = validate({})
+    assert cfg["grid"]["resolution"] == 2.0
+    assert cfg["predictors"]["names"] == ["sTWSA", "CWSC", "P", "T", "CWB", "CPA", "CCWB"]
+    assert cfg["split"] == {"train_start": "2002-04", "train_end": "2014-03", "gap_start": "2017-07", "gap_end": "2018-05"}
+    assert cfg["sources"]["synthetic"]["drought"]["enabled"] is True
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "configs/test.yaml"])
+def test_shipped_configs_are_valid(path):
+    cfg = load(ROOT / path)
+    assert cfg["run"] in {"default", "test"}
+
+
+def test_default_grid_shows_continents_and_test_grid_is_minimal():
+    default, test = load(ROOT / "config.yaml"), load(ROOT / "configs/test.yaml")
+    assert default["grid"]["resolution"] <= 2.0
+    from gracefill.grid import GridSpec
+    assert min(GridSpec.from_config(test["grid"]).shape) == 8
+
+
+# (override, key path named in the message, a fragment of what is allowed)
+BAD_CONFIGS = [
+    ({"grid": {"resolution": -1}}, "grid.resolution", "> 0"),
+    ({"grid": {"resolution": "fine"}}, "grid.resolution", "type number"),
+    ({"grid": {"resolution": 7}}, "grid.resolution", "divides"),
+    ({"grid": {"lat_min": 20, "lat_max": 40, "resolution": 4}}, "grid.resolution", "at least 8 cells"),
+    ({"grid": {"spacing": 1}}, "grid", "unknown key(s) 'spacing'"),
+    ({"period": {"start": "2002-13"}}, "period.start", "a month 'YYYY-MM'"),
+    ({"period": {"start": "2020-01", "end": "2010-01"}}, "period.end", "after period.start"),
+    ({"split": {"train_end": "2018-01"}}, "split.train_end", "before the gap"),
+    ({"split": {"gap_end": "2030-01"}}, "split.gap_end", "within the period"),
+    ({"model": {"backbone": "resnet"}}, "model.backbone", "one of cbam, rrdb"),
+    ({"predictors": {"lags": 0}}, "predictors.lags", ">= 1"),
+    ({"predictors": {"names": ["P", "Q"]}}, "predictors.names.1", "one of sTWSA"),
+    ({"predictors": {"names": ["P", "P"]}}, "predictors.names", "repeated"),
+    ({"sources": {"target": "grace_magic"}}, "sources.target", "one of synthetic"),
+    ({"sources": {"synthetic": {"native_resolution": 0.7}}}, "sources.synthetic.native_resolution", "divides grid.resolution"),
+    ({"sources": {"synthetic": {"drought": {"lat_min": -80}}}}, "sources.synthetic.drought.lat_min", "inside the grid"),
+    ({"training": {"device": "tpu"}}, "training.device", "matching"),
+    ({"drought": {"thresholds": [-2.0, -0.5]}}, "drought.thresholds", "decreasing"),
+    ({"run": "my run/1"}, "run", "matching"),
+]
+
+
+@pytest.mark.parametrize("override,key,allowed", BAD_CONFIGS)
+def test_bad_config_gives_one_line_naming_key(override, key, allowed):
+    with pytest.raises(UserError) as info:
+        validate(override)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"config key '{key}'" in message
+    assert allowed in message
+
+
+def test_cli_rejects_bad_config_file_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"grid": {"resolution": 0}}))
+    result = subprocess.run([sys.executable, "-m", "gracefill.cli", "check_config", "--config", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"gracefill check_config: error: {bad}: config key 'grid.resolution': 0 is out of range; expected > 0"]
+
+
+def test_cli_reports_unreadable_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed\n")
+    result = subprocess.run([sys.executable, "-m", "gracefill.cli", "check_config", "--config", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "not valid YAML" in result.stderr and len(result.stderr.strip().splitlines()) == 1

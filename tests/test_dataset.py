@@ -1,0 +1,127 @@
+"""Lag stacking, split labels, missing months and the absence of leakage in the tensors."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from gracefill import months as mo
+from gracefill.config import validate
+from gracefill.dataset import build_tensors, stack_lags
+from tests.conftest import make_field
+
+MONTHS = mo.month_range("2002-01", "2019-12")
+LAT, LON = np.array([0.5, 1.5]), np.array([0.5, 1.5, 2.5])
+CFG = validate({"period": {"start": "2002-01", "end": "2019-12"}, "figures": {"month": "2010-01"},
+                "grid": {"resolution": 1, "lat_min": 0, "lat_max": 8, "lon_min": 0, "lon_max": 8},
+                "sources": {"synthetic": {"drought": {"enabled": False}}}})
+
+
+def inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (len(MONTHS), LAT.size, LON.size)
+    return xr.Dataset({name: make_field(rng.normal(size=shape), MONTHS, LAT, LON, name, "1")
+                       for name in CFG["predictors"]["names"]})
+
+
+def grid():
+    land = xr.DataArray(np.array([[1, 1, 0], [1, 1, 1]], dtype=np.int8), dims=("lat", "lon"),
+                        coords={"lat": LAT, "lon": LON})
+    return land, xr.ones_like(land, dtype=np.float64).assign_attrs(units="m2")
+
+
+def target_field(observed_months):
+    rng = np.random.default_rng(5)
+    t = np.arange(len(MONTHS))[:, None, None]
+    values = 20.0 + 1.5 * t + rng.normal(0, 10, (len(MONTHS), LAT.size, LON.size))
+    da = make_field(values, MONTHS, LAT, LON, "twsa", "mm")
+    return da.sel(time=observed_months)
+
+
+def observed_months():
+    return MONTHS[mo.synthetic_grace_availability(MONTHS, ("2017-07", "2018-05"))]
+
+
+def test_lag_stacking_puts_month_t_minus_k_in_channel_k():
+    ds = xr.Dataset({"A": make_field(np.arange(len(MONTHS), dtype=float)[:, None, None] * np.ones((1, 2, 3)),
+                                     MONTHS, LAT, LON, "A", "1"),
+                     "B": make_field(1000 + np.arange(len(MONTHS), dtype=float)[:, None, None] * np.ones((1, 2, 3)),
+                                     MONTHS, LAT, LON, "B", "1")})
+    stacked = stack_lags(ds, ["A", "B"], 3)
+    assert stacked.dims == ("time", "channel", "lat", "lon")
+    assert list(stacked["channel_predictor"].values) == ["A", "A", "A", "B", "B", "B"]
+    assert list(stacked["channel_lag"].values) == [0, 1, 2, 0, 1, 2]
+    t = 50
+    assert list(stacked.values[t, :, 0, 0]) == [t, t - 1, t - 2, 1000 + t, 1000 + t - 1, 1000 + t - 2]
+    assert np.isnan(stacked.values[1, 2, 0, 0]) and stacked.values[2, 2, 0, 0] == 0
+
+
+def test_tensors_layout_splits_and_missing_months():
+    land, area = grid()
+    ds = build_tensors(inputs(), target_field(observed_months()), land, area, CFG)
+    assert ds["inputs"].shape == (len(MONTHS), 21, 2, 3)
+    assert ds["inputs"].dtype == np.float32 and np.isfinite(ds["inputs"].values).all()
+    assert (ds["inputs"].values[:, :, 0, 2] == 0).all()  # ocean cell
+    split = pd.Series(ds["split"].values, index=mo.month_labels(MONTHS))
+    flags = mo.SPLIT_FLAGS
+    assert split["2002-01"] == flags["unused"] and split["2002-02"] == flags["unused"]
+    assert split["2002-03"] == flags["missing"]
+    assert split["2002-04"] == flags["train"] and split["2014-03"] == flags["train"]
+    assert split["2002-06"] == flags["missing"] and split["2014-02"] == flags["missing"]
+    assert split["2014-04"] == flags["test"] and split["2019-12"] == flags["test"]
+    assert all(split[m] == flags["gap"] for m in mo.month_labels(mo.month_range("2017-07", "2018-05")))
+    assert split["2018-08"] == flags["missing"]
+    # missing months are NaN, flagged, never zero-filled
+    for month in ("2002-06", "2011-01", "2017-10"):
+        i = mo.month_labels(MONTHS).index(month)
+        assert ds["observed"].values[i] == 0
+        assert np.isnan(ds["target"].values[i]).all()
+    assert ds.attrs["train_months"] == (split == flags["train"]).sum()
+    for name, var in ds.data_vars.items():
+        assert var.attrs.get("long_name") and var.attrs.get("units"), name
+
+
+def test_target_detrended_with_training_trend_and_converted_to_cm():
+    land, area = grid()
+    ds = build_tensors(inputs(), target_field(observed_months()), land, area, CFG)
+    assert ds["target"].attrs["units"] == "cm"
+    assert ds["target_trend_slope"].values[0, 0] == pytest.approx(0.15, abs=0.02)  # 1.5 mm/month
+    restored = ds["target"] + ds["target_trend_offset"] + ds["target_trend_slope"] * ds["month_index"]
+    original = target_field(MONTHS).where(land.astype(bool)) / 10
+    obs = ds["observed"].values.astype(bool)
+    assert np.allclose(restored.values[obs], original.values[obs], equal_nan=True, atol=1e-4)
+
+
+def test_no_training_statistic_uses_test_or_gap_months():
+    land, area = grid()
+    base = build_tensors(inputs(), target_field(observed_months()), land, area, CFG)
+    not_train = base["split"].values != mo.SPLIT_FLAGS["train"]
+    # perturb every predictor and target value outside the training months
+    preds = inputs()
+    for name in preds.data_vars:
+        preds[name].values[not_train] += 1e3
+    target = target_field(observed_months())
+    shifted = target.copy()
+    in_test = np.isin(pd.DatetimeIndex(target["time"].values), MONTHS[not_train])
+    shifted.values[in_test] -= 500.0
+    other = build_tensors(preds, shifted, land, area, CFG)
+    for name in ("input_mean", "input_std", "target_trend_offset", "target_trend_slope"):
+        xr.testing.assert_allclose(base[name], other[name])
+    train = ~not_train
+    assert np.allclose(base["inputs"].values[train][:, ::3], other["inputs"].values[train][:, ::3])
+
+
+def test_empty_training_split_is_an_error():
+    land, area = grid()
+    late = observed_months()[observed_months() > pd.Timestamp("2014-12")]
+    with pytest.raises(ValueError, match="training split is empty"):
+        build_tensors(inputs(), target_field(late), land, area, CFG)
+
+
+def test_duplicate_target_months_are_an_error():
+    land, area = grid()
+    target = target_field(observed_months())
+    doubled = xr.concat([target.isel(time=[0]), target], "time")
+    with pytest.raises(ValueError, match="more than one field for month"):
+        build_tensors(inputs(), doubled, land, area, CFG)

@@ -1,0 +1,106 @@
+"""Predictor formulas on hand-made series, trends and climatologies fitted on the baseline only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gracefill import predictors as pr
+from gracefill.months import month_range
+from tests.conftest import make_field
+
+MONTHS = month_range("2002-01", "2004-12")  # 36 months
+LAT, LON = np.array([10.0]), np.array([20.0, 22.0])
+
+
+def series(values, name, units):
+    values = np.asarray(values, dtype=np.float64)
+    return make_field(np.stack([values, 2 * values], -1)[:, None, :], MONTHS, LAT, LON, name, units)
+
+
+def test_anomaly_removes_baseline_monthly_climatology():
+    seasonal = np.tile(np.arange(12.0), 3)
+    extra = np.zeros(36)
+    extra[30] = 5.0  # a wet month outside the baseline
+    baseline = np.arange(36) < 24
+    anom = pr.anomaly(series(seasonal + extra, "precipitation", "mm month-1"), baseline)
+    assert np.allclose(anom.values[:24], 0.0)
+    assert anom.values[30, 0, 0] == pytest.approx(5.0)
+    assert anom.attrs["units"] == "mm month-1"
+
+
+def test_climatology_uses_only_baseline_months():
+    values = np.tile(np.arange(12.0), 3)
+    values[24:] += 100.0  # test months shifted: must not move the climatology
+    baseline = np.arange(36) < 24
+    clim = pr.climatology(series(values, "x", "1"), baseline)
+    assert np.allclose(clim.values[:, 0, 0], np.arange(12.0))
+
+
+def test_climatology_needs_every_calendar_month():
+    with pytest.raises(ValueError, match=r"lacks calendar month"):
+        pr.climatology(series(np.ones(36), "x", "1"), np.arange(36) < 6)
+
+
+def test_running_sum_and_units():
+    out = pr.running_sum(series(np.ones(36), "p", "mm month-1"), "mm")
+    assert out.values[-1, 0, 0] == 36 and out.values[-1, 0, 1] == 72
+    assert out.attrs["units"] == "mm"
+
+
+def test_linear_trend_fit_on_baseline_ignores_nan_and_later_months():
+    t = np.arange(36.0)
+    values = 3.0 + 0.5 * t
+    values[5] = np.nan
+    values[30:] = 1000.0  # outside the fit window
+    fit = np.arange(36) < 24
+    offset, slope = pr.fit_linear_trend(series(values, "x", "mm"), fit)
+    assert offset.values[0, 0] == pytest.approx(3.0) and slope.values[0, 0] == pytest.approx(0.5)
+    assert offset.values[0, 1] == pytest.approx(6.0) and slope.values[0, 1] == pytest.approx(1.0)
+    assert slope.attrs["units"] == "mm month-1"
+    detrended, _, _ = pr.detrend(series(values, "x", "mm"), fit)
+    assert np.allclose(detrended.values[:24][np.isfinite(detrended.values[:24])], 0.0, atol=1e-9)
+
+
+def test_the_seven_predictors_on_a_hand_made_series():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(20, 120, 36)
+    et = rng.uniform(10, 60, 36)
+    r = rng.uniform(0, 20, 36)
+    temp = 280 + 10 * np.sin(np.arange(36) / 12 * 2 * np.pi)
+    storage = rng.uniform(300, 400, 36)
+    fields = {
+        "precipitation": series(p, "precipitation", "mm month-1"),
+        "evaporation": series(et, "evaporation", "mm month-1"),
+        "runoff": series(r, "runoff", "mm month-1"),
+        "temperature": series(temp, "temperature", "K"),
+        "land_water_storage": series(storage, "land_water_storage", "mm"),
+    }
+    baseline = np.arange(36) < 24
+    ds = pr.build_predictors(fields, baseline)
+    assert list(ds.data_vars) == list(pr.PREDICTOR_NAMES)
+
+    def clim_anom(x):
+        clim = np.array([x[:24][m::12].mean() for m in range(12)])
+        return x - np.tile(clim, 3)
+
+    expected = {
+        "sTWSA": storage - storage[:24].mean(),
+        "P": clim_anom(p),
+        "T": clim_anom(temp),
+        "CWB": clim_anom(p - et),
+        "CPA": np.cumsum(clim_anom(p)),
+        "CCWB": np.cumsum(clim_anom(p - et)),
+        "CWSC": np.cumsum(clim_anom(p - et - r)),
+    }
+    units = {"sTWSA": "mm", "P": "mm month-1", "T": "K", "CWB": "mm month-1", "CPA": "mm", "CCWB": "mm", "CWSC": "mm"}
+    for name, values in expected.items():
+        assert np.allclose(ds[name].values[:, 0, 0], values, rtol=1e-5, atol=1e-3), name
+        assert ds[name].attrs["units"] == units[name]
+        assert ds[name].attrs["long_name"]
+        assert ds[name].dtype == np.float32
+
+
+def test_wrong_units_are_refused():
+    fields = {name: series(np.ones(36), name, "mm month-1") for name in pr.REQUIRED_FIELDS}
+    with pytest.raises(ValueError, match=r"field temperature: units 'mm month-1', expected 'K'"):
+        pr.build_predictors(fields, np.arange(36) < 24)

@@ -1,0 +1,108 @@
+"""End to end: configs/test.yaml through Snakemake, then nothing left to do, lint, and bad configs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def test_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "configs/test.yaml"))
+    if result.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in workdir.glob("results/test/logs/*.log"))
+        pytest.fail(f"workflow failed:\n{result.stderr[-5000:]}\n{logs}")
+    return workdir
+
+
+def test_tensors_are_complete_and_self_describing(test_run):
+    ds = xr.open_dataset(test_run / "results/test/tensors.nc")
+    assert ds["inputs"].dims == ("time", "channel", "lat", "lon")
+    assert ds["inputs"].shape == (228, 21, 8, 16)
+    assert ds.sizes["lat"] % 8 == 0 and ds.sizes["lon"] % 8 == 0
+    for name, var in ds.variables.items():
+        if name in ds.data_vars:
+            assert var.attrs.get("units") and var.attrs.get("long_name"), name
+    assert ds.attrs["train_months"] > 100 and ds.attrs["gap_months"] == 11
+    assert np.isfinite(ds["inputs"].values).all()
+    assert "truth" in ds and np.isfinite(ds["truth"].values[:, ds["land_mask"].values.astype(bool)]).all()
+    assert ds.attrs["config_hash"] and ds.attrs["gracefill_version"]
+
+
+def test_every_stage_left_a_log_and_a_benchmark(test_run):
+    results = test_run / "results/test"
+    logs = {p.stem for p in (results / "logs").glob("*.log")}
+    assert {"retrieve_synthetic", "build_grid", "build_predictors", "build_tensors", "plot_inputs",
+            "regrid_twsa", "regrid_precipitation"} <= logs
+    assert len(list((results / "benchmarks").glob("*.tsv"))) == len(logs)
+
+
+def test_inputs_figure_is_a_non_blank_png(test_run):
+    from PIL import Image
+
+    path = test_run / "results/test/figures/inputs.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert image.shape[0] > 200 and image.std() > 10
+
+
+def test_second_dry_run_has_nothing_to_do(test_run):
+    result = snakemake(test_run, "-n", "--configfile", str(ROOT / "configs/test.yaml"))
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_lint_reports_nothing():
+    result = snakemake(ROOT, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+BAD = [
+    ({"grid": {"resolution": 0}}, "grid.resolution"),
+    ({"grid": {"resolution": 5}}, "grid.resolution"),
+    ({"period": {"end": "2020-15"}}, "period.end"),
+    ({"split": {"train_end": "2019-01"}}, "split.train_end"),
+    ({"model": {"particles": 0}}, "model.particles"),
+    ({"predictors": {"names": ["P", "rain"]}}, "predictors.names.1"),
+    ({"sources": {"target": "nasa"}}, "sources.target"),
+    ({"training": {"precision": "fp8"}}, "training.precision"),
+    ({"drought": {"min_duration": 0}}, "drought.min_duration"),
+    ({"figures": {"month": "1990-01"}}, "figures.month"),
+    ({"unknown_section": 1}, "<top level>"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD)
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, override, key):
+    config = yaml.safe_load((ROOT / "configs/test.yaml").read_text())
+    for section, values in override.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--cores", "1", "--configfile", str(path))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "invalid configuration" in line]
+    assert len(lines) == 1 and f"config key '{key}'" in lines[0], result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
