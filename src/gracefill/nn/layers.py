@@ -1,0 +1,236 @@
+"""Ensemble-native layers: S network replicas ("particles") evaluated as one wide network.
+
+Layout conventions shared by every layer here:
+
+* every parameter and every per-particle buffer has a leading particle axis of size S, so
+  ``torch.cat([p.reshape(S, -1) for p in m.parameters()], 1)`` is the (S, P) particle matrix;
+* activations inside the network are laid out (B, S' * C, H, W): channel ``s * C + c`` is
+  channel c of the s-th selected particle; convolutions use ``groups = S'``;
+* ``particles`` is a python ``slice`` of the particle axis; layers read ``p[particles]`` so
+  gradients flow into the full parameters and only the selected particles are evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("prelu", "relu", "silu", "mish")
+
+
+def num_selected(particles: slice, num_particles: int) -> int:
+    """Number of particles that ``particles`` selects out of ``num_particles``."""
+    return len(range(num_particles)[particles])
+
+
+def normalize_particles(particles, num_particles: int) -> tuple[slice, int]:
+    """Turn the ``particles`` argument (None or slice) into (slice, count); reject others."""
+    if particles is None:
+        particles = slice(None)
+    if not isinstance(particles, slice):
+        raise TypeError(f"particles must be None or a slice, got {type(particles).__name__}")
+    n = num_selected(particles, num_particles)
+    if n == 0:
+        raise ValueError(f"particles {particles} selects none of the {num_particles} particles")
+    return particles, n
+
+
+def split_particles(x: torch.Tensor, n: int) -> torch.Tensor:
+    """View (B, n*C, ...) as (B, n, C, ...) (a view for any memory format)."""
+    return x.unflatten(1, (n, x.shape[1] // n))
+
+
+def particle_cat(tensors, n: int) -> torch.Tensor:
+    """Concatenate (B, n*C_k, H, W) tensors channel-wise *within* each particle."""
+    return torch.cat([split_particles(t, n) for t in tensors], dim=2).flatten(1, 2)
+
+
+def _default_conv_init_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Initialise particle by particle exactly as torch's ``_ConvNd.reset_parameters``.
+
+    ``weight[s]`` has the plain layer's weight layout, so torch's fan-in rule applies as is
+    (for a transposed conv: ``weight.size(1) * k * k`` of its (in, out, k, k) weight).
+    """
+    with torch.no_grad():
+        for s in range(weight.shape[0]):
+            nn.init.kaiming_uniform_(weight[s], a=math.sqrt(5))
+            if bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight[s])
+                if fan_in != 0:
+                    bound = 1.0 / math.sqrt(fan_in)
+                    nn.init.uniform_(bias[s], -bound, bound)
+
+
+class EnsembleModule(nn.Module):
+    """Base of ensemble modules: ``num_particles`` and copying one particle out as S = 1.
+
+    Subclasses store their constructor arguments (except ``num_particles``) in
+    ``self._config`` so that an S = 1 copy can be rebuilt.
+    """
+
+    def __init__(self, num_particles: int):
+        super().__init__()
+        if not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+        self.num_particles = num_particles
+        self._config: dict = {}
+
+    def particle_state(self, i: int) -> dict:
+        """State dict of particle i alone (every entry sliced to ``[i:i+1]``, copied)."""
+        S = self.num_particles
+        if not -S <= i < S:
+            raise IndexError(f"particle {i} out of range for {S} particles")
+        i = i % S
+        out = {}
+        for k, v in self.state_dict().items():
+            if v.dim() == 0 or v.shape[0] != S:
+                raise RuntimeError(f"state entry {k} of shape {tuple(v.shape)} has no particle axis")
+            out[k] = v[i : i + 1].detach().clone()
+        return out
+
+    def extract_particle(self, i: int) -> "EnsembleModule":
+        """A new S = 1 module of the same class holding a copy of particle i.
+
+        Built on the meta device (no RNG draws, no wasted initialisation) and filled with the
+        copied tensors, which keep the source's dtype and device; train/eval mode is copied.
+        """
+        state = self.particle_state(i)
+        with torch.device("meta"):
+            new = type(self)(num_particles=1, **self._config)
+        new.load_state_dict(state, assign=True)
+        new.train(self.training)
+        return new
+
+
+def particle_slice_state(module: EnsembleModule, i: int) -> dict:
+    """State dict of particle i of an ensemble module, loadable into its S = 1 copy."""
+    return module.particle_state(i)
+
+
+class EnsembleConv2d(EnsembleModule):
+    """S independent ``nn.Conv2d`` as one grouped convolution.
+
+    weight (S, out, in, k, k), bias (S, out). With ``shared_input`` the input is the plain
+    (B, in, H, W) tensor shared by all particles and a dense conv with S' * out output
+    channels is used (no input replication).
+    """
+
+    def __init__(self, num_particles, in_channels, out_channels, kernel_size, stride=1,
+                 padding=0, bias=True, shared_input=False):
+        super().__init__(num_particles)
+        self._config = dict(in_channels=in_channels, out_channels=out_channels,
+                            kernel_size=kernel_size, stride=stride, padding=padding,
+                            bias=bias, shared_input=shared_input)
+        S, k = num_particles, kernel_size
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride, self.padding, self.shared_input = stride, padding, shared_input
+        self.weight = nn.Parameter(torch.empty(S, out_channels, in_channels, k, k))
+        self.bias = nn.Parameter(torch.empty(S, out_channels)) if bias else None
+        _default_conv_init_(self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor, particles: slice = slice(None)) -> torch.Tensor:
+        n = num_selected(particles, self.num_particles)
+        w = self.weight[particles].flatten(0, 1)
+        b = None if self.bias is None else self.bias[particles].flatten()
+        groups = 1 if self.shared_input else n
+        return F.conv2d(x, w, b, stride=self.stride, padding=self.padding, groups=groups)
+
+
+class EnsembleConvTranspose2d(EnsembleModule):
+    """S independent ``nn.ConvTranspose2d`` as one grouped transposed convolution.
+
+    weight (S, in, out, k, k) (torch's per-layer (in, out, k, k) layout per particle), bias
+    (S, out); applied as ``conv_transpose2d(groups=S')`` with weight (S' * in, out, k, k).
+    """
+
+    def __init__(self, num_particles, in_channels, out_channels, kernel_size, stride=1,
+                 padding=0, bias=True):
+        super().__init__(num_particles)
+        self._config = dict(in_channels=in_channels, out_channels=out_channels,
+                            kernel_size=kernel_size, stride=stride, padding=padding, bias=bias)
+        S, k = num_particles, kernel_size
+        self.stride, self.padding = stride, padding
+        self.weight = nn.Parameter(torch.empty(S, in_channels, out_channels, k, k))
+        self.bias = nn.Parameter(torch.empty(S, out_channels)) if bias else None
+        _default_conv_init_(self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor, particles: slice = slice(None)) -> torch.Tensor:
+        n = num_selected(particles, self.num_particles)
+        w = self.weight[particles].flatten(0, 1)
+        b = None if self.bias is None else self.bias[particles].flatten()
+        return F.conv_transpose2d(x, w, b, stride=self.stride, padding=self.padding, groups=n)
+
+
+class EnsembleBatchNorm2d(EnsembleModule):
+    """S independent ``nn.BatchNorm2d(C)`` over (B, S' * C, H, W).
+
+    Affine weight/bias and running mean/var are (S, C), ``num_batches_tracked`` is (S,).
+    Train mode normalises with batch statistics and updates the selected particles' running
+    statistics (momentum 0.1, unbiased variance, as torch); eval mode uses the running ones.
+    """
+
+    def __init__(self, num_particles, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_particles)
+        self._config = dict(num_features=num_features, eps=eps, momentum=momentum)
+        S, C = num_particles, num_features
+        self.num_features, self.eps, self.momentum = C, eps, momentum
+        self.weight = nn.Parameter(torch.ones(S, C))
+        self.bias = nn.Parameter(torch.zeros(S, C))
+        self.register_buffer("running_mean", torch.zeros(S, C))
+        self.register_buffer("running_var", torch.ones(S, C))
+        self.register_buffer("num_batches_tracked", torch.zeros(S, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor, particles: slice = slice(None)) -> torch.Tensor:
+        w = self.weight[particles].flatten()
+        b = self.bias[particles].flatten()
+        rm_sel = self.running_mean[particles]
+        rv_sel = self.running_var[particles]
+        if not self.training:
+            return F.batch_norm(x, rm_sel.reshape(-1), rv_sel.reshape(-1), w, b, False,
+                                self.momentum, self.eps)
+        # F.batch_norm updates the running stats in place: hand it views of the buffers when
+        # the selection is contiguous, otherwise copies that are written back afterwards.
+        in_place = rm_sel.is_contiguous() and rv_sel.is_contiguous()
+        rm = rm_sel.view(-1) if in_place else rm_sel.reshape(-1).clone()
+        rv = rv_sel.view(-1) if in_place else rv_sel.reshape(-1).clone()
+        y = F.batch_norm(x, rm, rv, w, b, True, self.momentum, self.eps)
+        with torch.no_grad():
+            if not in_place:
+                self.running_mean[particles] = rm.view_as(rm_sel)
+                self.running_var[particles] = rv.view_as(rv_sel)
+            self.num_batches_tracked[particles] += 1
+        return y
+
+
+class EnsembleActivation(EnsembleModule):
+    """The network's activation; for PReLU one slope per particle shared by all its uses.
+
+    ``weight`` (S, 1), initial 0.25, as the published code's single shared ``nn.PReLU()``.
+    ReLU, SiLU and Mish have no parameter. Works on any (B, S' * C, ...) tensor.
+    """
+
+    def __init__(self, num_particles, kind="prelu"):
+        super().__init__(num_particles)
+        key = kind.lower() if isinstance(kind, str) else kind
+        if key not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {kind!r}: expected one of {', '.join(ACTIVATIONS)}")
+        self._config = dict(kind=key)
+        self.kind = key
+        self.weight = nn.Parameter(torch.full((num_particles, 1), 0.25)) if key == "prelu" else None
+
+    def forward(self, x: torch.Tensor, particles: slice = slice(None)) -> torch.Tensor:
+        if self.kind == "prelu":
+            n = num_selected(particles, self.num_particles)
+            slopes = self.weight[particles].expand(n, x.shape[1] // n).reshape(-1)
+            return F.prelu(x, slopes)
+        if self.kind == "relu":
+            return F.relu(x)
+        if self.kind == "silu":
+            return F.silu(x)
+        return F.mish(x)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, num_particles={self.num_particles}"

@@ -1,0 +1,104 @@
+"""The BCNN4GRACE U-net backbones (RRDB and CBAM variants), ensemble-native.
+
+inc (3x3 s2 conv, no BN/act) -> E1 -> down1 -> E2 -> down2 -> C -> up2 -> D2 -> up1 -> D1
+-> up0 -> outc (1x1), nf maps at every level; see design/model.md, "Network".
+
+Grid sides that are not multiples of 8 are zero-padded at the bottom/right to the next
+multiple of 8 and the output is cropped back (zeros match the "missing cell = 0" convention
+of the inputs; note that in train mode the padded cells enter the BatchNorm statistics).
+Sides below 8 are rejected.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import DAU, RCAB, RRDB, ConvBNAct, UpBNAct
+from .layers import EnsembleActivation, EnsembleConv2d, EnsembleModule, normalize_particles, particle_cat
+
+_MULTIPLE = 8
+
+
+class _EnsembleUNet(EnsembleModule):
+    """Shared U-net skeleton; subclasses choose the block and whether skips get a DAU."""
+
+    block_cls: type = None
+    skip_attention: bool = False
+
+    def __init__(self, in_channels: int, out_channels: int, num_particles: int,
+                 features: int = 48, activation: str = "prelu"):
+        super().__init__(num_particles)
+        for label, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                         ("features", features)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{label} must be a positive int, got {v!r}")
+        self.act = EnsembleActivation(num_particles, activation)  # validates the name first
+        self._config = dict(in_channels=in_channels, out_channels=out_channels,
+                            features=features, activation=self.act.kind)
+        self.in_channels, self.out_channels, self.features = in_channels, out_channels, features
+        S, nf, block = num_particles, features, self.block_cls
+        self.inc = EnsembleConv2d(S, in_channels, nf, 3, 2, 1, bias=True, shared_input=True)
+        self.rbE1 = block(S, nf)
+        self.down1 = ConvBNAct(S, nf, nf, stride=2)
+        self.rbE2 = block(S, nf)
+        self.down2 = ConvBNAct(S, nf, nf, stride=2)
+        self.rbC = block(S, nf)
+        self.up2 = UpBNAct(S, nf)
+        self.rbD2 = block(S, nf)
+        self.up1 = UpBNAct(S, nf)
+        self.rbD1 = block(S, nf)
+        self.up0 = UpBNAct(S, nf)
+        self.outc = EnsembleConv2d(S, nf, out_channels, 1, bias=True)
+        if self.skip_attention:
+            # dua1 .. dua5 act on the skips of inc, E1, down1, E2, down2 (published naming)
+            self.skips = nn.ModuleDict({f"dua{k}": DAU(S, nf) for k in range(1, 6)})
+        else:
+            self.skips = None
+
+    def _skip(self, k: int, x, particles):
+        if self.skips is None:
+            return x
+        return self.skips[f"dua{k}"](x, particles, self.act)
+
+    def forward(self, x: torch.Tensor, particles: slice | None = None) -> torch.Tensor:
+        """(B, Cin, H, W) shared input -> (S', B, Cout, H, W), S' particles of ``particles``."""
+        particles, n = normalize_particles(particles, self.num_particles)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        if H < _MULTIPLE or W < _MULTIPLE:
+            raise ValueError(f"grid {H} x {W} is too small for the network: "
+                             f"each side must be at least {_MULTIPLE} cells")
+        pad_h, pad_w = (-H) % _MULTIPLE, (-W) % _MULTIPLE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        act, p = self.act, particles
+        x1 = self.inc(x, p)
+        x2 = self.rbE1(x1, p, act)
+        x3 = self.down1(x2, p, act)
+        x4 = self.rbE2(x3, p, act)
+        x5 = self.down2(x4, p, act)
+        x6 = self.rbC(x5, p, act)
+        x7 = self.up2(particle_cat((x6, self._skip(5, x5, p)), n), p, act)
+        x8 = self.rbD2(x7 + self._skip(4, x4, p), p, act)
+        x9 = self.up1(particle_cat((x8, self._skip(3, x3, p)), n), p, act)
+        x10 = self.rbD1(x9 + self._skip(2, x2, p), p, act)
+        x11 = self.up0(particle_cat((x10, self._skip(1, x1, p)), n), p, act)
+        y = self.outc(x11, p)[..., :H, :W]
+        return y.unflatten(1, (n, self.out_channels)).transpose(0, 1).contiguous()
+
+
+class RRDBUNet(_EnsembleUNet):
+    """U-net with RRDB blocks and a DAU on every skip (published ``models/RRDB.py``)."""
+
+    block_cls = RRDB
+    skip_attention = True
+
+
+class CBAMUNet(_EnsembleUNet):
+    """U-net with RCAB (CBAM attention) blocks and plain skips (published ``models/CBAM.py``)."""
+
+    block_cls = RCAB
+    skip_attention = False

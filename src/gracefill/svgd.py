@@ -1,0 +1,494 @@
+"""Stein variational gradient descent (SVGD) over an ensemble module.
+
+The engine is generic: it knows no GRACE and no particular network. It works on an
+*ensemble module*, one ``nn.Module`` that holds S particles (network replicas):
+
+- every ``nn.Parameter`` (and every per-particle buffer, e.g. BatchNorm running
+  statistics) has a leading particle axis of size S; attribute ``num_particles`` = S;
+- ``forward(x, particles=None)`` maps a batch x of shape (B, ...), shared by all
+  particles, to outputs (S, B, ...); ``particles=slice(a, b)`` evaluates only those
+  particles from parameter slices (gradients flow into the full parameters);
+- ``extract_particle(i)`` returns an S = 1 ensemble module holding a copy of particle i.
+
+Particle i is theta_i = (w_i, log beta_i); the engine owns log beta, a parameter of
+shape (S,). The model is described in the project's design notes (model.md); the
+formulas used are repeated in the docstrings below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+__all__ = [
+    "FunctionalEnsemble",
+    "GaussianPrior",
+    "SVGD",
+    "StudentTPrior",
+    "predictive_moments",
+    "rbf_kernel",
+    "svgd_direction",
+]
+
+_NOISE_PRIORS = ("correct", "published")
+
+
+# --------------------------------------------------------------------------- priors
+class StudentTPrior:
+    """Student-t weight prior: the Normal(0, 1/alpha) prior with alpha ~ Gamma(a, rate b)
+    marginalised, log p(w) = -(a + 1/2) * sum log(1 + w^2 / (2b)) (constants dropped).
+
+    Called on a stacked parameter (S, ...) it returns the per-particle log density (S,).
+    """
+
+    def __init__(self, a: float = 1.0, b: float = 0.05) -> None:
+        self.a = float(a)
+        self.b = float(b)
+
+    def __call__(self, w: Tensor) -> Tensor:
+        return -(self.a + 0.5) * torch.log1p(w.square() / (2.0 * self.b)).reshape(w.shape[0], -1).sum(1)
+
+    def __repr__(self) -> str:
+        return f"StudentTPrior(a={self.a}, b={self.b})"
+
+
+class GaussianPrior:
+    """Gaussian weight prior Normal(0, 1/precision): log p(w) = -precision/2 * sum w^2.
+
+    Same calling convention as :class:`StudentTPrior` ((S, ...) -> (S,)); used for
+    conjugate tests with a known posterior.
+    """
+
+    def __init__(self, precision: float = 1.0) -> None:
+        self.precision = float(precision)
+
+    def __call__(self, w: Tensor) -> Tensor:
+        return -0.5 * self.precision * w.square().reshape(w.shape[0], -1).sum(1)
+
+    def __repr__(self) -> str:
+        return f"GaussianPrior(precision={self.precision})"
+
+
+# --------------------------------------------------------------------------- kernel
+@contextlib.contextmanager
+def _ieee_fp32_matmul() -> Iterator[None]:
+    """Run float32 matmuls at full precision inside (no TF32 / bf16 passes).
+
+    The squared distances and the repulsive term are differences of large, nearly equal
+    numbers; a caller who enabled TF32 globally for the convolutions must not silently
+    degrade them. The global setting is restored afterwards.
+    """
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _kernel_centred(xc: Tensor) -> tuple[Tensor, Tensor]:
+    """RBF kernel and bandwidth from column-centred particles xc (S, P)."""
+    s = xc.shape[0]
+    gram = xc @ xc.T
+    sq = gram.diagonal()
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min(0.0)
+    d2 = 0.5 * (d2 + d2.T)  # exact symmetry
+    d2.fill_diagonal_(0.0)
+    if s > 1:
+        # torch.median over all S^2 entries (zero diagonal included) is the lower median,
+        # as in the published code.
+        h = torch.median(d2) / math.log(s)
+    else:
+        h = d2.new_ones(())
+    # Degenerate bandwidth (median 0: S = 2, or coincident particles): the published code
+    # would divide by zero; fall back to h = 1 (K is then 1 between coincident particles).
+    h = torch.where(h > 0, h, torch.ones_like(h))
+    k = torch.exp(-d2 / h)
+    return k, h
+
+
+def rbf_kernel(theta: Tensor) -> tuple[Tensor, Tensor]:
+    """RBF kernel on flattened particles.
+
+    theta: (S, P). Returns K (S, S) with K_ij = exp(-||theta_i - theta_j||^2 / h) and the
+    bandwidth h = median(squared distances) / log S (median heuristic, lower median over
+    all S^2 entries including the zero diagonal, i.e. ``torch.median``). The squared
+    distances use the centred Gram form ||xi||^2 + ||xj||^2 - 2 xi.xj on column-centred
+    particles (translation invariant, small cancellation error).
+    """
+    with _ieee_fp32_matmul():
+        return _kernel_centred(theta - theta.mean(0, keepdim=True))
+
+
+def svgd_direction(theta: Tensor, grads: Tensor) -> Tensor:
+    """SVGD update direction (ascent) for every particle.
+
+    phi_i = 1/S sum_j [ K_ij grad log p(theta_j) + grad_{theta_j} K(theta_j, theta_i) ]
+    with grad_{theta_j} K(theta_j, theta_i) = (2/h) K_ij (theta_i - theta_j), so
+    phi = ( K G + (2/h) (diag(K 1) - K) Theta ) / S.
+
+    Sign convention checked against the published code (Zhu & Zabaras, cics-nd/
+    cnn-surrogate ``models/svgd.py``): ``dxKxx = (Kxx.sum(1).diag() - Kxx).matmul(X) /
+    l_square`` with ``l_square = h / 2``, and ``grad_theta = -(Kxx @ G + dxKxx) / S`` is
+    written into ``.grad`` for Adam; the second term is repulsive (it pushes theta_i
+    away from nearby theta_j). Theta is centred first, which leaves (diag(K1) - K) Theta
+    unchanged since the rows of diag(K1) - K sum to zero, but reduces cancellation.
+
+    theta, grads: (S, P). Returns phi (S, P).
+    """
+    s = theta.shape[0]
+    with _ieee_fp32_matmul():
+        xc = theta - theta.mean(0, keepdim=True)
+        k, h = _kernel_centred(xc)
+        kbar = torch.diag_embed(k.sum(1)) - k
+        phi = torch.mm(k / s, grads)
+        phi.addmm_(kbar * (2.0 / (h * s)), xc)
+    return phi
+
+
+# --------------------------------------------------------------------------- prediction
+def predictive_moments(outputs: Tensor, log_beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Predictive mean and variance parts of the particle mixture.
+
+    outputs: (S, B, ...) particle outputs; log_beta: (S,). Returns (mean, epistemic,
+    aleatoric): mean_i y_i; mean_i y_i^2 - (mean_i y_i)^2 (computed as the population
+    variance over particles, the same quantity without cancellation); mean_i 1/beta_i as
+    a 0-d tensor (broadcasts against the others). Total variance = epistemic + aleatoric.
+    """
+    mean = outputs.mean(0)
+    epistemic = outputs.var(0, correction=0)
+    aleatoric = torch.exp(-log_beta.to(outputs.dtype)).mean()
+    return mean, epistemic, aleatoric
+
+
+# --------------------------------------------------------------------------- adapter
+class FunctionalEnsemble(nn.Module):
+    """Turn any plain module into an ensemble module via torch.func.
+
+    ``module_factory()`` is called ``num_particles`` times (each particle gets a fresh
+    default initialisation); the parameters and buffers are stacked with a leading
+    particle axis (``stack_module_state``) and evaluated with ``vmap`` over
+    ``functional_call``. For small problems and CPU tests: the measurements in model.md
+    show vmap is a trap for the real backbone. Intended for BatchNorm-free modules (the
+    functional call does not write running statistics back into the stacked buffers),
+    without tensors stored outside parameters and buffers (the template lives on the
+    meta device).
+    """
+
+    def __init__(self, module_factory: Callable[[], nn.Module], num_particles: int) -> None:
+        super().__init__()
+        if num_particles < 1:
+            raise ValueError("num_particles must be >= 1")
+        from torch.func import stack_module_state
+
+        modules = [module_factory() for _ in range(num_particles)]
+        params, buffers = stack_module_state(modules)
+        base = copy.deepcopy(modules[0]).to("meta")
+        self._setup(base, params, buffers, training=modules[0].training)
+
+    def _setup(self, base: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor],
+               training: bool) -> None:
+        # The template is kept out of the module tree (a tuple attribute) so that it does
+        # not appear in parameters(), state_dict() or .to().
+        self._base = (base,)
+        self._param_names: list[tuple[str, str]] = []
+        self._buffer_names: list[tuple[str, str]] = []
+        for name, value in params.items():
+            safe = "p__" + name.replace(".", "__")
+            self.register_parameter(safe, nn.Parameter(value.detach().clone()))
+            self._param_names.append((name, safe))
+        for name, value in buffers.items():
+            safe = "b__" + name.replace(".", "__")
+            self.register_buffer(safe, value.detach().clone())
+            self._buffer_names.append((name, safe))
+        first = next(iter(params.values()), None)
+        self.num_particles = int(first.shape[0]) if first is not None else 0
+        self.train(training)
+
+    def train(self, mode: bool = True) -> FunctionalEnsemble:
+        super().train(mode)
+        self._base[0].train(mode)
+        return self
+
+    def forward(self, x: Tensor, particles: slice | None = None) -> Tensor:
+        from torch.func import functional_call, vmap
+
+        sl = slice(None) if particles is None else particles
+        params = {name: getattr(self, safe)[sl] for name, safe in self._param_names}
+        buffers = {name: getattr(self, safe)[sl] for name, safe in self._buffer_names}
+        base = self._base[0]
+
+        def call(p: dict[str, Tensor], b: dict[str, Tensor], inp: Tensor) -> Tensor:
+            return functional_call(base, (p, b), (inp,))
+
+        return vmap(call, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+
+    def extract_particle(self, i: int) -> FunctionalEnsemble:
+        """An S = 1 FunctionalEnsemble holding a copy of particle i."""
+        new = type(self).__new__(type(self))
+        nn.Module.__init__(new)
+        params = {name: getattr(self, safe)[i:i + 1] for name, safe in self._param_names}
+        buffers = {name: getattr(self, safe)[i:i + 1] for name, safe in self._buffer_names}
+        new._setup(copy.deepcopy(self._base[0]), params, buffers, training=self.training)
+        return new
+
+
+# --------------------------------------------------------------------------- engine
+class SVGD:
+    """Vectorised SVGD engine over an ensemble module (see the module docstring).
+
+    Log joint of particle i on a mini-batch of B out of N = ``num_train`` samples:
+        (N/B) [ -beta_i/2 sum_valid (y - f_i)^2 + (n_y/2) log beta_i ]
+            + log p(w_i) + log p(log beta_i),
+    n_y the number of valid target values. ``land_only=True`` (default) counts only cells
+    where ``mask`` is True (sum and n_y); ``land_only=False`` is the published variant:
+    every cell counts (the caller puts zeros at invalid cells) and ``mask`` is ignored.
+    Weight prior: ``weight_prior(w) -> (S,)`` on each stacked parameter (default
+    Student-t a=1, b=0.05). Noise prior on log beta from beta ~ Gamma(noise_shape,
+    rate noise_rate): ``"correct"`` a log beta - b beta (change of variables, default) or
+    ``"published"`` (a-1) log beta - b beta.
+
+    One :meth:`step`: gradients of every particle's log joint (forward/backward in
+    particle chunks of ``particle_chunk``, same mathematics), the SVGD direction over all
+    particles at once (:func:`svgd_direction`, log beta part of theta), -phi written into
+    ``.grad`` and one Adam step (stacked parameters; Adam is elementwise, so this is one
+    Adam per particle). Two groups: weights ``lr``, log beta ``lr_noise``.
+    ``scheduler_step(metric)`` drives one ReduceLROnPlateau over both groups.
+    ``learn_noise=False`` freezes log beta (not in theta, not optimised).
+    ``autocast_dtype`` (e.g. torch.bfloat16) autocasts the forward only; parameters and the
+    likelihood stay in the parameters' dtype.
+    """
+
+    def __init__(
+        self,
+        ensemble: nn.Module,
+        num_train: int,
+        *,
+        lr: float = 2.5e-3,
+        lr_noise: float = 1e-2,
+        weight_prior: Callable[[Tensor], Tensor] | None = None,
+        noise_prior: str = "correct",
+        noise_shape: float = 2.0,
+        noise_rate: float = 1e-6,
+        land_only: bool = True,
+        learn_noise: bool = True,
+        log_beta_init: Tensor | float | None = None,
+        particle_chunk: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        plateau_factor: float = 0.1,
+        plateau_patience: int = 10,
+        fused: bool | None = None,
+    ) -> None:
+        if noise_prior not in _NOISE_PRIORS:
+            raise ValueError(f"noise_prior must be one of {_NOISE_PRIORS}, got {noise_prior!r}")
+        if particle_chunk is not None and particle_chunk < 1:
+            raise ValueError("particle_chunk must be None or >= 1")
+        self.ensemble = ensemble
+        self.num_particles = int(ensemble.num_particles)
+        self.num_train = int(num_train)
+        self.weight_prior = weight_prior if weight_prior is not None else StudentTPrior()
+        self.noise_prior = noise_prior
+        self.noise_shape = float(noise_shape)
+        self.noise_rate = float(noise_rate)
+        self.land_only = bool(land_only)
+        self.learn_noise = bool(learn_noise)
+        self.particle_chunk = particle_chunk
+        self.autocast_dtype = autocast_dtype
+
+        s = self.num_particles
+        self._params = [p for p in ensemble.parameters() if p.requires_grad]
+        if not self._params:
+            raise ValueError("the ensemble has no trainable parameters")
+        for p in self._params:
+            if p.dim() == 0 or p.shape[0] != s:
+                raise ValueError(f"every parameter needs a leading particle axis of size {s}, got {tuple(p.shape)}")
+        ref = self._params[0]
+        if log_beta_init is None:
+            gamma = torch.distributions.Gamma(torch.tensor(self.noise_shape, dtype=torch.float64),
+                                              torch.tensor(self.noise_rate, dtype=torch.float64))
+            init = gamma.sample((s,)).log()
+        else:
+            init = torch.as_tensor(log_beta_init, dtype=torch.float64).expand(s)
+        self.log_beta = nn.Parameter(init.to(device=ref.device, dtype=ref.dtype).clone(),
+                                     requires_grad=self.learn_noise)
+
+        groups: list[dict[str, Any]] = [{"params": self._params, "lr": lr}]
+        if self.learn_noise:
+            groups.append({"params": [self.log_beta], "lr": lr_noise})
+        if fused is None:
+            fused = ref.device.type == "cuda" and ref.is_floating_point()
+        self.optimizer = torch.optim.Adam(groups, lr=lr, fused=fused or None)
+        self.scheduler = ReduceLROnPlateau(self.optimizer, mode="min", factor=plateau_factor,
+                                           patience=plateau_patience)
+
+    # ----------------------------------------------------------------- pieces
+    @property
+    def _variables(self) -> list[Tensor]:
+        """The tensors that make up theta, in flattening order (log beta last)."""
+        return self._params + ([self.log_beta] if self.learn_noise else [])
+
+    def theta(self) -> Tensor:
+        """Flattened particles theta (S, P): every trainable parameter, then log beta."""
+        s = self.num_particles
+        return torch.cat([v.detach().reshape(s, -1) for v in self._variables], dim=1)
+
+    def _flat_grads(self) -> Tensor:
+        s = self.num_particles
+        return torch.cat([(v.grad if v.grad is not None else torch.zeros_like(v)).reshape(s, -1)
+                          for v in self._variables], dim=1)
+
+    def _chunks(self) -> list[slice | None]:
+        s, c = self.num_particles, self.particle_chunk
+        if c is None or c >= s:
+            return [None]
+        return [slice(a, min(a + c, s)) for a in range(0, s, c)]
+
+    def _forward(self, x: Tensor, sl: slice | None) -> Tensor:
+        ctx = (torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype)
+               if self.autocast_dtype is not None else contextlib.nullcontext())
+        with ctx:
+            out = self.ensemble(x) if sl is None else self.ensemble(x, particles=sl)
+        return out.to(self.log_beta.dtype)
+
+    def log_prior_log_beta(self, log_beta: Tensor) -> Tensor:
+        """Log density of log beta (elementwise, constants dropped)."""
+        a = self.noise_shape if self.noise_prior == "correct" else self.noise_shape - 1.0
+        return a * log_beta - self.noise_rate * log_beta.exp()
+
+    def log_joint_grads(self, x: Tensor, y: Tensor, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Gradients G (S, P) of every particle's log joint on the batch (x, y, mask).
+
+        The gradients are accumulated in the parameters' ``.grad`` (the previous content
+        is discarded) chunk by chunk, then flattened in :meth:`theta` order. Returns G and
+        detached statistics: ``sse`` (S,) per-particle sum of squared errors over the
+        counted cells, ``n_y`` (0-d) number of counted cells, ``log_joint`` (S,),
+        ``output_mean`` (B, ...) mean over particles, ``sse_mean`` (0-d) squared error of
+        the mean output over the counted cells. No host synchronisation.
+        """
+        if not self.ensemble.training:
+            self.ensemble.train()
+        for v in self._variables:
+            v.grad = None
+        dtype = self.log_beta.dtype
+        y = y.to(dtype)
+        if self.land_only and mask is not None:
+            mask = torch.broadcast_to(mask.to(device=y.device, dtype=torch.bool), y.shape)
+            y = y.masked_fill(~mask, 0.0)  # NaN targets at invalid cells stay harmless
+            n_y = mask.sum().to(dtype)
+        else:
+            mask = None
+            n_y = y.new_full((), float(y.numel()))
+        scale = self.num_train / x.shape[0]
+
+        sse_parts, lik_parts = [], []
+        out_sum = None
+        for sl in self._chunks():
+            out = self._forward(x, sl)
+            r2 = (out - y).square()
+            if mask is not None:
+                r2 = r2.masked_fill(~mask, 0.0)
+            sse = r2.reshape(r2.shape[0], -1).sum(1)
+            lb = self.log_beta if sl is None else self.log_beta[sl]
+            lik = scale * (-0.5 * lb.exp() * sse + 0.5 * n_y * lb)
+            lik.sum().backward()
+            sse_parts.append(sse.detach())
+            lik_parts.append(lik.detach())
+            part = out.detach().sum(0)
+            out_sum = part if out_sum is None else out_sum + part
+
+        log_prior = self.log_prior_log_beta(self.log_beta)
+        for p in self._params:
+            log_prior = log_prior + self.weight_prior(p)
+        log_prior.sum().backward()
+
+        out_mean = out_sum / self.num_particles
+        r2m = (out_mean - y).square()
+        if mask is not None:
+            r2m = r2m.masked_fill(~mask, 0.0)
+        stats = {
+            "sse": torch.cat(sse_parts),
+            "n_y": n_y,
+            "log_joint": torch.cat(lik_parts) + log_prior.detach(),
+            "output_mean": out_mean,
+            "sse_mean": r2m.sum(),
+        }
+        return self._flat_grads(), stats
+
+    def kernel(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """RBF kernel (S, S) and bandwidth h of flattened particles; see :func:`rbf_kernel`."""
+        return rbf_kernel(theta)
+
+    def direction(self, theta: Tensor, grads: Tensor) -> Tensor:
+        """SVGD ascent direction phi (S, P); see :func:`svgd_direction`."""
+        return svgd_direction(theta, grads)
+
+    # ----------------------------------------------------------------- training
+    def step(self, x: Tensor, y: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """One SVGD update on one mini-batch; returns the statistics of
+        :meth:`log_joint_grads` (tensors, no host synchronisation)."""
+        grads, stats = self.log_joint_grads(x, y, mask)
+        with torch.no_grad():
+            phi = self.direction(self.theta(), grads)
+            del grads
+            s, offset = self.num_particles, 0
+            for v in self._variables:
+                n = v.numel() // s
+                if v.grad is None:
+                    v.grad = torch.empty_like(v)
+                v.grad.copy_(phi[:, offset:offset + n].reshape(v.shape)).neg_()
+                offset += n
+        self.optimizer.step()
+        return stats
+
+    def scheduler_step(self, metric: float | Tensor) -> None:
+        """Once per epoch: ReduceLROnPlateau on ``metric`` (training RMSE) over both groups."""
+        self.scheduler.step(float(metric))
+
+    @property
+    def lrs(self) -> list[float]:
+        """Current learning rates (weights, then log beta when learned)."""
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    # ----------------------------------------------------------------- prediction
+    def predict(self, x: Tensor) -> Tensor:
+        """Particle outputs (S, B, ...) in eval mode (BatchNorm running statistics), under
+        inference mode, chunked like training; the ensemble's mode is restored."""
+        was_training = self.ensemble.training
+        self.ensemble.eval()
+        try:
+            with torch.inference_mode():
+                outs = [self._forward(x, sl) for sl in self._chunks()]
+        finally:
+            self.ensemble.train(was_training)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+    def predictive_moments(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`predictive_moments` of :meth:`predict` (x) with the current log beta."""
+        return predictive_moments(self.predict(x), self.log_beta.detach())
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Ensemble, log beta, optimiser and scheduler; loadable with weights_only=True."""
+        return {
+            "ensemble": self.ensemble.state_dict(),
+            "log_beta": self.log_beta.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ensemble.load_state_dict(state["ensemble"])
+        with torch.no_grad():
+            self.log_beta.copy_(state["log_beta"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
