@@ -18,3 +18,34 @@ def make_field(values: np.ndarray, months: pd.DatetimeIndex, lat: np.ndarray, lo
 @pytest.fixture
 def small_months() -> pd.DatetimeIndex:
     return mo.month_range("2002-01", "2005-12")
+
+
+def tiny_tensors(shape=(8, 16), start="2002-01", end="2006-12", train_end="2004-12", seed=0, gap=("2005-07", "2005-09")):
+    """A small tensors dataset whose target is a smooth function of the lag-0 predictors plus noise."""
+    from gracefill.config import validate
+    from gracefill.dataset import build_tensors
+
+    h, w = shape
+    cfg = validate({
+        "period": {"start": start, "end": end},
+        "split": {"train_start": start, "train_end": train_end, "gap_start": gap[0], "gap_end": gap[1]},
+        "grid": {"resolution": 1, "lat_min": 0, "lat_max": max(h, 8), "lon_min": 0, "lon_max": max(w, 8)},
+        "drought": {"baseline_start": start, "baseline_end": end},
+        "figures": {"month": start},
+        "sources": {"synthetic": {"drought": {"enabled": False}}},
+        "predictors": {"names": ["P", "T"], "lags": 2},
+    }, relations=False)
+    months = mo.month_range(start, end)
+    lat, lon = np.arange(h) + 0.5, np.arange(w) + 0.5
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(len(months), h, w))
+    temp = rng.normal(size=(len(months), h, w))
+    target = 30 * p - 20 * np.roll(temp, 1, axis=0) + rng.normal(0, 3, size=p.shape)
+    preds = xr.Dataset({"P": make_field(p, months, lat, lon, "P", "mm month-1"),
+                        "T": make_field(temp, months, lat, lon, "T", "K")})
+    land = xr.DataArray(np.ones((h, w), dtype=np.int8), dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
+    land[0, 0] = 0
+    area = xr.ones_like(land, dtype=np.float64)
+    gap_months = mo.in_window(months, *gap)
+    tgt = make_field(target, months, lat, lon, "twsa", "mm").isel(time=np.flatnonzero(~gap_months))
+    return build_tensors(preds, tgt, land, area, cfg), cfg

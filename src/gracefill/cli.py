@@ -193,6 +193,50 @@ def plot_inputs(args) -> None:
     plots.save_figure(fig, args.output)
 
 
+TRAIN_TENSORS = ("inputs", "target", "land_mask", "split", "observed", "target_trend_offset",
+                 "target_trend_slope", "month_index")
+
+
+def train(args) -> None:
+    """Train the Bayesian CNN with SVGD; resumes from the run's last checkpoint."""
+    from gracefill import train as tr
+
+    cfg = _config(args)
+    ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
+    out = Path(args.model)
+    checkpoint = out.parent / "checkpoint.pt"
+    run_hash = config_mod.config_hash({"cfg": config_mod.subset(cfg, "seed", "model", "training"),
+                                       "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
+    try:
+        payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
+                                    progress=not args.no_progress)
+    except ValueError as exc:
+        raise UserError(f"{args.tensors}: {exc}") from None
+    tr.save_checkpoint(out, payload)
+    tr.write_log(history, Path(args.log_csv))
+    checkpoint.unlink(missing_ok=True)
+    last = history[-1]
+    log.info("trained %d epochs: train RMSE %.4g, test RMSE %.4g, test R2 %.3f", last["epoch"],
+             last["train_rmse"], last["test_rmse"], last["test_r2"])
+
+
+def predict(args) -> None:
+    """Predictive mean and standard deviations for every month, trend added back."""
+    from gracefill import predict as pr
+    from gracefill.train import load_checkpoint
+
+    cfg = _config(args)
+    ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
+    checkpoint = load_checkpoint(Path(args.model))
+    try:
+        out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
+                             progress=not args.no_progress)
+    except ValueError as exc:
+        raise UserError(f"{args.model}: {exc}") from None
+    out.attrs.update(_provenance(cfg, [args.tensors, args.model]))
+    write_netcdf(out, args.output)
+
+
 def check_config(args) -> None:
     """Validate a config file and print its effective (default-filled) form."""
     cfg = _config(args)
@@ -208,6 +252,8 @@ STAGES = {
     "build_predictors": build_predictors,
     "build_tensors": build_tensors,
     "plot_inputs": plot_inputs,
+    "train": train,
+    "predict": predict,
     "check_config": check_config,
 }
 
@@ -248,6 +294,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictors", required=True)
     p.add_argument("--target", required=True)
     p.add_argument("--output", required=True)
+    p = stage("train")
+    p.add_argument("--tensors", required=True)
+    p.add_argument("--model", required=True, help="final checkpoint (model.pt)")
+    p.add_argument("--log-csv", required=True, help="per-epoch training log")
+    p.add_argument("--no-progress", action="store_true")
+    p = stage("predict")
+    p.add_argument("--tensors", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--no-progress", action="store_true")
     p = stage("check_config")
     p.add_argument("--show", action="store_true", help="print the effective config")
     return parser

@@ -1,0 +1,89 @@
+"""Prediction: predictive mean and standard deviations of every month from a trained ensemble.
+
+The particles are evaluated together under inference mode; moments are accumulated month batch
+by month batch, so memory stays bounded even when the particle samples are not kept.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+
+from gracefill.months import SPLIT_FLAGS, split_attrs
+from gracefill.train import build_engine, resolve_device
+
+
+def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bool = False,
+                progress: bool = True) -> xr.Dataset:
+    """Reconstruction of every month of the tensors ``ds``, trend added back, land only."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(cfg["training"]["device"])
+    settings = checkpoint["model"]
+    grid = [ds.sizes["lat"], ds.sizes["lon"]]
+    if list(settings["grid"]) != grid or settings["in_channels"] != ds.sizes["channel"]:
+        raise ValueError(f"the model was trained on a {settings['grid']} grid with {settings['in_channels']} channels, "
+                         f"the tensors have {grid} and {ds.sizes['channel']}")
+    engine = build_engine(settings, cfg, num_train=1, device=device)
+    engine.load_state_dict(checkpoint["engine"])
+
+    inputs = torch.as_tensor(ds["inputs"].values, dtype=torch.float32)
+    n_months, s = inputs.shape[0], settings["particles"]
+    mean = np.empty((n_months, *grid), dtype=np.float32)
+    epistemic = np.empty_like(mean)
+    samples = np.empty((s, n_months, *grid), dtype=np.float32) if save_samples else None
+    batch = int(cfg["prediction"]["batch_size"])
+    for start in tqdm(range(0, n_months, batch), desc="predict", unit="batch", disable=not progress):
+        x = inputs[start:start + batch].to(device)
+        outputs = engine.predict(x)[:, :, 0].float()
+        mean[start:start + batch] = outputs.mean(0).cpu().numpy()
+        epistemic[start:start + batch] = outputs.var(0, correction=0).cpu().numpy()
+        if samples is not None:
+            samples[:, start:start + batch] = outputs.cpu().numpy()
+    log_beta = engine.log_beta.detach().double().cpu().numpy()
+    aleatoric = float(np.mean(np.exp(-log_beta)))
+
+    units = ds["target"].attrs.get("units", "cm")
+    land = ds["land_mask"].astype(bool)
+    trend = (ds["target_trend_offset"] + ds["target_trend_slope"] * ds["month_index"]).transpose("time", "lat", "lon")
+    dims = ("time", "lat", "lon")
+
+    def field(values, long_name, unit=units, **attrs):
+        return xr.DataArray(values, dims=dims, coords={"time": ds["time"], "lat": ds["lat"], "lon": ds["lon"]}
+                            ).where(land).astype(np.float32).assign_attrs(long_name=long_name, units=unit, **attrs)
+
+    std_epi = np.sqrt(epistemic)
+    std_total = np.sqrt(epistemic + aleatoric)
+    out = xr.Dataset({
+        "twsa": field(mean + trend.values, "reconstructed terrestrial water storage anomaly (predictive mean, trend added back)"),
+        "twsa_std": field(std_total, "total predictive standard deviation"),
+        "twsa_std_epistemic": field(std_epi, "epistemic standard deviation (spread of the particles)"),
+        "twsa_std_aleatoric": field(np.full_like(mean, np.sqrt(aleatoric)), "aleatoric standard deviation (mean noise of the particles)"),
+        "trend": field(trend.values, "trend of the target fitted on the training months"),
+        "split": ds["split"].assign_attrs(dict(split_attrs(), units="1")),
+        "month_flag": xr.DataArray(_month_flags(ds), dims="time", attrs={
+            "long_name": "GRACE status of the month", "units": "1",
+            "flag_values": np.array([0, 1, 2], dtype=np.int8), "flag_meanings": "observed missing gap"}),
+        "observed_twsa": field((ds["target"] + trend).values, "GRACE TWSA where observed (trend added back)"),
+        "log_beta": xr.DataArray(log_beta.astype(np.float32), dims="particle", attrs={
+            "long_name": "log noise precision of each particle", "units": f"log({units}-2)"}),
+    })
+    if samples is not None:
+        out["twsa_samples"] = xr.DataArray(samples + trend.values[None], dims=("particle", *dims),
+                                           coords={"time": ds["time"], "lat": ds["lat"], "lon": ds["lon"]}
+                                           ).where(land).astype(np.float32).assign_attrs(
+            long_name="particle predictions (trend added back)", units=units)
+    if "truth" in ds:
+        out["truth"] = ds["truth"]
+    out.attrs.update({"title": "gracefill reconstruction", "particles": s, "backbone": settings["backbone"],
+                      "epochs_trained": int(checkpoint["epoch"]), "target_units": units,
+                      "comment": "twsa_std**2 = twsa_std_epistemic**2 + twsa_std_aleatoric**2"})
+    return out
+
+
+def _month_flags(ds: xr.Dataset) -> np.ndarray:
+    """0 observed, 1 missing, 2 gap."""
+    split = ds["split"].values
+    flags = np.where(ds["observed"].values.astype(bool), 0, 1).astype(np.int8)
+    flags[split == SPLIT_FLAGS["gap"]] = 2
+    return flags

@@ -1,0 +1,218 @@
+"""The training loop: mini-batches of training months, SVGD steps, per-epoch scores, checkpoints.
+
+The tensors file gives the data; the loop keeps it resident on the device, draws each epoch's
+batch order from a generator seeded by (seed, epoch) so that a resumed run repeats exactly
+what an uninterrupted one does, and writes a checkpoint every ``checkpoint_every`` epochs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from gracefill.io import UserError, atomic_path
+from gracefill.months import SPLIT_FLAGS
+from gracefill.nn import build_backbone
+from gracefill.svgd import SVGD, StudentTPrior
+
+CHECKPOINT_FORMAT = 1
+LOG_COLUMNS = ["epoch", "train_rmse", "test_rmse", "test_r2", "test_mnlp", "mean_log_beta", "lr", "seconds"]
+TENSOR_VARIABLES = ("inputs", "target", "land_mask", "split", "target_trend_offset", "target_trend_slope", "month_index")
+MIN_GRID_SIDE = 8
+
+
+class TrainingDiverged(UserError):
+    """The log joint or the training error stopped being finite."""
+
+
+@dataclass
+class TrainingData:
+    """Tensors of one run, on one device: inputs (T, C, H, W), target with NaN as 0, valid mask."""
+
+    inputs: torch.Tensor
+    target: torch.Tensor
+    valid: torch.Tensor
+    train_index: torch.Tensor
+    test_index: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset, device: torch.device, land_only: bool = True) -> "TrainingData":
+        h, w = ds.sizes["lat"], ds.sizes["lon"]
+        if min(h, w) < MIN_GRID_SIDE:
+            raise UserError(f"grid {h} x {w} is too small for the network: each side must be at least {MIN_GRID_SIDE} cells")
+        split = ds["split"].values
+        target = ds["target"].values[:, None]
+        land = ds["land_mask"].values.astype(bool)[None, None]
+        valid = np.isfinite(target) & land
+        if not land_only:  # published: every cell of an observed month counts, ocean zeros included
+            valid = np.broadcast_to(np.isfinite(target).any(axis=(2, 3), keepdims=True), target.shape)
+        train = np.flatnonzero(split == SPLIT_FLAGS["train"])
+        if train.size == 0:
+            raise UserError("the training split is empty: no month is labelled train")
+        return cls(
+            inputs=torch.as_tensor(ds["inputs"].values, dtype=torch.float32, device=device),
+            target=torch.as_tensor(np.nan_to_num(target, nan=0.0), dtype=torch.float32, device=device),
+            valid=torch.as_tensor(np.ascontiguousarray(valid), device=device),
+            train_index=torch.as_tensor(train, device=device),
+            test_index=torch.as_tensor(np.flatnonzero(split == SPLIT_FLAGS["test"]), device=device),
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = CUDA when available; an explicit CUDA request without CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"config key 'training.device': {name!r} requested but this machine has no CUDA device; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def model_settings(cfg: dict, in_channels: int, grid_shape: tuple[int, int]) -> dict:
+    """What predict needs to rebuild the network (stored in every checkpoint)."""
+    m = cfg["model"]
+    return {"backbone": m["backbone"], "features": int(m["features"]), "activation": m["activation"],
+            "particles": int(m["particles"]), "in_channels": int(in_channels), "out_channels": 1,
+            "grid": [int(grid_shape[0]), int(grid_shape[1])]}
+
+
+def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device) -> SVGD:
+    """The ensemble backbone and its SVGD engine, initialised from the global torch RNG."""
+    ensemble = build_backbone(settings["backbone"], settings["in_channels"], settings["out_channels"],
+                              settings["particles"], features=settings["features"],
+                              activation=settings["activation"]).to(device)
+    t = cfg["training"]
+    if t["precision"] == "bf16" and device.type != "cuda":
+        raise UserError("config key 'training.precision': 'bf16' needs a CUDA device; use fp32 on the CPU")
+    return SVGD(
+        ensemble, num_train, lr=t["lr"], lr_noise=t["lr_noise"],
+        weight_prior=StudentTPrior(t["weight_prior"]["shape"], t["weight_prior"]["rate"]),
+        noise_prior=t["noise_prior_form"], noise_shape=t["noise_prior"]["shape"], noise_rate=t["noise_prior"]["rate"],
+        land_only=t["land_only_loss"], particle_chunk=t["particle_chunk"] or None,
+        autocast_dtype=torch.bfloat16 if t["precision"] == "bf16" else None,
+        plateau_factor=t["scheduler"]["factor"], plateau_patience=t["scheduler"]["patience"],
+    )
+
+
+def mixture_nlp(outputs: torch.Tensor, log_beta: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-value negative log predictive density under the mixture of N(f_s, 1/beta_s), summed over valid cells."""
+    lb = log_beta.view(-1, *([1] * (outputs.dim() - 1)))
+    log_dens = 0.5 * lb - 0.5 * math.log(2 * math.pi) - 0.5 * lb.exp() * (y - outputs).square()
+    nlp = -(torch.logsumexp(log_dens, 0) - math.log(outputs.shape[0]))
+    return nlp.masked_fill(~valid, 0.0).sum()
+
+
+def evaluate(engine: SVGD, data: TrainingData, index: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """RMSE, R^2 and per-value MNLP of the predictive mean on the months ``index`` (valid cells)."""
+    if index.numel() == 0:
+        return {"rmse": math.nan, "r2": math.nan, "mnlp": math.nan}
+    sse = torch.zeros((), dtype=torch.float64, device=index.device)
+    nlp = torch.zeros_like(sse)
+    sum_y, sum_y2, n = torch.zeros_like(sse), torch.zeros_like(sse), torch.zeros_like(sse)
+    for start in range(0, index.numel(), batch_size):
+        idx = index[start:start + batch_size]
+        x, y, valid = data.inputs[idx], data.target[idx], data.valid[idx]
+        outputs = engine.predict(x).float()
+        mean = outputs.mean(0)
+        sse += (mean - y).square().masked_fill(~valid, 0).sum().double()
+        nlp += mixture_nlp(outputs, engine.log_beta.detach().float(), y, valid).double()
+        yv = y.masked_fill(~valid, 0).double()
+        sum_y += yv.sum()
+        sum_y2 += yv.square().sum()
+        n += valid.sum().double()
+    sst = sum_y2 - sum_y.square() / n
+    return {"rmse": math.sqrt(float(sse / n)), "r2": float(1 - sse / sst), "mnlp": float(nlp / n)}
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save atomically (temporary name, then rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with weights_only=True (no pickled code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable gracefill checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def train(
+    ds: xr.Dataset,
+    cfg: dict,
+    *,
+    checkpoint_path: Path,
+    config_hash: str,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """Train the SVGD ensemble on the tensors ``ds``; resume from ``checkpoint_path`` when it
+    holds a run of the same configuration. Returns the final checkpoint payload and the log rows."""
+    from tqdm.auto import tqdm
+
+    t = cfg["training"]
+    device = resolve_device(t["device"])
+    data = TrainingData.from_dataset(ds, device, land_only=t["land_only_loss"])
+    settings = model_settings(cfg, data.inputs.shape[1], (ds.sizes["lat"], ds.sizes["lon"]))
+    torch.manual_seed(cfg["seed"])
+    engine = build_engine(settings, cfg, int(data.train_index.numel()), device)
+
+    history: list[dict] = []
+    first_epoch = 1
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        if state.get("config_hash") == config_hash and state.get("format") == CHECKPOINT_FORMAT:
+            engine.load_state_dict(state["engine"])
+            history = list(state["history"])
+            first_epoch = int(state["epoch"]) + 1
+
+    n_train = int(data.train_index.numel())
+    batch = int(t["batch_size"])
+    bar = tqdm(range(first_epoch, t["epochs"] + 1), initial=first_epoch - 1, total=t["epochs"],
+               desc="train", unit="epoch", disable=not progress)
+    payload: dict = {}
+    for epoch in bar:
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
+        order = data.train_index[torch.randperm(n_train, generator=generator).to(device)]
+        sse_sum = torch.zeros((), dtype=torch.float64, device=device)
+        n_sum = torch.zeros_like(sse_sum)
+        for start in range(0, n_train, batch):
+            idx = order[start:start + batch]
+            stats = engine.step(data.inputs[idx], data.target[idx], data.valid[idx])
+            sse_sum += stats["sse_mean"].double()
+            n_sum += stats["n_y"].double()
+        train_rmse = math.sqrt(float(sse_sum / n_sum))
+        if not math.isfinite(train_rmse) or not bool(torch.isfinite(engine.log_beta).all()):
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: the training error or log beta is "
+                                   "not finite; lower training.lr or check the tensors")
+        engine.scheduler_step(train_rmse)
+        scores = evaluate(engine, data, data.test_index, batch)
+        row = {"epoch": epoch, "train_rmse": train_rmse, "test_rmse": scores["rmse"], "test_r2": scores["r2"],
+               "test_mnlp": scores["mnlp"], "mean_log_beta": float(engine.log_beta.detach().mean()),
+               "lr": engine.lrs[0], "seconds": time.perf_counter() - started}
+        history.append(row)
+        bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
+                   "engine": engine.state_dict(), "history": history}
+        if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
+            save_checkpoint(checkpoint_path, payload)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    if not payload:  # resumed from a checkpoint that already finished
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": first_epoch - 1, "config_hash": config_hash,
+                   "model": settings, "engine": engine.state_dict(), "history": history}
+    return payload, history
+
+
+def write_log(history: list[dict], path: Path) -> None:
+    """The per-epoch CSV log, written atomically."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")

@@ -1,0 +1,133 @@
+"""Training and prediction stages: resume, checkpoints, reconstruction layout, bad inputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from gracefill.config import validate
+from gracefill.predict import reconstruct
+from gracefill.train import LOG_COLUMNS, load_checkpoint, train, write_log
+from tests.conftest import tiny_tensors
+
+SETTINGS = {"model": {"backbone": "cbam", "features": 4, "particles": 3},
+            "training": {"device": "cpu", "epochs": 3, "batch_size": 8, "checkpoint_every": 1, "lr_noise": 0.1}}
+
+
+def config(**training):
+    cfg = validate({**SETTINGS, "training": {**SETTINGS["training"], **training}}, relations=False)
+    return cfg
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path):
+    ds, _ = tiny_tensors()
+    cfg = config()
+    full, history = train(ds, cfg, checkpoint_path=tmp_path / "a.pt", config_hash="h", progress=False)
+
+    def kill_after_first_epoch(epoch, row):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(ds, cfg, checkpoint_path=tmp_path / "b.pt", config_hash="h", progress=False,
+              on_epoch_end=kill_after_first_epoch)
+    assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 1
+    resumed, resumed_history = train(ds, cfg, checkpoint_path=tmp_path / "b.pt", config_hash="h", progress=False)
+    assert resumed["epoch"] == full["epoch"] == 3
+    for key, value in full["engine"]["ensemble"].items():
+        assert torch.equal(value, resumed["engine"]["ensemble"][key]), key
+    assert torch.equal(full["engine"]["log_beta"], resumed["engine"]["log_beta"])
+    assert [r["train_rmse"] for r in history] == [r["train_rmse"] for r in resumed_history]
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    ds, _ = tiny_tensors()
+    train(ds, config(epochs=1), checkpoint_path=tmp_path / "c.pt", config_hash="old", progress=False)
+    payload, history = train(ds, config(epochs=2), checkpoint_path=tmp_path / "c.pt", config_hash="new", progress=False)
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_log_columns_and_checkpoint_loads_weights_only(tmp_path):
+    ds, _ = tiny_tensors()
+    payload, history = train(ds, config(epochs=2), checkpoint_path=tmp_path / "m.pt", config_hash="h", progress=False)
+    write_log(history, tmp_path / "log.csv")
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert list(log.columns) == LOG_COLUMNS and list(log["epoch"]) == [1, 2]
+    assert np.isfinite(log[["train_rmse", "test_rmse", "test_r2", "test_mnlp", "mean_log_beta"]].values).all()
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert state["model"]["backbone"] == "cbam" and state["epoch"] == 2
+
+
+def test_reconstruction_layout(tmp_path):
+    ds, _ = tiny_tensors()
+    cfg = config(epochs=1)
+    payload, _ = train(ds, cfg, checkpoint_path=tmp_path / "m.pt", config_hash="h", progress=False)
+    out = reconstruct(ds, payload, validate({**cfg, "prediction": {"batch_size": 7}}, relations=False),
+                      save_samples=True, progress=False)
+    assert out["twsa"].dims == ("time", "lat", "lon") and out.sizes["time"] == ds.sizes["time"]
+    assert out["twsa_samples"].shape == (3, *out["twsa"].shape)
+    land = ds["land_mask"].values.astype(bool)
+    assert np.isnan(out["twsa"].values[:, ~land]).all() and np.isfinite(out["twsa"].values[:, land]).all()
+    total = np.sqrt(out["twsa_std_epistemic"] ** 2 + out["twsa_std_aleatoric"] ** 2)
+    np.testing.assert_allclose(out["twsa_std"].values, total.values, rtol=1e-5)
+    # the mean of the samples is the predictive mean; the trend is added back to both
+    np.testing.assert_allclose(out["twsa_samples"].mean("particle").values, out["twsa"].values, rtol=1e-4, atol=1e-4)
+    flags = dict(zip(out["month_flag"].attrs["flag_meanings"].split(), out["month_flag"].attrs["flag_values"]))
+    assert (out["month_flag"].values == flags["gap"]).sum() == 3
+    for name in out.data_vars:
+        assert out[name].attrs.get("units") and out[name].attrs.get("long_name"), name
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "gracefill.cli", *args], capture_output=True, text=True)
+
+
+def write_tensors(ds, path):
+    from gracefill.io import write_netcdf
+    write_netcdf(ds, path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing_variable", "small_grid", "cuda", "empty_split", "bf16_on_cpu"])
+def test_bad_inputs_give_one_line_and_leave_no_model(tmp_path, case):
+    ds, _ = tiny_tensors()
+    settings = {**SETTINGS, "training": {**SETTINGS["training"], "epochs": 1}}
+    expected = {
+        "missing_variable": "missing variable(s) target",
+        "small_grid": "grid 4 x 16 is too small for the network",
+        "cuda": "'cuda' requested but this machine has no CUDA device",
+        "empty_split": "training split is empty",
+        "bf16_on_cpu": "'bf16' needs a CUDA device",
+    }[case]
+    if case == "missing_variable":
+        ds = ds.drop_vars("target")
+    elif case == "small_grid":
+        ds, _ = tiny_tensors(shape=(4, 16))
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        settings["training"]["device"] = "cuda"
+    elif case == "empty_split":
+        ds["split"][:] = 2
+    elif case == "bf16_on_cpu":
+        settings["training"]["precision"] = "bf16"
+    tensors = write_tensors(ds, tmp_path / "tensors.nc")
+    model = tmp_path / "model" / "model.pt"
+    result = run_cli("train", "--config-json", json.dumps(settings), "--tensors", str(tensors), "--model", str(model),
+                     "--log-csv", str(tmp_path / "model" / "log.csv"), "--no-progress")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert not model.exists() and not (tmp_path / "model" / "checkpoint.pt").exists()
+    assert not (tmp_path / "model" / "log.csv").exists()

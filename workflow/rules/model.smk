@@ -1,0 +1,45 @@
+# The Bayesian CNN: SVGD training (GPU when available) and prediction of every month.
+
+
+rule train:
+    message:
+        "Training the {config[model][backbone]} ensemble of {config[model][particles]} particles by SVGD"
+    input:
+        tensors=f"{RESULTS}/tensors.nc",
+    output:
+        model=f"{RESULTS}/model/model.pt",
+        log_csv=f"{RESULTS}/model/training_log.csv",
+    params:
+        cfg=stage_config("seed", "model", "training"),
+    resources:
+        gpu=1,
+    log:
+        f"{LOGS}/train.log",
+    benchmark:
+        f"{BENCHMARKS}/train.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill train --config-json {params.cfg:q} --tensors {input.tensors:q} "
+        "--model {output.model:q} --log-csv {output.log_csv:q} > {log:q} 2>&1"
+
+
+rule predict:
+    message:
+        "Reconstructing every month with its uncertainty"
+    input:
+        tensors=f"{RESULTS}/tensors.nc",
+        model=f"{RESULTS}/model/model.pt",
+    output:
+        f"{RESULTS}/reconstruction.nc",
+    params:
+        cfg=stage_config("model", "training", "prediction"),
+    log:
+        f"{LOGS}/predict.log",
+    benchmark:
+        f"{BENCHMARKS}/predict.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill predict --config-json {params.cfg:q} --tensors {input.tensors:q} "
+        "--model {input.model:q} --output {output:q} > {log:q} 2>&1"
