@@ -17,11 +17,13 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/model.smk"
 include: "workflow/rules/plots.smk"
 
 
 rule all:
     input:
         tensors=f"{RESULTS}/tensors.nc",
+        reconstruction=f"{RESULTS}/reconstruction.nc",
         inputs_figure=f"{RESULTS}/figures/inputs.png",
     default_target: True

@@ -106,3 +106,38 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path, override, key):
     lines = [line for line in result.stderr.splitlines() if "invalid configuration" in line]
     assert len(lines) == 1 and f"config key '{key}'" in lines[0], result.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_reconstruction_beats_zero_anomaly_and_std_tracks_error(test_run):
+    """On the test months, the BCNN beats predicting a zero (detrended) anomaly by a real NSE
+    margin, and cells with larger errors have larger predictive std (rank correlation > 0)."""
+    from scipy.stats import spearmanr
+
+    from gracefill.months import SPLIT_FLAGS
+
+    rec = xr.open_dataset(test_run / "results/test/reconstruction.nc")
+    test = rec["split"].values == SPLIT_FLAGS["test"]
+    obs = rec["observed_twsa"].values[test]
+    pred = rec["twsa"].values[test]
+    trend = rec["trend"].values[test]  # the zero-anomaly prediction
+    valid = np.isfinite(obs)
+    sst = ((obs - obs.mean(axis=0, where=valid, keepdims=True)) ** 2)[valid].sum()
+    nse_model = 1 - ((obs - pred) ** 2)[valid].sum() / sst
+    nse_zero = 1 - ((obs - trend) ** 2)[valid].sum() / sst
+    assert nse_model > nse_zero + 0.2, (nse_model, nse_zero)
+    land = np.isfinite(rec["twsa"].values[0])
+    error = np.sqrt(np.nanmean(((obs - pred) ** 2)[:, land], axis=0))
+    spread = rec["twsa_std"].values[test][:, land].mean(axis=0)
+    assert spearmanr(error, spread).statistic > 0.1
+
+
+def test_reconstruction_covers_every_month_with_flags(test_run):
+    rec = xr.open_dataset(test_run / "results/test/reconstruction.nc")
+    assert rec.sizes["time"] == 228
+    flags = dict(zip(rec["month_flag"].attrs["flag_meanings"].split(), rec["month_flag"].attrs["flag_values"]))
+    assert (rec["month_flag"].values == flags["gap"]).sum() == 11
+    land = xr.open_dataset(test_run / "results/test/grid.nc")["land_mask"].values.astype(bool)
+    assert np.isfinite(rec["twsa"].values[:, land]).all() and np.isnan(rec["twsa"].values[:, ~land]).all()
+    assert rec["twsa"].attrs["units"] == "cm"
+    log = (test_run / "results/test/model/training_log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,train_rmse,test_rmse") and len(log) == 31

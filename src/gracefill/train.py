@@ -82,7 +82,17 @@ def model_settings(cfg: dict, in_channels: int, grid_shape: tuple[int, int]) -> 
             "grid": [int(grid_shape[0]), int(grid_shape[1])]}
 
 
-def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device) -> SVGD:
+def initial_log_beta(data: "TrainingData", cfg: dict, particles: int) -> torch.Tensor | None:
+    """None (draw from the noise prior) or -log var(training targets) with a 0.1 jitter per particle."""
+    if cfg["training"]["log_beta_init"] == "prior":
+        return None
+    y = data.target[data.train_index][data.valid[data.train_index]].double()
+    variance = float(y.var()) if y.numel() > 1 else 1.0
+    return -math.log(max(variance, 1e-12)) + 0.1 * torch.randn(particles, dtype=torch.float64)
+
+
+def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device,
+                 log_beta_init: torch.Tensor | None = None) -> SVGD:
     """The ensemble backbone and its SVGD engine, initialised from the global torch RNG."""
     ensemble = build_backbone(settings["backbone"], settings["in_channels"], settings["out_channels"],
                               settings["particles"], features=settings["features"],
@@ -97,6 +107,7 @@ def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device
         land_only=t["land_only_loss"], particle_chunk=t["particle_chunk"] or None,
         autocast_dtype=torch.bfloat16 if t["precision"] == "bf16" else None,
         plateau_factor=t["scheduler"]["factor"], plateau_patience=t["scheduler"]["patience"],
+        log_beta_init=log_beta_init,
     )
 
 
@@ -162,7 +173,8 @@ def train(
     data = TrainingData.from_dataset(ds, device, land_only=t["land_only_loss"])
     settings = model_settings(cfg, data.inputs.shape[1], (ds.sizes["lat"], ds.sizes["lon"]))
     torch.manual_seed(cfg["seed"])
-    engine = build_engine(settings, cfg, int(data.train_index.numel()), device)
+    engine = build_engine(settings, cfg, int(data.train_index.numel()), device,
+                          log_beta_init=initial_log_beta(data, cfg, settings["particles"]))
 
     history: list[dict] = []
     first_epoch = 1
