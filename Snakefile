@@ -18,12 +18,17 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/plots.smk"
 
 
 rule all:
     input:
-        tensors=f"{RESULTS}/tensors.nc",
-        reconstruction=f"{RESULTS}/reconstruction.nc",
-        inputs_figure=f"{RESULTS}/figures/inputs.png",
+        f"{RESULTS}/figures/inputs.png",
+        expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURE_INPUTS),
+        f"{RESULTS}/figures/gap_animation.gif",
+        f"{RESULTS}/evaluation/scores.csv",
+        f"{RESULTS}/evaluation/spread_skill.csv",
+        f"{RESULTS}/drought/events.csv",
+        f"{RESULTS}/drought/detection.csv",
     default_target: True

@@ -51,17 +51,58 @@ def test_every_stage_left_a_log_and_a_benchmark(test_run):
     results = test_run / "results/test"
     logs = {p.stem for p in (results / "logs").glob("*.log")}
     assert {"retrieve_synthetic", "build_grid", "build_predictors", "build_tensors", "plot_inputs",
-            "regrid_twsa", "regrid_precipitation"} <= logs
+            "regrid_twsa", "regrid_precipitation", "train", "predict", "baselines", "evaluate", "drought",
+            "plot_gap_wsdi", "plot_gap_animation"} <= logs
     assert len(list((results / "benchmarks").glob("*.tsv"))) == len(logs)
 
 
-def test_inputs_figure_is_a_non_blank_png(test_run):
+FIGURES = ["inputs", "training_curves", "score_maps", "baselines", "calibration", "monthly_panels", "gap_wsdi",
+           "gap_drought_probability", "timeseries"]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_is_a_non_blank_png(test_run, name):
     from PIL import Image
 
-    path = test_run / "results/test/figures/inputs.png"
+    path = test_run / f"results/test/figures/{name}.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = np.asarray(Image.open(path).convert("L"), dtype=float)
-    assert image.shape[0] > 200 and image.std() > 10
+    assert image.shape[0] > 150 and image.std() > 10
+
+
+def test_gap_animation_has_one_frame_per_gap_month(test_run):
+    from PIL import Image
+
+    with Image.open(test_run / "results/test/figures/gap_animation.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 11
+
+
+def test_scores_table_compares_bcnn_and_baselines(test_run):
+    import pandas as pd
+
+    table = pd.read_csv(test_run / "results/test/evaluation/scores.csv")
+    assert set(table["method"]) == {"bcnn", "climatology_trend", "regression", "land_model"}
+    assert set(table["period"]) == {"test", "gap"}
+    bcnn = table[(table["method"] == "bcnn") & (table["period"] == "test")].iloc[0]
+    assert 0 < bcnn["coverage_50"] <= bcnn["coverage_90"] <= bcnn["coverage_95"] <= 1
+    assert np.isfinite(bcnn[["mnlp", "crps", "nse_median", "r_median", "rmse_median"]].astype(float)).all()
+    maps = xr.open_dataset(test_run / "results/test/evaluation/score_maps.nc")
+    assert set(maps["method"].values) == set(table["method"]) and maps["r"].attrs["units"] == "1"
+
+
+def test_drought_outputs(test_run):
+    import pandas as pd
+
+    fields = xr.open_dataset(test_run / "results/test/drought/drought.nc")
+    for name in ("deficit", "wsdi", "category", "probability", "gap_filled_twsa"):
+        assert fields[name].dims == ("time", "lat", "lon") and fields[name].attrs.get("units"), name
+    probability = fields["probability"].values
+    assert np.nanmin(probability) >= 0 and np.nanmax(probability) <= 1
+    events = pd.read_csv(test_run / "results/test/drought/events.csv")
+    assert {"onset", "duration", "severity", "peak_deficit"} <= set(events.columns)
+    assert (events["duration"] >= 3).all()
+    detection = pd.read_csv(test_run / "results/test/drought/detection.csv")
+    assert 0 <= detection["hit_rate"].iloc[0] <= 1
 
 
 def test_second_dry_run_has_nothing_to_do(test_run):
@@ -120,13 +161,14 @@ def test_reconstruction_beats_zero_anomaly_and_std_tracks_error(test_run):
     obs = rec["observed_twsa"].values[test]
     pred = rec["twsa"].values[test]
     trend = rec["trend"].values[test]  # the zero-anomaly prediction
+    land = np.isfinite(rec["twsa"].values[0])
+    obs, pred, trend = obs[:, land], pred[:, land], trend[:, land]
     valid = np.isfinite(obs)
-    sst = ((obs - obs.mean(axis=0, where=valid, keepdims=True)) ** 2)[valid].sum()
+    sst = ((obs - np.nanmean(obs, axis=0, keepdims=True)) ** 2)[valid].sum()
     nse_model = 1 - ((obs - pred) ** 2)[valid].sum() / sst
     nse_zero = 1 - ((obs - trend) ** 2)[valid].sum() / sst
     assert nse_model > nse_zero + 0.2, (nse_model, nse_zero)
-    land = np.isfinite(rec["twsa"].values[0])
-    error = np.sqrt(np.nanmean(((obs - pred) ** 2)[:, land], axis=0))
+    error = np.sqrt(np.nanmean((obs - pred) ** 2, axis=0))
     spread = rec["twsa_std"].values[test][:, land].mean(axis=0)
     assert spearmanr(error, spread).statistic > 0.1
 
@@ -141,3 +183,11 @@ def test_reconstruction_covers_every_month_with_flags(test_run):
     assert rec["twsa"].attrs["units"] == "cm"
     log = (test_run / "results/test/model/training_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,train_rmse,test_rmse") and len(log) == 31
+
+
+def test_report_bundles_every_figure(test_run):
+    result = snakemake(test_run, "--configfile", str(ROOT / "configs/test.yaml"), "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = (test_run / "report.html").read_text(errors="replace")
+    for name in FIGURES + ["gap_animation"]:
+        assert name in html, name

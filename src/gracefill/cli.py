@@ -237,6 +237,163 @@ def predict(args) -> None:
     write_netcdf(out, args.output)
 
 
+def baselines(args) -> None:
+    """Climatology + trend, per-cell regression and the land model, for every month."""
+    from gracefill.analysis import baseline_predictions
+
+    cfg = _config(args)
+    tensors = open_dataset(args.tensors, required=TRAIN_TENSORS).load()
+    storage = open_dataset(args.land_storage, required=("land_water_storage",))["land_water_storage"]
+    months = pd.DatetimeIndex(tensors["time"].values)
+    storage = storage.assign_coords(time=mo.to_month_start(storage["time"].values)).reindex(time=months).load()
+    try:
+        out = baseline_predictions(tensors, storage, cfg["evaluation"]["regression_ridge"])
+    except ValueError as exc:
+        raise UserError(f"{args.tensors}: {exc}") from None
+    out.attrs.update(_provenance(cfg, [args.tensors, args.land_storage]))
+    write_netcdf(out, args.output)
+
+
+def evaluate(args) -> None:
+    """Scores of the BCNN and the baselines: maps, a tidy table, calibration and spread-skill."""
+    from gracefill.analysis import evaluate as run_evaluation
+    from gracefill.io import atomic_path
+
+    cfg = _config(args)
+    rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "split", "log_beta")).load()
+    base = open_dataset(args.baselines).load()
+    area = open_dataset(args.grid, required=("cell_area", "land_mask"))["cell_area"].load()
+    ev = cfg["evaluation"]
+    table, maps, calibration, spread = run_evaluation(rec, base, area, ev["interval_levels"], ev["spread_skill_bins"])
+    maps.attrs.update({"title": "gracefill score maps (test months vs GRACE; gap months vs truth where known)",
+                       **_provenance(cfg, [args.reconstruction, args.baselines])})
+    write_netcdf(maps, args.maps)
+    for frame, path in ((table, args.table), (calibration, args.calibration), (spread, args.spread_skill)):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.5g")
+    log.info("scores:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def drought(args) -> None:
+    """WSDI, drought categories, probabilities and events of the gap-filled series."""
+    from gracefill.analysis import analyse_droughts
+    from gracefill.io import atomic_path
+
+    cfg = _config(args)
+    rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "month_flag", "split")).load()
+    try:
+        fields, events, detection = analyse_droughts(rec, cfg)
+    except ValueError as exc:
+        raise UserError(f"{args.reconstruction}: {exc}") from None
+    fields.attrs.update({"title": "gracefill drought analysis", **_provenance(cfg, [args.reconstruction])})
+    write_netcdf(fields, args.fields)
+    with atomic_path(args.events) as tmp:
+        events.to_csv(tmp, index=False, float_format="%.5g")
+    frame = detection if detection is not None else pd.DataFrame(columns=["period", "threshold", "hit_rate", "false_alarm_ratio"])
+    with atomic_path(args.detection) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.5g")
+    log.info("%d drought events; detection in the gap: %s", len(events),
+             "n/a (no truth)" if detection is None else detection.to_dict("records"))
+
+
+def _gap_months(ds: xr.Dataset) -> xr.Dataset:
+    return ds.isel(time=np.flatnonzero(ds["split"].values == mo.SPLIT_FLAGS["gap"]))
+
+
+def plot(args) -> None:
+    """One figure of the results (see --figure)."""
+    from gracefill import plots
+
+    cfg = _config(args)
+    fig_cfg = cfg["figures"]
+    dpi = fig_cfg["dpi"]
+    inputs = dict(item.split("=", 1) for item in args.input)
+    figure = args.figure
+    if figure == "training_curves":
+        fig = plots.training_curves(pd.read_csv(inputs["log"]), dpi=dpi)
+    elif figure == "score_maps":
+        maps = open_dataset(inputs["maps"]).sel({"method": "bcnn", "period": "test"})
+        fig = plots.map_panels([maps["r"], maps["nse"].clip(min=-1)], ["R, test months", "NSE, test months (clipped at -1)"],
+                               cmap=["viridis", "viridis"], symmetric=False, dpi=dpi, suptitle="BCNN skill against GRACE")
+    elif figure == "baselines":
+        table = pd.read_csv(inputs["table"])
+        fig = plots.bar_comparison(table, dpi=dpi)
+    elif figure == "calibration":
+        table = pd.read_csv(inputs["calibration"])
+        fig = plots.calibration_plot({f"BCNN, {p} months": g for p, g in table.groupby("period")}, dpi=dpi)
+    elif figure == "monthly_panels":
+        fig = _monthly_panels(open_dataset(inputs["reconstruction"]), fig_cfg, dpi)
+    elif figure in ("gap_wsdi", "gap_drought_probability"):
+        fields = open_dataset(inputs["drought"])
+        gap = fields.isel(time=np.flatnonzero(fields["month_flag"].values == 2))
+        land = open_dataset(inputs["grid"])["land_mask"]
+        if figure == "gap_wsdi":
+            fig = plots.wsdi_panels(gap["wsdi"], land, threshold=cfg["drought"]["thresholds"][0], dpi=dpi,
+                                    title="WSDI of the gap months (gap-filled)")
+        else:
+            fig = plots.map_panels([gap["probability"].isel(time=i) for i in range(gap.sizes["time"])],
+                                   [f"{m:%Y-%m}" for m in pd.DatetimeIndex(gap["time"].values)], ncols=4,
+                                   cmap="YlOrRd", symmetric=False, dpi=dpi,
+                                   suptitle=f"probability of drought (WSDI <= {cfg['drought']['thresholds'][0]})")
+    elif figure == "timeseries":
+        fig = _timeseries(open_dataset(inputs["reconstruction"]), open_dataset(inputs["grid"]), cfg, dpi)
+    elif figure == "gap_animation":
+        rec = _gap_months(open_dataset(inputs["reconstruction"]))
+        plots.gap_animation(rec["twsa"], rec["twsa_std"], args.output, dpi=dpi, fps=fig_cfg["animation_fps"])
+        return
+    else:  # argparse restricts the choices
+        raise UserError(f"--figure: unknown figure {figure!r}")
+    plots.save_figure(fig, args.output)
+
+
+def _monthly_panels(rec: xr.Dataset, fig_cfg: dict, dpi: int):
+    from gracefill import plots
+
+    fields, titles = [], []
+    units = rec["twsa"].attrs["units"]
+    for month in fig_cfg["panel_months"]:
+        one = rec.sel(time=pd.Timestamp(month))
+        reference, name = one["observed_twsa"], "GRACE"
+        if not np.isfinite(reference.values).any() and "truth" in rec:
+            reference, name = one["truth"], "truth (synthetic)"
+        error = (one["twsa"] - reference).assign_attrs(units=units)
+        fields += [reference.assign_attrs(units=units), one["twsa"], error, one["twsa_std"]]
+        titles += [f"{name} {month}", f"reconstruction {month}", f"reconstruction - {name} {month}",
+                   f"predictive std {month}"]
+    n = len(fig_cfg["panel_months"])
+    return plots.map_panels(fields, titles, ncols=4, dpi=dpi, cmap=["RdBu", "RdBu", "RdBu", "viridis"] * n,
+                            symmetric=[True, True, True, False] * n, suptitle="GRACE, reconstruction, error and uncertainty")
+
+
+def _timeseries(rec: xr.Dataset, grid: xr.Dataset, cfg: dict, dpi: int):
+    """Area-weighted means over the land cells near each configured point; the 95 % band uses
+    the area mean of the cell std (an upper bound: errors of neighbouring cells are correlated)."""
+    from gracefill import plots
+
+    lat2d, lon2d = xr.broadcast(grid["lat"], grid["lon"])
+    land = grid["land_mask"].astype(bool)
+    series = []
+    for point in cfg["figures"]["points"]:
+        near = land & (np.hypot(lat2d - point["lat"], lon2d - point["lon"]) <= point["radius_deg"])
+        if not bool(near.any()):
+            raise UserError(f"config key 'figures.points': no land cell within {point['radius_deg']} degrees of {point['name']}")
+        weights = grid["cell_area"].where(near)
+
+        def regional(da):
+            return ((da * weights).sum(("lat", "lon"), min_count=1) / weights.where(da.notnull()).sum(("lat", "lon"))).values
+
+        mean, std = regional(rec["twsa"]), regional(rec["twsa_std"])
+        series.append({"name": point["name"], "time": rec["time"].values, "observed": regional(rec["observed_twsa"]),
+                       "mean": mean, "lower": mean - 1.96 * std, "upper": mean + 1.96 * std,
+                       "truth": regional(rec["truth"]) if "truth" in rec else None})
+    split = cfg["split"]
+    return plots.time_series(series, (split["gap_start"], split["gap_end"]), rec["twsa"].attrs["units"], dpi=dpi)
+
+
+FIGURES = ("training_curves", "score_maps", "baselines", "calibration", "monthly_panels", "gap_wsdi",
+           "gap_drought_probability", "timeseries", "gap_animation")
+
+
 def check_config(args) -> None:
     """Validate a config file and print its effective (default-filled) form."""
     cfg = _config(args)
@@ -254,6 +411,10 @@ STAGES = {
     "plot_inputs": plot_inputs,
     "train": train,
     "predict": predict,
+    "baselines": baselines,
+    "evaluate": evaluate,
+    "drought": drought,
+    "plot": plot,
     "check_config": check_config,
 }
 
@@ -304,6 +465,27 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--no-progress", action="store_true")
+    p = stage("baselines")
+    p.add_argument("--tensors", required=True)
+    p.add_argument("--land-storage", required=True, help="regridded land_water_storage.nc")
+    p.add_argument("--output", required=True)
+    p = stage("evaluate")
+    p.add_argument("--reconstruction", required=True)
+    p.add_argument("--baselines", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--maps", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--calibration", required=True)
+    p.add_argument("--spread-skill", required=True)
+    p = stage("drought")
+    p.add_argument("--reconstruction", required=True)
+    p.add_argument("--fields", required=True)
+    p.add_argument("--events", required=True)
+    p.add_argument("--detection", required=True)
+    p = stage("plot")
+    p.add_argument("--figure", required=True, choices=FIGURES)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="an input file of the figure")
+    p.add_argument("--output", required=True)
     p = stage("check_config")
     p.add_argument("--show", action="store_true", help="print the effective config")
     return parser

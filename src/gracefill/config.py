@@ -138,6 +138,12 @@ def _check_semantics(cfg: dict) -> None:
     _require(d["thresholds"] == sorted(d["thresholds"], reverse=True), "drought.thresholds", d["thresholds"],
              "thresholds ordered from mild to exceptional (decreasing)")
     inside_period("figures", "month")
+    for i, month in enumerate(cfg["figures"]["panel_months"]):
+        _require(period_start <= pd.Timestamp(month) <= period_end, f"figures.panel_months.{i}", month,
+                 f"a month within the period {cfg['period']['start']}..{cfg['period']['end']}")
+    for i, point in enumerate(cfg["figures"]["points"]):
+        _require(grid["lat_min"] <= point["lat"] <= grid["lat_max"] and grid["lon_min"] <= point["lon"] <= grid["lon_max"],
+                 f"figures.points.{i}", point["name"], "a point inside the grid")
 
 
 def validate(config: dict | None, *, relations: bool = True) -> dict:

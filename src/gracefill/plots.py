@@ -32,39 +32,34 @@ def coastline_mask(lat_range: tuple[float, float], lon_range: tuple[float, float
 
 
 def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2, dpi: int = 110,
-               cmap: str = "RdBu", symmetric: bool = True, suptitle: str | None = None):
+               cmap: str | list = "RdBu", symmetric: bool | list = True, suptitle: str | None = None):
     """One cartopy map per field (each with its own colour bar labelled with the field's units)."""
     import cartopy.crs as ccrs
 
     plt = _pyplot()
     first = fields[0]
     lat, lon = first["lat"].values, first["lon"].values
-    half_lat = abs(lat[1] - lat[0]) / 2 if lat.size > 1 else 0.5
-    half_lon = abs(lon[1] - lon[0]) / 2 if lon.size > 1 else 0.5
-    extent = (lon.min() - half_lon, lon.max() + half_lon, lat.min() - half_lat, lat.max() + half_lat)
-    global_lon = extent[1] - extent[0] > 300
-    projection = ccrs.Robinson() if global_lon else ccrs.PlateCarree()
+    extent, projection, global_lon = _extent(lat, lon)
     c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
 
     nrows = int(np.ceil(len(fields) / ncols))
     aspect = (extent[3] - extent[2]) / (extent[1] - extent[0])
     width = 5.2 * ncols
     fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 0.9 * nrows), dpi=dpi)
+    cmaps = cmap if isinstance(cmap, list) else [cmap] * len(fields)
+    symmetric_each = symmetric if isinstance(symmetric, list) else [symmetric] * len(fields)
     for i, (field, title) in enumerate(zip(fields, titles)):
         ax = fig.add_subplot(nrows, ncols, i + 1, projection=projection)
         values = np.ma.masked_invalid(field.values)
-        if symmetric:
+        if symmetric_each[i]:
             vmax = float(np.nanpercentile(np.abs(field.values), 98)) if np.isfinite(field.values).any() else 1.0
             vmin, vmax = -max(vmax, 1e-9), max(vmax, 1e-9)
         else:
             vmin, vmax = (np.nanpercentile(field.values, [2, 98]) if np.isfinite(field.values).any() else (0, 1))
-        mesh = ax.pcolormesh(lon, lat, values, cmap=cmap, vmin=vmin, vmax=vmax,
+        mesh = ax.pcolormesh(lon, lat, values, cmap=cmaps[i], vmin=vmin, vmax=vmax,
                              transform=ccrs.PlateCarree(), shading="nearest")
         ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.2", linewidths=0.4, transform=ccrs.PlateCarree())
-        if global_lon:
-            ax.set_global()
-        else:
-            ax.set_extent(extent, crs=ccrs.PlateCarree())
+        _set_extent(ax, extent, global_lon)
         ax.set_title(title, fontsize=9)
         bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.75, pad=0.04)
         bar.set_label(field.attrs.get("units", ""), fontsize=8)
@@ -81,4 +76,178 @@ def save_figure(fig, path) -> None:
     plt = _pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, threshold: float, vmin: float = -2.5,
+                ncols: int = 4, dpi: int = 110, title: str = "WSDI"):
+    """One map per month: drought cells (WSDI <= threshold) coloured by WSDI from 0 to vmin,
+    other land grey, ocean white, as in the paper's gap panels."""
+    import cartopy.crs as ccrs
+    import matplotlib.colors as mcolors
+
+    plt = _pyplot()
+    lat, lon = wsdi["lat"].values, wsdi["lon"].values
+    extent, projection, global_lon = _extent(lat, lon)
+    c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
+    months = wsdi["time"].values
+    nrows = int(np.ceil(len(months) / ncols))
+    aspect = (extent[3] - extent[2]) / (extent[1] - extent[0])
+    width = 4.0 * ncols
+    fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 1.2), dpi=dpi)
+    cmap = plt.get_cmap("YlOrRd_r")
+    norm = mcolors.Normalize(vmin=vmin, vmax=0)
+    grey = np.where(land.values.astype(bool), 1.0, np.nan)
+    mesh = None
+    for i, month in enumerate(months):
+        ax = fig.add_subplot(nrows, ncols, i + 1, projection=projection)
+        values = wsdi.sel(time=month).values
+        drought = np.ma.masked_where(~(values <= threshold), values)
+        ax.pcolormesh(lon, lat, np.ma.masked_invalid(grey), cmap=mcolors.ListedColormap(["0.85"]),
+                      transform=ccrs.PlateCarree(), shading="nearest")
+        mesh = ax.pcolormesh(lon, lat, drought, cmap=cmap, norm=norm, transform=ccrs.PlateCarree(), shading="nearest")
+        ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.3", linewidths=0.3, transform=ccrs.PlateCarree())
+        _set_extent(ax, extent, global_lon)
+        ax.set_title(str(np.datetime_as_string(month, unit="M")), fontsize=9)
+    if mesh is not None:
+        bar = fig.colorbar(mesh, ax=fig.axes, orientation="horizontal", shrink=0.5, pad=0.03, extend="min")
+        bar.set_label(f"{title} (drought where <= {threshold}; other land grey)", fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _extent(lat: np.ndarray, lon: np.ndarray):
+    import cartopy.crs as ccrs
+
+    half_lat = abs(lat[1] - lat[0]) / 2 if lat.size > 1 else 0.5
+    half_lon = abs(lon[1] - lon[0]) / 2 if lon.size > 1 else 0.5
+    extent = (lon.min() - half_lon, lon.max() + half_lon, lat.min() - half_lat, lat.max() + half_lat)
+    global_lon = extent[1] - extent[0] > 300
+    return extent, (ccrs.Robinson() if global_lon else ccrs.PlateCarree()), global_lon
+
+
+def _set_extent(ax, extent, global_lon: bool) -> None:
+    import cartopy.crs as ccrs
+
+    if global_lon:
+        ax.set_global()
+    else:
+        ax.set_extent(extent, crs=ccrs.PlateCarree())
+
+
+def training_curves(log, dpi: int = 110):
+    """Training and test RMSE, test R^2, test MNLP and mean log beta against the epoch."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=dpi, sharex=True)
+    ax = axes[0, 0]
+    ax.plot(log["epoch"], log["train_rmse"], label="training")
+    ax.plot(log["epoch"], log["test_rmse"], label="test")
+    ax.set_ylabel("RMSE (target units)")
+    ax.legend(fontsize=8)
+    for ax, column, label in ((axes[0, 1], "test_r2", "test R$^2$"), (axes[1, 0], "test_mnlp", "test MNLP (per value)"),
+                              (axes[1, 1], "mean_log_beta", "mean log $\\beta$")):
+        ax.plot(log["epoch"], log[column], color="C2")
+        ax.set_ylabel(label)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle("SVGD training", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_plot(tables: dict, dpi: int = 110):
+    """Observed against nominal coverage of central prediction intervals, one line per table
+    (each with columns nominal and observed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=dpi)
+    ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", label="perfect calibration")
+    for name, table in tables.items():
+        ax.plot(table["nominal"], table["observed"], marker="o", label=name)
+    ax.set_xlabel("nominal coverage of the central interval")
+    ax.set_ylabel("observed coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def time_series(series: list[dict], gap: tuple, units: str, dpi: int = 110):
+    """One panel per site: observed GRACE, reconstruction with its 95 % band, the gap shaded.
+
+    Each entry of ``series``: name, time, observed, mean, lower, upper (1-D arrays), truth optional.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.4 * len(series)), dpi=dpi, sharex=True, squeeze=False)
+    for ax, s in zip(axes[:, 0], series):
+        ax.axvspan(np.datetime64(gap[0]), np.datetime64(gap[1]), color="0.9", label="GRACE / GRACE-FO gap")
+        ax.fill_between(s["time"], s["lower"], s["upper"], color="C0", alpha=0.3, label="95 % interval")
+        ax.plot(s["time"], s["mean"], color="C0", lw=1.2, label="reconstruction")
+        ax.plot(s["time"], s["observed"], color="k", lw=0, marker=".", ms=3, label="GRACE")
+        if s.get("truth") is not None:
+            ax.plot(s["time"], s["truth"], color="C3", lw=0.8, ls=":", label="truth (synthetic)")
+        ax.set_title(s["name"], fontsize=9)
+        ax.set_ylabel(f"TWSA ({units})")
+    axes[0, 0].legend(fontsize=7, ncol=5, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+SCORE_COLUMNS = (("nse_median", "median NSE"), ("r_median", "median R"), ("rmse_median", "median RMSE"),
+                 ("crps", "mean CRPS"))
+
+
+def bar_comparison(table, dpi: int = 110):
+    """Area-weighted median NSE, R, RMSE and mean CRPS of every method, one row of panels per
+    period (test months vs GRACE; gap months vs truth where known)."""
+    plt = _pyplot()
+    periods = list(dict.fromkeys(table["period"]))
+    fig, axes = plt.subplots(len(periods), len(SCORE_COLUMNS), figsize=(3.2 * len(SCORE_COLUMNS), 3.0 * len(periods)),
+                             dpi=dpi, squeeze=False)
+    for row, period in zip(axes, periods):
+        part = table[table["period"] == period]
+        for ax, (column, label) in zip(row, SCORE_COLUMNS):
+            ax.bar(part["method"], part[column], color=[f"C{i}" for i in range(len(part))])
+            ax.set_title(f"{label}, {period} months", fontsize=9)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def gap_animation(mean: xr.DataArray, std: xr.DataArray, path, *, dpi: int = 80, fps: int = 2) -> None:
+    """A GIF of the reconstruction and its standard deviation, one frame per month."""
+    import cartopy.crs as ccrs
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    from gracefill.io import atomic_path
+
+    plt = _pyplot()
+    lat, lon = mean["lat"].values, mean["lon"].values
+    extent, projection, global_lon = _extent(lat, lon)
+    c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
+    fig = plt.figure(figsize=(10, 3.6), dpi=dpi)
+    axes = [fig.add_subplot(1, 2, i + 1, projection=projection) for i in range(2)]
+    vmax = float(np.nanpercentile(np.abs(mean.values), 98)) or 1.0
+    smax = float(np.nanpercentile(std.values, 98)) or 1.0
+    meshes = []
+    for ax, field, cmap, (lo, hi), label in ((axes[0], mean, "RdBu", (-vmax, vmax), "reconstruction"),
+                                              (axes[1], std, "viridis", (0, smax), "predictive std")):
+        m = ax.pcolormesh(lon, lat, np.ma.masked_invalid(field.isel(time=0).values), cmap=cmap, vmin=lo, vmax=hi,
+                          transform=ccrs.PlateCarree(), shading="nearest")
+        ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.3", linewidths=0.3, transform=ccrs.PlateCarree())
+        _set_extent(ax, extent, global_lon)
+        bar = fig.colorbar(m, ax=ax, orientation="horizontal", shrink=0.7, pad=0.04)
+        bar.set_label(f"{label} ({field.attrs.get('units', '')})", fontsize=8)
+        meshes.append(m)
+    title = fig.suptitle("")
+
+    def draw(i):
+        meshes[0].set_array(np.ma.masked_invalid(mean.isel(time=i).values).ravel())
+        meshes[1].set_array(np.ma.masked_invalid(std.isel(time=i).values).ravel())
+        title.set_text(f"gap-filled TWSA, {np.datetime_as_string(mean['time'].values[i], unit='M')}")
+        return meshes
+
+    animation = FuncAnimation(fig, draw, frames=mean.sizes["time"], blit=False)
+    with atomic_path(path) as tmp:
+        animation.save(tmp, writer=PillowWriter(fps=fps), dpi=dpi)
     plt.close(fig)

@@ -33,9 +33,25 @@ def stage_config(*sections):
     return json.dumps(subset(config, *sections), sort_keys=True, separators=(",", ":"))
 
 
+# The source of each raw product: the GRACE target and the predictors come from the configured
+# sources (synthetic, or a real product normalised by retrieve.smk); the truth only exists in
+# the synthetic world.
+SOURCE_OF_PRODUCT = {
+    "grace": config["sources"]["target"],
+    "era5land": config["sources"]["predictors"],
+    "truth": "synthetic",
+}
+
+
+def raw_dir(source):
+    """Folder of the normalised raw files of one source for this run."""
+    return f"resources/raw/{source}/{RUN}"
+
+
 def raw_file(wildcards):
     """The normalised raw file that holds one variable."""
-    return f"{RAW_SYNTHETIC}/{PRODUCT_OF_VARIABLE[wildcards.variable]}.nc"
+    product = PRODUCT_OF_VARIABLE[wildcards.variable]
+    return f"{raw_dir(SOURCE_OF_PRODUCT[product])}/{product}.nc"
 
 
 def truth_input(wildcards):
@@ -47,3 +63,34 @@ def truth_input(wildcards):
 
 def truth_option(wildcards, input):
     return f"--truth {shlex.quote(input.truth)}" if input.get("truth") else ""
+
+
+# Result figures drawn by `gracefill plot --figure NAME` and the files each reads.
+FIGURE_INPUTS = {
+    "training_curves": {"log": f"{RESULTS}/model/training_log.csv"},
+    "score_maps": {"maps": f"{RESULTS}/evaluation/score_maps.nc"},
+    "baselines": {"table": f"{RESULTS}/evaluation/scores.csv"},
+    "calibration": {"calibration": f"{RESULTS}/evaluation/calibration.csv"},
+    "monthly_panels": {"reconstruction": f"{RESULTS}/reconstruction.nc"},
+    "gap_wsdi": {"drought": f"{RESULTS}/drought/drought.nc", "grid": f"{RESULTS}/grid.nc"},
+    "gap_drought_probability": {"drought": f"{RESULTS}/drought/drought.nc", "grid": f"{RESULTS}/grid.nc"},
+    "timeseries": {"reconstruction": f"{RESULTS}/reconstruction.nc", "grid": f"{RESULTS}/grid.nc"},
+}
+# The config sections each figure reads; a change elsewhere does not redraw it.
+FIGURE_SECTIONS = {
+    "gap_wsdi": ("figures", "drought"),
+    "gap_drought_probability": ("figures", "drought"),
+    "timeseries": ("figures", "split"),
+}
+
+
+def figure_inputs(wildcards):
+    return FIGURE_INPUTS[wildcards.figure]
+
+
+def figure_input_options(wildcards, input):
+    return " ".join(f"--input {shlex.quote(f'{name}={path}')}" for name, path in input.items())
+
+
+def figure_config(wildcards):
+    return stage_config(*FIGURE_SECTIONS.get(wildcards.figure, ("figures",)))

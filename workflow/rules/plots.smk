@@ -21,3 +21,51 @@ rule plot_inputs:
     shell:
         "gracefill plot_inputs --config-json {params.cfg:q} --grid {input.grid:q} "
         "--predictors {input.predictors:q} --target {input.target:q} --output {output:q} > {log:q} 2>&1"
+
+
+# Result figures: one rule for the figures through `gracefill plot --figure NAME`
+# (FIGURE_INPUTS in common.smk lists them), one for the gap animation.
+
+
+rule plot_figure:
+    message:
+        "Drawing {wildcards.figure}"
+    input:
+        unpack(figure_inputs),
+    output:
+        report(f"{RESULTS}/figures/{{figure}}.png", caption="../report/figures.rst", category="Figures",
+               subcategory="{figure}"),
+    wildcard_constraints:
+        figure="|".join(FIGURE_INPUTS),
+    params:
+        cfg=figure_config,
+        inputs=figure_input_options,
+    log:
+        f"{LOGS}/plot_{{figure}}.log",
+    benchmark:
+        f"{BENCHMARKS}/plot_{{figure}}.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill plot --figure {wildcards.figure} --config-json {params.cfg:q} {params.inputs} "
+        "--output {output:q} > {log:q} 2>&1"
+
+
+rule plot_gap_animation:
+    message:
+        "Animating the reconstruction through the gap"
+    input:
+        reconstruction=f"{RESULTS}/reconstruction.nc",
+    output:
+        report(f"{RESULTS}/figures/gap_animation.gif", caption="../report/animation.rst", category="Figures"),
+    params:
+        cfg=stage_config("figures"),
+    log:
+        f"{LOGS}/plot_gap_animation.log",
+    benchmark:
+        f"{BENCHMARKS}/plot_gap_animation.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill plot --figure gap_animation --config-json {params.cfg:q} "
+        "--input reconstruction={input.reconstruction:q} --output {output:q} > {log:q} 2>&1"

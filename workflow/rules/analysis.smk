@@ -1,0 +1,70 @@
+# Analysis: baselines, scores and calibration, and the drought analysis of the gap.
+
+
+rule baselines:
+    message:
+        "Fitting the baselines (climatology + trend, regression, land model)"
+    input:
+        tensors=f"{RESULTS}/tensors.nc",
+        land_storage=f"{RESULTS}/regridded/land_water_storage.nc",
+    output:
+        f"{RESULTS}/evaluation/baselines.nc",
+    params:
+        cfg=stage_config("evaluation"),
+    log:
+        f"{LOGS}/baselines.log",
+    benchmark:
+        f"{BENCHMARKS}/baselines.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill baselines --config-json {params.cfg:q} --tensors {input.tensors:q} "
+        "--land-storage {input.land_storage:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule evaluate:
+    message:
+        "Scoring the reconstruction and the baselines"
+    input:
+        reconstruction=f"{RESULTS}/reconstruction.nc",
+        baselines=f"{RESULTS}/evaluation/baselines.nc",
+        grid=f"{RESULTS}/grid.nc",
+    output:
+        maps=f"{RESULTS}/evaluation/score_maps.nc",
+        table=report(f"{RESULTS}/evaluation/scores.csv", caption="../report/scores.rst", category="Evaluation"),
+        calibration=f"{RESULTS}/evaluation/calibration.csv",
+        spread_skill=f"{RESULTS}/evaluation/spread_skill.csv",
+    params:
+        cfg=stage_config("evaluation"),
+    log:
+        f"{LOGS}/evaluate.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill evaluate --config-json {params.cfg:q} --reconstruction {input.reconstruction:q} "
+        "--baselines {input.baselines:q} --grid {input.grid:q} --maps {output.maps:q} --table {output.table:q} "
+        "--calibration {output.calibration:q} --spread-skill {output.spread_skill:q} > {log:q} 2>&1"
+
+
+rule drought:
+    message:
+        "Drought analysis of the gap-filled series"
+    input:
+        reconstruction=f"{RESULTS}/reconstruction.nc",
+    output:
+        fields=f"{RESULTS}/drought/drought.nc",
+        events=report(f"{RESULTS}/drought/events.csv", caption="../report/events.rst", category="Droughts"),
+        detection=f"{RESULTS}/drought/detection.csv",
+    params:
+        cfg=stage_config("drought"),
+    log:
+        f"{LOGS}/drought.log",
+    benchmark:
+        f"{BENCHMARKS}/drought.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "gracefill drought --config-json {params.cfg:q} --reconstruction {input.reconstruction:q} "
+        "--fields {output.fields:q} --events {output.events:q} --detection {output.detection:q} > {log:q} 2>&1"
