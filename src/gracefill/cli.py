@@ -18,7 +18,7 @@ import xarray as xr
 
 from gracefill import config as config_mod
 from gracefill import months as mo
-from gracefill.io import UserError, open_dataset, write_netcdf
+from gracefill.io import UserError, blame, open_dataset, write_csv, write_netcdf
 
 log = logging.getLogger("gracefill")
 
@@ -94,10 +94,8 @@ def regrid(args) -> None:
     grid = open_dataset(args.grid, required=("lat", "lon", "land_mask"))
     open_dataset(args.source, required=(args.variable,)).close()
     da = open_chunked(args.source, args.variable)
-    try:
+    with blame(args.source):
         out = regrid_conservative(da, grid)
-    except ValueError as exc:
-        raise UserError(f"{args.source}: {exc}") from None
     ds = out.to_dataset()
     ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
                      "source_files": str(args.source)})
@@ -126,10 +124,8 @@ def build_predictors(args) -> None:
             raise UserError(f"{path}: {name} lacks {len(absent)} month(s) of the period, first {absent[0]:%Y-%m}")
         fields[name] = da.sel(time=months)
     baseline = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
-    try:
+    with blame(', '.join(map(str, paths.values()))):
         ds = pr.build_predictors(fields, baseline, cfg["predictors"]["names"]).compute()
-    except ValueError as exc:
-        raise UserError(f"{', '.join(map(str, paths.values()))}: {exc}") from None
     if cfg["predictors"]["detrend"]:
         slopes = []
         for name in list(ds.data_vars):
@@ -155,11 +151,9 @@ def build_tensors(args) -> None:
     predictors = open_dataset(args.predictors, required=tuple(cfg["predictors"]["names"]))
     target = open_dataset(args.target, required=("twsa",))["twsa"]
     truth = open_dataset(args.truth, required=("twsa_true",))["twsa_true"] if args.truth else None
-    try:
+    with blame(args.target):
         ds = make_tensors(predictors.load(), target.load(), grid["land_mask"], grid["cell_area"], cfg,
                           truth=truth.load() if truth is not None else None)
-    except ValueError as exc:
-        raise UserError(f"{args.target}: {exc}") from None
     ds.attrs.update(_provenance(cfg, [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])))
     write_netcdf(ds, args.output)
     log.info("tensors: inputs %s; months train %d, test %d, gap %d, missing %d", dict(ds["inputs"].sizes),
@@ -207,11 +201,9 @@ def train(args) -> None:
     checkpoint = out.parent / "checkpoint.pt"
     run_hash = config_mod.config_hash({"cfg": config_mod.subset(cfg, "seed", "model", "training"),
                                        "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
-    try:
+    with blame(args.tensors):
         payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
                                     progress=not args.no_progress)
-    except ValueError as exc:
-        raise UserError(f"{args.tensors}: {exc}") from None
     tr.save_checkpoint(out, payload)
     tr.write_log(history, Path(args.log_csv))
     checkpoint.unlink(missing_ok=True)
@@ -228,11 +220,9 @@ def predict(args) -> None:
     cfg = _config(args)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     checkpoint = load_checkpoint(Path(args.model))
-    try:
+    with blame(args.model):
         out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
                              progress=not args.no_progress)
-    except ValueError as exc:
-        raise UserError(f"{args.model}: {exc}") from None
     out.attrs.update(_provenance(cfg, [args.tensors, args.model]))
     write_netcdf(out, args.output)
 
@@ -246,10 +236,8 @@ def baselines(args) -> None:
     storage = open_dataset(args.land_storage, required=("land_water_storage",))["land_water_storage"]
     months = pd.DatetimeIndex(tensors["time"].values)
     storage = storage.assign_coords(time=mo.to_month_start(storage["time"].values)).reindex(time=months).load()
-    try:
+    with blame(args.tensors):
         out = baseline_predictions(tensors, storage, cfg["evaluation"]["regression_ridge"])
-    except ValueError as exc:
-        raise UserError(f"{args.tensors}: {exc}") from None
     out.attrs.update(_provenance(cfg, [args.tensors, args.land_storage]))
     write_netcdf(out, args.output)
 
@@ -257,7 +245,6 @@ def baselines(args) -> None:
 def evaluate(args) -> None:
     """Scores of the BCNN and the baselines: maps, a tidy table, calibration and spread-skill."""
     from gracefill.analysis import evaluate as run_evaluation
-    from gracefill.io import atomic_path
 
     cfg = _config(args)
     rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "split", "log_beta")).load()
@@ -269,29 +256,23 @@ def evaluate(args) -> None:
                        **_provenance(cfg, [args.reconstruction, args.baselines])})
     write_netcdf(maps, args.maps)
     for frame, path in ((table, args.table), (calibration, args.calibration), (spread, args.spread_skill)):
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False, float_format="%.5g")
+        write_csv(frame, path)
     log.info("scores:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def drought(args) -> None:
     """WSDI, drought categories, probabilities and events of the gap-filled series."""
     from gracefill.analysis import analyse_droughts
-    from gracefill.io import atomic_path
 
     cfg = _config(args)
     rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "month_flag", "split")).load()
-    try:
+    with blame(args.reconstruction):
         fields, events, detection = analyse_droughts(rec, cfg)
-    except ValueError as exc:
-        raise UserError(f"{args.reconstruction}: {exc}") from None
     fields.attrs.update({"title": "gracefill drought analysis", **_provenance(cfg, [args.reconstruction])})
     write_netcdf(fields, args.fields)
-    with atomic_path(args.events) as tmp:
-        events.to_csv(tmp, index=False, float_format="%.5g")
-    frame = detection if detection is not None else pd.DataFrame(columns=["period", "threshold", "hit_rate", "false_alarm_ratio"])
-    with atomic_path(args.detection) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.5g")
+    write_csv(events, args.events)
+    write_csv(detection if detection is not None else
+              pd.DataFrame(columns=["period", "threshold", "hit_rate", "false_alarm_ratio"]), args.detection)
     log.info("%d drought events; detection in the gap: %s", len(events),
              "n/a (no truth)" if detection is None else detection.to_dict("records"))
 

@@ -60,3 +60,19 @@ def open_dataset(path: str | os.PathLike, required: tuple[str, ...] = (), **kwar
         ds.close()
         raise UserError(f"{path}: missing variable(s) {', '.join(missing)}; expected {', '.join(required)}")
     return ds
+
+
+def write_csv(frame, path: str | os.PathLike) -> Path:
+    """Write a pandas DataFrame as CSV atomically (5 significant digits)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.5g")
+    return Path(path)
+
+
+@contextmanager
+def blame(path) -> Iterator[None]:
+    """Turn a ValueError raised by the library into a one-line UserError naming ``path``."""
+    try:
+        yield
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from gracefill.io import UserError, atomic_path
+from gracefill.io import UserError, atomic_path, write_csv
 from gracefill.months import SPLIT_FLAGS
 from gracefill.nn import build_backbone
 from gracefill.svgd import SVGD, StudentTPrior
@@ -226,5 +226,4 @@ def train(
 
 def write_log(history: list[dict], path: Path) -> None:
     """The per-epoch CSV log, written atomically."""
-    with atomic_path(path) as tmp:
-        pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False, float_format="%.6g")
+    write_csv(pd.DataFrame(history, columns=LOG_COLUMNS), path)
