@@ -56,6 +56,7 @@ BAD_CONFIGS = [
     ({"training": {"device": "tpu"}}, "training.device", "matching"),
     ({"drought": {"thresholds": [-2.0, -0.5]}}, "drought.thresholds", "decreasing"),
     ({"run": "my run/1"}, "run", "matching"),
+    ({"figures": {"points": [{"name": "Pole", "lat": 89.0, "lon": 0.0}]}}, "figures.points.0", "inside the grid"),
 ]
 
 

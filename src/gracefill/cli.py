@@ -354,7 +354,10 @@ def _timeseries(rec: xr.Dataset, grid: xr.Dataset, cfg: dict, dpi: int):
     lat2d, lon2d = xr.broadcast(grid["lat"], grid["lon"])
     land = grid["land_mask"].astype(bool)
     series = []
-    for point in cfg["figures"]["points"]:
+    points = [p for p in cfg["figures"]["points"] if config_mod.inside_grid(p, cfg["grid"])]
+    if not points:
+        raise UserError("config key 'figures.points': no site inside the grid; add sites within it")
+    for point in points:
         near = land & (np.hypot(lat2d - point["lat"], lon2d - point["lon"]) <= point["radius_deg"])
         if not bool(near.any()):
             raise UserError(f"config key 'figures.points': no land cell within {point['radius_deg']} degrees of {point['name']}")

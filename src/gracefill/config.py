@@ -87,7 +87,7 @@ def _require(condition: bool, key: str, value: Any, expected: str) -> None:
         raise UserError(f"config key '{key}': {json.dumps(value, default=str)} is invalid: expected {expected}")
 
 
-def _check_semantics(cfg: dict) -> None:
+def _check_semantics(cfg: dict, points_given: bool = True) -> None:
     """Relations between keys that a JSON schema cannot express."""
     grid = cfg["grid"]
     res = grid["resolution"]
@@ -141,9 +141,14 @@ def _check_semantics(cfg: dict) -> None:
     for i, month in enumerate(cfg["figures"]["panel_months"]):
         _require(period_start <= pd.Timestamp(month) <= period_end, f"figures.panel_months.{i}", month,
                  f"a month within the period {cfg['period']['start']}..{cfg['period']['end']}")
-    for i, point in enumerate(cfg["figures"]["points"]):
-        _require(grid["lat_min"] <= point["lat"] <= grid["lat_max"] and grid["lon_min"] <= point["lon"] <= grid["lon_max"],
-                 f"figures.points.{i}", point["name"], "a point inside the grid")
+    if points_given:  # the default sites are global: a regional grid simply shows those inside it
+        for i, point in enumerate(cfg["figures"]["points"]):
+            _require(inside_grid(point, grid), f"figures.points.{i}", point["name"], "a point inside the grid")
+
+
+def inside_grid(point: dict, grid: dict) -> bool:
+    """Whether a figures.points entry lies within the grid's bounds."""
+    return grid["lat_min"] <= point["lat"] <= grid["lat_max"] and grid["lon_min"] <= point["lon"] <= grid["lon_max"]
 
 
 def validate(config: dict | None, *, relations: bool = True) -> dict:
@@ -160,7 +165,7 @@ def validate(config: dict | None, *, relations: bool = True) -> dict:
     if error is not None:
         raise UserError(_describe(error))
     if relations:
-        _check_semantics(cfg)
+        _check_semantics(cfg, points_given="points" in ((config or {}).get("figures") or {}))
     return cfg
 
 

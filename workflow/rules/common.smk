@@ -80,7 +80,7 @@ FIGURE_INPUTS = {
 FIGURE_SECTIONS = {
     "gap_wsdi": ("figures", "drought"),
     "gap_drought_probability": ("figures", "drought"),
-    "timeseries": ("figures", "split"),
+    "timeseries": ("figures", "split", "grid"),
 }
 
 

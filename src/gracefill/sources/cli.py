@@ -1,0 +1,162 @@
+"""``python -m gracefill.sources <step> ...``: the download and normalisation steps of the real sources.
+
+Called by workflow/rules/retrieve.smk. Errors caused by inputs print one line
+(``gracefill.sources <step>: error: ...``) and exit with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from gracefill import config as config_mod
+from gracefill.io import UserError, write_netcdf
+
+log = logging.getLogger("gracefill.sources")
+
+#: What each downloadable file must contain: product key -> verify function name.
+CHECKS = ("csr", "csr_land_mask")
+
+
+def _config(text: str) -> dict:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
+    return config_mod.validate(raw, relations=False)
+
+
+def _provenance(cfg: dict, sources) -> dict:
+    return {"config_hash": config_mod.config_hash(cfg), "source_files": ", ".join(str(Path(s).name) for s in sources),
+            "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill.sources"}
+
+
+def bounds_of(cfg: dict) -> dict:
+    return {k: cfg["grid"][k] for k in ("lat_min", "lat_max", "lon_min", "lon_max")}
+
+
+def grace_required_span(cfg: dict) -> tuple[str, str]:
+    """The months a GRACE product must reach: from the training window's start (or the
+    period's, if later) to the period's end."""
+    start = max(cfg["split"]["train_start"], cfg["period"]["start"])
+    return start, cfg["period"]["end"]
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def download(args) -> None:
+    """Download one HTTPS file: resumable, atomic, verified, size and sha256 recorded."""
+    from gracefill.sources import csr
+    from gracefill.sources import download as dl
+
+    verify = {"csr": csr.verify, "csr_land_mask": csr.verify_land_mask}[args.check]
+    path = dl.download(args.url, args.output, verify=verify, timeout=(min(30.0, args.timeout), args.timeout),
+                       retries=args.retries, progress=not args.no_progress)
+    record = json.loads(dl.sidecar_path(path).read_text())
+    log.info("%s: %d bytes, sha256 %s", path, record["size"], record["sha256"])
+
+
+def normalise_grace(args) -> None:
+    """A GRACE mascon product in the normalised layout (twsa in mm, monthly, lon -180..180)."""
+    from gracefill.sources import csr
+
+    cfg = _config(args.config_json)
+    period = (cfg["period"]["start"], cfg["period"]["end"])
+    if args.product != "csr":
+        raise UserError(f"--product: {args.product!r} is not supported; expected csr")
+    ds = csr.read(args.input, args.land_mask, period=period, require=grace_required_span(cfg), bounds=bounds_of(cfg))
+    ds.attrs.update(_provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else [])))
+    write_netcdf(ds, args.output)
+    log.info("%s: twsa %s, %d months, missing inside the record: %s", args.output, dict(ds["twsa"].sizes),
+             ds.sizes["time"], ds.attrs["months_missing"] or "none")
+
+
+def retrieve_era5land(args) -> None:
+    """One year of ERA5-Land monthly means from the CDS (cdsapi), atomic and verified."""
+    from gracefill.sources import era5land as e5
+
+    cfg = _config(args.config_json)
+    e5cfg = cfg["sources"]["era5land"]
+    bounds = bounds_of(cfg) if e5cfg["area"] == "grid" else None
+    path = e5.retrieve_year(e5cfg, args.year, args.output, bounds=bounds)
+    log.info("%s: %d bytes", path, path.stat().st_size)
+
+
+def normalise_era5land(args) -> None:
+    """ERA5-Land files (downloaded per year, or the user's own) in the normalised layout."""
+    from dask.diagnostics import ProgressBar
+
+    from gracefill.sources import era5land as e5
+
+    cfg = _config(args.config_json)
+    e5cfg = cfg["sources"]["era5land"]
+    period = (cfg["period"]["start"], cfg["period"]["end"])
+    ds = e5.read(args.inputs, e5cfg["variables"], period=period, bounds=bounds_of(cfg))
+    ds.attrs.update(_provenance(cfg, args.inputs))
+    with ProgressBar(minimum=5, out=sys.stderr):
+        write_netcdf(ds, args.output)
+    log.info("%s: %s on %s", args.output, ", ".join(ds.data_vars), dict(ds.sizes))
+
+
+STEPS = {
+    "download": download,
+    "normalise_grace": normalise_grace,
+    "retrieve_era5land": retrieve_era5land,
+    "normalise_era5land": normalise_era5land,
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gracefill.sources", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    def step(name):
+        p = sub.add_parser(name, help=STEPS[name].__doc__.splitlines()[0])
+        p.add_argument("-v", "--verbose", action="store_true")
+        return p
+
+    p = step("download")
+    p.add_argument("--url", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--check", required=True, choices=CHECKS, help="what the file must contain")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds without data before giving up")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--no-progress", action="store_true")
+    p = step("normalise_grace")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--product", required=True)
+    p.add_argument("--input", required=True)
+    p.add_argument("--land-mask")
+    p.add_argument("--output", required=True)
+    p = step("retrieve_era5land")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--output", required=True)
+    p = step("normalise_era5land")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--output", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    # third-party loggers (urllib3, cdsapi) stay at WARNING: they may echo request details
+    for name in ("urllib3", "requests", "cdsapi", "datapi", "ecmwf"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    start = time.perf_counter()
+    try:
+        STEPS[args.step](args)
+    except UserError as exc:
+        print(f"gracefill.sources {args.step}: error: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s done in %.1f s", args.step, time.perf_counter() - start)
+    return 0

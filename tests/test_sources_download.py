@@ -1,0 +1,117 @@
+"""The HTTPS download helper against a local server: resume, atomicity, verification, faults."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gracefill.io import UserError
+from gracefill.sources import download as dl
+from tests.real_fixtures import serve
+
+FAST = dict(timeout=(2.0, 0.5), retries=2, backoff=0.0, progress=False)
+
+
+@pytest.fixture
+def served(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    data = bytes(range(256)) * 4000  # ~1 MB, several chunks
+    (root / "product.nc").write_bytes(data)
+    with serve(root, stall_s=2.0) as server:
+        yield server, data, tmp_path / "dl"
+
+
+def test_downloads_atomically_records_sidecar_and_skips_when_complete(served):
+    server, data, out = served
+    path = dl.download(f"{server.url}/product.nc", out / "product.nc", **FAST)
+    assert path.read_bytes() == data
+    record = json.loads(dl.sidecar_path(path).read_text())
+    assert record["size"] == len(data) and record["sha256"] == dl.sha256_of(path)
+    assert record["source"] == f"{server.url}/product.nc"
+    assert not dl.part_path(path).exists()
+    dl.download(f"{server.url}/product.nc", out / "product.nc", **FAST)
+    assert server.hits["product.nc"] == 1  # complete: skipped
+    path.write_bytes(data[:-1])  # damaged after the fact: sidecar no longer matches
+    dl.download(f"{server.url}/product.nc", out / "product.nc", **FAST)
+    assert server.hits["product.nc"] == 2 and path.read_bytes() == data
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("404", "HTTP 404"),
+    ("500", "HTTP 500"),
+    ("stall", "stalled"),
+    ("truncate", "of 1024000 bytes"),
+    ("html", "HTML page"),
+])
+def test_faults_give_one_line_leave_no_final_file_and_rerun_recovers(served, fault, expected):
+    server, data, out = served
+    server.faults["product.nc"] = fault
+    url = f"{server.url}/product.nc"
+    with pytest.raises(UserError) as info:
+        dl.download(url, out / "product.nc", **FAST)
+    message = str(info.value)
+    assert "\n" not in message and url in message and expected in message, message
+    assert not (out / "product.nc").exists() and not dl.sidecar_path(out / "product.nc").exists()
+    server.faults.clear()
+    path = dl.download(url, out / "product.nc", **FAST)
+    assert path.read_bytes() == data and dl.is_complete(path)
+
+
+def test_truncated_download_resumes_with_a_range_request(served):
+    server, data, out = served
+    server.faults["product.nc"] = "truncate"
+    with pytest.raises(UserError):
+        dl.download(f"{server.url}/product.nc", out / "product.nc", **{**FAST, "retries": 1})
+    kept = dl.part_path(out / "product.nc").stat().st_size
+    assert 0 < kept <= len(data) // 2
+    server.faults.clear()
+    dl.download(f"{server.url}/product.nc", out / "product.nc", **FAST)
+    assert server.ranges[-1] == f"bytes={kept}-"
+    assert (out / "product.nc").read_bytes() == data
+
+
+def test_changed_file_restarts_cleanly_instead_of_mixing_bytes(served):
+    server, data, out = served
+    server.faults["product.nc"] = "truncate"
+    with pytest.raises(UserError):
+        dl.download(f"{server.url}/product.nc", out / "product.nc", **{**FAST, "retries": 1})
+    server.faults.clear()
+    new = bytes(reversed(data))
+    (server.root / "product.nc").write_bytes(new)  # the ETag changes: If-Range sends it whole
+    dl.download(f"{server.url}/product.nc", out / "product.nc", **FAST)
+    assert (out / "product.nc").read_bytes() == new
+
+
+def test_failed_verification_leaves_nothing_and_names_the_problem(served):
+    server, data, out = served
+
+    def verify(path):
+        raise UserError(f"{path.name}: missing variable lwe_thickness")
+
+    with pytest.raises(UserError, match="failed verification: .*missing variable lwe_thickness"):
+        dl.download(f"{server.url}/product.nc", out / "product.nc", verify=verify, **FAST)
+    assert list(out.iterdir()) == []
+
+
+def test_connection_refused_is_one_line(tmp_path):
+    with serve(tmp_path) as server:
+        url = f"{server.url}/x.nc"
+    with pytest.raises(UserError, match=r"x\.nc: connection failed"):
+        dl.download(url, tmp_path / "x.nc", **FAST)
+
+
+def test_credentials_never_appear_in_messages_or_sidecars(served):
+    server, data, out = served
+    secret_url = server.url.replace("http://", "http://user:s3cret@") + "/missing.nc?token=abc123"
+    with pytest.raises(UserError) as info:
+        dl.download(secret_url, out / "missing.nc", **FAST)
+    assert "s3cret" not in str(info.value) and "abc123" not in str(info.value)
+    assert dl.redact("https://u:p@host:8443/a/b.nc?key=1") == "https://host:8443/a/b.nc"
+
+
+def test_mirror_and_file_names():
+    url = "https://download.csr.utexas.edu/outgoing/grace/RL0603_mascons/CSR_x.nc"
+    assert dl.join_mirror(None, url) == url
+    assert dl.join_mirror("http://127.0.0.1:9/m/", url) == "http://127.0.0.1:9/m/CSR_x.nc"
+    assert dl.file_name_of(url) == "CSR_x.nc"

@@ -1,0 +1,142 @@
+"""End to end through the real-source code path, offline.
+
+The synthetic world of configs/test.yaml is written out in the exact formats of the real
+products (CSR mascons + land mask served over HTTP from 127.0.0.1 as a mirror; ERA5-Land
+yearly CDS files read in local mode). The workflow then downloads, verifies, normalises,
+regrids and builds the tensors, which must equal the tensors of the same fields fed through
+the synthetic layout.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+
+from tests.real_fixtures import serve, to_global, write_csr, write_csr_land_mask, write_era5land_years
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+SNAKEFILE = f"""
+import os
+configfile: {str(ROOT / "config.yaml")!r}
+include: {str(ROOT / "workflow/rules/common.smk")!r}
+include: {str(ROOT / "workflow/rules/data.smk")!r}
+include: {str(ROOT / "workflow/rules/features.smk")!r}
+include: {str(ROOT / "workflow/rules/retrieve.smk")!r}
+rule all:
+    input: f"{{RESULTS}}/tensors.nc"
+    default_target: True
+"""
+
+
+def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    (workdir / "Snakefile").write_text(SNAKEFILE)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("CDSAPI_URL", None)
+    env.pop("CDSAPI_KEY", None)
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(workdir / "Snakefile"), "--directory",
+                           str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_ok(workdir: Path, config: dict) -> None:
+    result = snakemake(workdir, config)
+    if result.returncode != 0:
+        logs = "\n".join(p.read_text()[-2000:] for p in workdir.glob("results/*/logs/*.log"))
+        pytest.fail(f"workflow failed:\n{result.stderr[-4000:]}\n{logs}")
+
+
+def write_products(raw: Path, www: Path, local: Path) -> None:
+    """The synthetic world's GRACE and ERA5-Land fields in the real products' formats."""
+    grace = xr.open_dataset(raw / "grace.nc")
+    era5 = xr.open_dataset(raw / "era5land.nc")
+    lat, lon = grace["lat"].values, grace["lon"].values
+    res = float(lat[1] - lat[0])
+    values, glat, glon = to_global(grace["twsa"].values, lat, lon, res)
+    land = np.zeros((glat.size, glon.size))
+    land_region, _, _ = to_global(np.isfinite(grace["twsa"].values[:1]).astype(float), lat, lon, res, fill=0.0)
+    land[:] = land_region[0]
+    www.mkdir()
+    months = pd.DatetimeIndex(grace["time"].values)
+    write_csr(www / "CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc", values, glat, glon, months)
+    write_csr_land_mask(www / "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc", land, glat, glon)
+    fields = {name: era5[name].values for name in era5.data_vars}
+    write_era5land_years(local, fields, era5["lat"].values, era5["lon"].values, pd.DatetimeIndex(era5["time"].values))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = yaml.safe_load((ROOT / "configs/test.yaml").read_text())
+    syn_dir = tmp_path_factory.mktemp("synthetic")
+    run_ok(syn_dir, {**base, "run": "syn"})
+    real_dir = tmp_path_factory.mktemp("real")
+    write_products(syn_dir / "resources/raw/synthetic/syn", real_dir / "www", real_dir / "era5")
+    # the target grid does not depend on the sources: reuse it (build_grid is the slowest job)
+    (real_dir / "results/real").mkdir(parents=True)
+    (real_dir / "results/real/grid.nc").write_bytes((syn_dir / "results/syn/grid.nc").read_bytes())
+    with serve(real_dir / "www") as server:
+        real = {**base, "run": "real"}
+        real["sources"] = {**base["sources"], "target": "csr", "predictors": "era5land",
+                           "csr": {"mirror": f"{server.url}/mirror/"},
+                           "era5land": {"local": str(real_dir / "era5/era5land_*.nc")},
+                           "download": {"timeout_s": 5, "retries": 1}}
+        run_ok(real_dir, real)
+        hits = dict(server.hits)
+    return syn_dir, real_dir, real, hits
+
+
+def test_real_path_gives_the_same_tensors_as_the_synthetic_layout(runs):
+    syn_dir, real_dir, _, hits = runs
+    assert not (real_dir / "results/real/benchmarks/build_grid.tsv").exists()
+    assert hits == {"CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc": 1,
+                    "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc": 1}
+    syn = xr.open_dataset(syn_dir / "results/syn/tensors.nc")
+    real = xr.open_dataset(real_dir / "results/real/tensors.nc")
+    assert "truth" not in real  # only the synthetic world has a truth
+    shared = [name for name in syn.variables if name in real.variables]
+    assert {"inputs", "target", "split", "observed", "land_mask"} <= set(shared)
+    for name in shared:
+        a, b = syn[name].values, real[name].values
+        assert a.shape == b.shape, name
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.nanmax(np.abs(a)))), err_msg=name)
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=name)
+
+
+def test_downloads_are_recorded_and_normalised_files_follow_the_layout(runs):
+    _, real_dir, _, _ = runs
+    downloads = real_dir / "resources/download/csr"
+    names = sorted(p.name for p in downloads.iterdir())
+    assert names == sorted([
+        "CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc", "CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc.sha256.json",
+        "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc", "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc.sha256.json"])
+    grace = xr.open_dataset(real_dir / "resources/raw/csr/real/grace.nc")
+    era5 = xr.open_dataset(real_dir / "resources/raw/era5land/real/era5land.nc")
+    assert grace["twsa"].attrs["units"] == "mm" and grace.attrs["months_missing"].count("2017-") >= 6
+    assert set(era5.data_vars) == {"precipitation", "temperature", "evaporation", "runoff", "land_water_storage"}
+
+
+def test_rerun_has_nothing_to_do_and_a_bad_mirror_is_one_line(runs, tmp_path):
+    _, real_dir, config, _ = runs
+    result = snakemake(real_dir, config, "-n")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+    # a fresh working directory whose mirror answers 404: the download job fails with one line
+    (tmp_path / "empty_www").mkdir()
+    with serve(tmp_path / "empty_www") as server:
+        bad = {**config, "sources": {**config["sources"], "csr": {"mirror": f"{server.url}/gone/"}}}
+        result = snakemake(tmp_path, bad, "--until", "normalise_csr")
+    assert result.returncode != 0
+    log = tmp_path / "results/real/logs/download_csr_CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc.log"
+    lines = [line for line in log.read_text().splitlines() if "error:" in line]
+    assert len(lines) == 1 and "/gone/CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc: HTTP 404" in lines[0]
+    assert not list((tmp_path / "resources/download/csr").glob("*.nc"))
