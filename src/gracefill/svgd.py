@@ -267,6 +267,12 @@ class SVGD:
     ``learn_noise=False`` freezes log beta (not in theta, not optimised).
     ``autocast_dtype`` (e.g. torch.bfloat16) autocasts the forward only; parameters and the
     likelihood stay in the parameters' dtype.
+    ``predict_chunk`` (None: ``particle_chunk``) is the particle chunk of :meth:`predict`;
+    inference keeps no activations for a backward pass, so it can evaluate more particles
+    at once than training (same values).
+    ``compile_ensemble`` (default off) compiles the ensemble's forward in place with
+    ``torch.compile`` (``nn.Module.compile``). Every distinct particle chunk is a separate
+    compilation (the slice bounds are constants of the graph): use it without chunking.
     """
 
     def __init__(
@@ -288,12 +294,18 @@ class SVGD:
         plateau_factor: float = 0.1,
         plateau_patience: int = 10,
         fused: bool | None = None,
+        predict_chunk: int | None = None,
+        compile_ensemble: bool = False,
     ) -> None:
         if noise_prior not in _NOISE_PRIORS:
             raise ValueError(f"noise_prior must be one of {_NOISE_PRIORS}, got {noise_prior!r}")
         if particle_chunk is not None and particle_chunk < 1:
             raise ValueError("particle_chunk must be None or >= 1")
+        if predict_chunk is not None and predict_chunk < 1:
+            raise ValueError("predict_chunk must be None or >= 1")
         self.ensemble = ensemble
+        if compile_ensemble:
+            ensemble.compile()  # in place: same module, parameters and state_dict keys
         self.num_particles = int(ensemble.num_particles)
         self.num_train = int(num_train)
         self.weight_prior = weight_prior if weight_prior is not None else StudentTPrior()
@@ -303,6 +315,7 @@ class SVGD:
         self.land_only = bool(land_only)
         self.learn_noise = bool(learn_noise)
         self.particle_chunk = particle_chunk
+        self.predict_chunk = predict_chunk
         self.autocast_dtype = autocast_dtype
 
         s = self.num_particles
@@ -347,8 +360,8 @@ class SVGD:
         return torch.cat([(v.grad if v.grad is not None else torch.zeros_like(v)).reshape(s, -1)
                           for v in self._variables], dim=1)
 
-    def _chunks(self) -> list[slice | None]:
-        s, c = self.num_particles, self.particle_chunk
+    def _chunks(self, chunk: int | None = None) -> list[slice | None]:
+        s, c = self.num_particles, (self.particle_chunk if chunk is None else chunk)
         if c is None or c >= s:
             return [None]
         return [slice(a, min(a + c, s)) for a in range(0, s, c)]
@@ -462,12 +475,13 @@ class SVGD:
     # ----------------------------------------------------------------- prediction
     def predict(self, x: Tensor) -> Tensor:
         """Particle outputs (S, B, ...) in eval mode (BatchNorm running statistics), under
-        inference mode, chunked like training; the ensemble's mode is restored."""
+        inference mode, in chunks of ``predict_chunk`` particles (None: chunked like
+        training); the ensemble's mode is restored."""
         was_training = self.ensemble.training
         self.ensemble.eval()
         try:
             with torch.inference_mode():
-                outs = [self._forward(x, sl) for sl in self._chunks()]
+                outs = [self._forward(x, sl) for sl in self._chunks(self.predict_chunk)]
         finally:
             self.ensemble.train(was_training)
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)

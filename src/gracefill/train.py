@@ -108,6 +108,7 @@ def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device
         autocast_dtype=torch.bfloat16 if t["precision"] == "bf16" else None,
         plateau_factor=t["scheduler"]["factor"], plateau_patience=t["scheduler"]["patience"],
         log_beta_init=log_beta_init,
+        predict_chunk=cfg["prediction"]["particle_chunk"] or None,
     )
 
 

@@ -31,14 +31,19 @@ __all__ = [
 
 
 def build_backbone(name: str, in_channels: int, out_channels: int, num_particles: int,
-                   features: int = 48, activation: str = "prelu") -> nn.Module:
-    """Build the ensemble U-net ``name`` ("rrdb" or "cbam", case-insensitive) of S particles."""
+                   features: int = 48, activation: str = "prelu",
+                   channels_last: bool = False) -> nn.Module:
+    """Build the ensemble U-net ``name`` ("rrdb" or "cbam", case-insensitive) of S particles.
+
+    ``channels_last`` (default off) runs the activations in NHWC layout: same values, a
+    performance knob (see bench/RESULTS.md for whether it pays on a given GPU).
+    """
     key = name.lower() if isinstance(name, str) else name
     classes = {"rrdb": RRDBUNet, "cbam": CBAMUNet}
     if key not in classes:
         raise ValueError(f"unknown backbone {name!r}: expected one of {', '.join(BACKBONES)}")
     return classes[key](in_channels, out_channels, num_particles, features=features,
-                        activation=activation)
+                        activation=activation, channels_last=channels_last)
 
 
 def count_parameters_per_particle(module: nn.Module) -> int:

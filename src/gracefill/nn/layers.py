@@ -43,8 +43,22 @@ def split_particles(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.unflatten(1, (n, x.shape[1] // n))
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True when the 4-d tensor ``x`` is laid out channels-last (NHWC) and not also NCHW
+    (a tensor with C = 1 or H = W = 1 is both; it is treated as NCHW)."""
+    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous())
+
+
 def particle_cat(tensors, n: int) -> torch.Tensor:
-    """Concatenate (B, n*C_k, H, W) tensors channel-wise *within* each particle."""
+    """Concatenate (B, n*C_k, H, W) tensors channel-wise *within* each particle.
+
+    Keeps the layout: channels-last inputs give a channels-last result (concatenation along
+    the innermost axis of the NHWC view), otherwise a contiguous NCHW result. Same values.
+    """
+    if is_channels_last(tensors[0]):
+        parts = [t.permute(0, 2, 3, 1).unflatten(3, (n, t.shape[1] // n)) for t in tensors]
+        return torch.cat(parts, dim=4).flatten(3, 4).permute(0, 3, 1, 2)
     return torch.cat([split_particles(t, n) for t in tensors], dim=2).flatten(1, 2)
 
 

@@ -28,7 +28,7 @@ class _EnsembleUNet(EnsembleModule):
     skip_attention: bool = False
 
     def __init__(self, in_channels: int, out_channels: int, num_particles: int,
-                 features: int = 48, activation: str = "prelu"):
+                 features: int = 48, activation: str = "prelu", channels_last: bool = False):
         super().__init__(num_particles)
         for label, v in (("in_channels", in_channels), ("out_channels", out_channels),
                          ("features", features)):
@@ -36,7 +36,10 @@ class _EnsembleUNet(EnsembleModule):
                 raise ValueError(f"{label} must be a positive int, got {v!r}")
         self.act = EnsembleActivation(num_particles, activation)  # validates the name first
         self._config = dict(in_channels=in_channels, out_channels=out_channels,
-                            features=features, activation=self.act.kind)
+                            features=features, activation=self.act.kind,
+                            channels_last=bool(channels_last))
+        # Performance knob (same values): run the network on channels-last (NHWC) activations.
+        self.channels_last = bool(channels_last)
         self.in_channels, self.out_channels, self.features = in_channels, out_channels, features
         S, nf, block = num_particles, features, self.block_cls
         self.inc = EnsembleConv2d(S, in_channels, nf, 3, 2, 1, bias=True, shared_input=True)
@@ -74,6 +77,8 @@ class _EnsembleUNet(EnsembleModule):
         pad_h, pad_w = (-H) % _MULTIPLE, (-W) % _MULTIPLE
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         act, p = self.act, particles
         x1 = self.inc(x, p)
         x2 = self.rbE1(x1, p, act)

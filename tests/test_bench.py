@@ -1,0 +1,129 @@
+"""The GPU benchmark (bench/bench_train.py) runs on the CPU at tiny shapes and writes its table;
+the performance knobs it measures (channels-last activations, the prediction particle chunk)
+give the same values as the defaults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gracefill.nn import build_backbone
+from gracefill.nn.layers import is_channels_last, particle_cat
+from gracefill.svgd import SVGD
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench" / "bench_train.py"
+
+
+def test_bench_quick_cpu_writes_table(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    for key in ("device", "torch", "config", "check", "results", "table"):
+        assert key in res
+    for backbone in ("rrdb", "cbam"):
+        check = res["check"][backbone]
+        assert check["ok"], check
+        for key in ("phi_rel_err", "state_rel_err", "predict_rel_err"):
+            assert check[key] < 1e-4
+        r = res["results"][backbone]
+        ref = r["reference"]["fp32"]
+        for key in ("s_per_step", "s_per_epoch", "steps_per_epoch", "extrapolated", "peak_gb", "predict"):
+            assert key in ref
+        eng = r["engine"]["fp32@all"]
+        for key in ("s_per_step", "s_per_epoch", "peak_gb", "host_syncs_per_step", "predict", "warmup_s"):
+            assert key in eng
+        assert eng["predict"]["s_total"] > 0 and eng["s_per_epoch"] > 0
+    rows = {(row["backbone"], row["trainer"]) for row in res["table"]}
+    assert ("rrdb", "engine fp32@all") in rows and ("cbam", "reference loop fp32") in rows
+    speed = [row for row in res["table"] if row["trainer"] == "engine fp32@all"]
+    assert all("speedup_epoch_vs_fp32" in row and "predict_speedup_vs_fp32" in row for row in speed)
+    assert "| backbone" in proc.stdout
+
+
+def test_bench_variant_parsing():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    v = bench_train.parse_variant("bf16+cl+bench@5")
+    assert (v.precision, v.channels_last, v.compile, v.cudnn_benchmark, v.chunk) == ("bf16", True, False, True, 5)
+    assert bench_train.parse_variant("fp32@all", default_chunk=3).chunk is None
+    assert bench_train.parse_variant("fp32", default_chunk=3).chunk == 3
+    assert v.name == "bf16+cl+bench@5"
+    with pytest.raises(SystemExit):
+        bench_train.parse_variant("fp16")
+
+
+def test_particle_cat_keeps_layout_and_values():
+    a = torch.randn(2, 3 * 4, 5, 6)
+    b = torch.randn(2, 3 * 2, 5, 6)
+    ref = particle_cat((a, b), 3)
+    cl = particle_cat((a.contiguous(memory_format=torch.channels_last),
+                       b.contiguous(memory_format=torch.channels_last)), 3)
+    assert torch.equal(ref, cl)
+    assert is_channels_last(cl) and ref.is_contiguous()
+    assert torch.equal(ref.view(2, 3, 6, 5, 6)[:, :, :4], a.view(2, 3, 4, 5, 6))
+
+
+@pytest.mark.parametrize("name", ["rrdb", "cbam"])
+def test_channels_last_backbone_matches(name):
+    """Same outputs, parameter gradients and BatchNorm running statistics with channels_last."""
+    torch.manual_seed(0)
+    plain = build_backbone(name, 5, 2, 3, features=8).double()
+    fast = build_backbone(name, 5, 2, 3, features=8, channels_last=True).double()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 12, 20, dtype=torch.float64)
+    for sl in (None, slice(1, 3)):
+        ya, yb = plain(x, particles=sl), fast(x, particles=sl)
+        assert yb.is_contiguous()
+        torch.testing.assert_close(yb, ya, rtol=1e-10, atol=1e-12)
+        ga = torch.autograd.grad(ya.square().sum(), list(plain.parameters()), allow_unused=True)
+        gb = torch.autograd.grad(yb.square().sum(), list(fast.parameters()), allow_unused=True)
+        for u, v in zip(ga, gb):
+            assert (u is None) == (v is None)
+            if u is not None:
+                torch.testing.assert_close(v, u, rtol=1e-9, atol=1e-11)
+    for (ka, va), (kb, vb) in zip(plain.state_dict().items(), fast.state_dict().items()):
+        assert ka == kb
+        torch.testing.assert_close(vb, va, rtol=1e-10, atol=1e-12)
+    one = fast.extract_particle(1)
+    assert one.channels_last
+    plain.eval(), one.eval()
+    torch.testing.assert_close(one(x), plain(x, particles=slice(1, 2)), rtol=1e-10, atol=1e-12)
+
+
+def test_channels_last_engine_step_matches():
+    """One SVGD step (chunked) with channels_last equals the default layout."""
+    torch.manual_seed(1)
+    plain = build_backbone("cbam", 5, 1, 3, features=8).double()
+    fast = build_backbone("cbam", 5, 1, 3, features=8, channels_last=True).double()
+    fast.load_state_dict(plain.state_dict())
+    x, y = torch.randn(2, 5, 16, 16, dtype=torch.float64), torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    mask = torch.rand(2, 1, 16, 16) > 0.3
+    ea = SVGD(plain, 10, particle_chunk=2, log_beta_init=1.0)
+    eb = SVGD(fast, 10, particle_chunk=2, log_beta_init=1.0)
+    ea.step(x, y, mask)
+    eb.step(x, y, mask)
+    torch.testing.assert_close(eb.theta(), ea.theta(), rtol=1e-10, atol=1e-12)
+
+
+def test_predict_chunk_same_values():
+    torch.manual_seed(2)
+    ens = build_backbone("cbam", 5, 1, 4, features=8).double()
+    x = torch.randn(2, 5, 16, 16, dtype=torch.float64)
+    base = SVGD(ens, 10, particle_chunk=1, log_beta_init=1.0).predict(x)
+    for chunk in (None, 2, 3, 4, 9):
+        eng = SVGD(ens, 10, particle_chunk=1, predict_chunk=chunk, log_beta_init=1.0)
+        torch.testing.assert_close(eng.predict(x), base, rtol=1e-12, atol=1e-12)
+    assert SVGD(ens, 10, particle_chunk=1, predict_chunk=3, log_beta_init=1.0)._chunks(3) == [slice(0, 3), slice(3, 4)]
+    with pytest.raises(ValueError, match="predict_chunk"):
+        SVGD(ens, 10, predict_chunk=0)
