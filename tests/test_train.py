@@ -131,3 +131,15 @@ def test_bad_inputs_give_one_line_and_leave_no_model(tmp_path, case):
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert not model.exists() and not (tmp_path / "model" / "checkpoint.pt").exists()
     assert not (tmp_path / "model" / "log.csv").exists()
+
+
+def test_a_loss_that_turns_nan_stops_naming_the_epoch(tmp_path):
+    from gracefill.months import SPLIT_FLAGS
+    from gracefill.train import TrainingDiverged
+
+    ds, _ = tiny_tensors()
+    train_months = np.flatnonzero(ds["split"].values == SPLIT_FLAGS["train"])
+    ds["inputs"].values[train_months[:5]] = np.nan
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1: .*not finite"):
+        train(ds, config(epochs=2, checkpoint_every=1), checkpoint_path=tmp_path / "n.pt", config_hash="h", progress=False)
+    assert not (tmp_path / "n.pt").exists()
