@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 from gracefill.grid import GridSpec, build_grid, cell_area
 from gracefill.regrid import regrid_conservative

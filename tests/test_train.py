@@ -4,13 +4,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import xarray as xr
 
 from gracefill.config import validate
 from gracefill.predict import reconstruct
