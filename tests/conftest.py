@@ -1,6 +1,10 @@
 """Shared fixtures: small hand-made fields on a regular grid."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,3 +53,14 @@ def tiny_tensors(shape=(8, 16), start="2002-01", end="2006-12", train_end="2004-
     gap_months = mo.in_window(months, *gap)
     tgt = make_field(target, months, lat, lon, "twsa", "mm").isel(time=np.flatnonzero(~gap_months))
     return build_tensors(preds, tgt, land, area, cfg), cfg
+
+
+def cluster_harness():
+    """tests/cluster/harness.py, loaded once as a module (the cluster and rerun tests share its runs)."""
+    name = "gracefill_test_harness"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "cluster" / "harness.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

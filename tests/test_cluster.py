@@ -11,11 +11,9 @@ failure instead. Every daemon started is stopped by its pid when the module ends
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,17 +22,9 @@ from pathlib import Path
 import pytest
 
 
-def _harness():
-    name = "gracefill_test_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "cluster" / "harness.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from tests.conftest import cluster_harness
 
-
-H = _harness()
+H = cluster_harness()
 ROOT = H.ROOT
 CLUSTER = ROOT / "tests" / "cluster"
 START_TIMEOUT_S = 900  # package installation included

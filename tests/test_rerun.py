@@ -12,9 +12,7 @@ planned and which files it really rewrote.
 """
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,17 +20,9 @@ from pathlib import Path
 import pytest
 
 
-def _harness():
-    name = "gracefill_test_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "cluster" / "harness.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from tests.conftest import cluster_harness
 
-
-H = _harness()
+H = cluster_harness()
 RESULTS = f"results/{H.RUN}"
 # train's own file besides its outputs: the checkpoint it resumes from, removed when it finishes
 CHECKPOINT = f"{RESULTS}/model/checkpoint.pt"
