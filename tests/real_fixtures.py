@@ -1,20 +1,26 @@
-"""Test helpers for the real-data sources: a local HTTP server and writers of tiny files with
-exactly the structure of each real product (data.md, "What the real files look like").
+"""Test helpers for the real-data sources: a local HTTP server, a stand-in for earthaccess,
+writers of tiny files with exactly the structure of each real product (data.md, "What the real
+files look like"), and the shared checks of bad inputs (one line, nothing left, rerun recovers).
 
 Nothing here touches the internet: the server binds 127.0.0.1 on a free port.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import http.server
 import threading
+import types
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import netCDF4
 import numpy as np
 import pandas as pd
+import pytest
+
+from gracefill.io import UserError
 
 # ======================================================================================
 # HTTP server
@@ -119,17 +125,165 @@ def serve(root: Path, stall_s: float = 3.0) -> Iterator[FileServer]:
         yield server
 
 
+#: download() settings for tests: short timeouts, two attempts, no waiting, no progress bar.
+FAST = dict(timeout=(2.0, 0.5), retries=2, backoff=0.0, progress=False)
+#: Each FileServer fault and the words its one-line error must contain.
+FAULTS = {"404": "HTTP 404", "500": "HTTP 500", "stall": "stalled", "truncate": "bytes (gave up after", "html": "HTML page"}
+
+
+def expect_one_line(call: Callable, *parts: str) -> str:
+    """Run ``call``; it must raise UserError whose message is one line containing every part."""
+    with pytest.raises(UserError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and all(p in message for p in parts), message
+    return message
+
+
+def fault_then_recover(server: FileServer, name: str, target: Path, fault: str, **download_kwargs) -> Path:
+    """Serve ``name`` with ``fault``: the download must fail with one line naming the URL and the
+    problem and leave nothing under ``target``; with the fault gone a rerun must complete."""
+    from gracefill.sources import download as dl
+
+    server.faults[name] = fault
+    url = f"{server.url}/{name}"
+    expect_one_line(lambda: dl.download(url, target, **{**FAST, **download_kwargs}), url, FAULTS[fault])
+    assert not target.exists() and not dl.sidecar_path(target).exists()
+    server.faults.pop(name)
+    path = dl.download(url, target, **{**FAST, **download_kwargs})
+    assert dl.is_complete(path)
+    return path
+
+
+def damage(path: Path, case: str, variable: str = "lwe_thickness") -> Path:
+    """Spoil a product file in place the way real files go wrong: ``units`` (the variable in m),
+    ``variable`` (the variable renamed away), ``duplicates`` (every time stamp the same)."""
+    with netCDF4.Dataset(path, "a") as nc:
+        if case == "units":
+            nc[variable].setncattr("units", "m")
+        elif case == "variable":
+            nc.renameVariable(variable, f"{variable}_renamed")
+        elif case == "duplicates":
+            nc["time"][:] = np.full(nc["time"].shape, nc["time"][0])
+        else:
+            raise ValueError(case)
+    return path
+
+
+def html_and_cut(folder: Path, source: Path, cut_at: int = 5000) -> tuple[Path, Path]:
+    """Two broken files saved under data names: an HTML error page, and ``source`` cut after ``cut_at`` bytes."""
+    html = folder / f"page{source.suffix}"
+    html.write_text("<!DOCTYPE html><html><body>Service unavailable</body></html>")
+    cut = folder / f"cut{source.suffix}"
+    cut.write_bytes(source.read_bytes()[:cut_at])
+    return html, cut
+
+
+#: damage() cases and the words of the one-line error each must give.
+DAMAGE = {"units": "has units 'm'", "variable": "missing variable(s)", "duplicates": "duplicate values"}
+
+
+class FakeEarthaccess:
+    """Stands in for the earthaccess module over a set of granule files, offline.
+
+    ``files`` maps a CMR GranuleUR to a file; ``search_data`` matches its ``granule_name``
+    pattern against them; ``download`` copies the chosen files into ``local_path``. ``fault``:
+    ``login`` / ``search`` / ``download`` (raise, with a secret in the text, as earthaccess does
+    for HTTP 404 / 500), ``empty`` (download returns nothing), ``html`` (an Earthdata login page
+    saved under the file's name), ``truncate`` (half the file), ``stall`` (half the file, then
+    no more bytes until ``release`` is set). ``calls`` records (what, arguments)."""
+
+    SECRET = "hunter2-token"
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = dict(files)
+        self.fault: str | None = None
+        self.calls: list[tuple] = []
+        self.release = threading.Event()
+
+    def login(self, strategy):
+        self.calls.append(("login", strategy))
+        if self.fault == "login":
+            raise RuntimeError(f"Authentication with Earthdata Login failed with: bad password {self.SECRET}")
+        return types.SimpleNamespace(authenticated=True)
+
+    def search_data(self, **query):
+        self.calls.append(("search", query))
+        if self.fault == "search":
+            raise ConnectionError(f"https://cmr.earthdata.nasa.gov/search?token={self.SECRET}: timed out")
+        pattern = query.get("granule_name") or "*"
+        return [{"umm": {"GranuleUR": name}} for name in sorted(self.files) if fnmatch.fnmatchcase(name, pattern)]
+
+    def download(self, granules, local_path, threads=8):
+        names = [g["umm"]["GranuleUR"] for g in granules]
+        self.calls.append(("download", names))
+        if self.fault == "download":
+            raise OSError(f"500 Server Error for https://data.earthdata.nasa.gov/x.nc?token={self.SECRET}")
+        if self.fault == "empty":
+            return []
+        out = []
+        for name in names:
+            src = Path(self.files[name])
+            data = src.read_bytes()
+            if self.fault == "html":
+                data = b"<!DOCTYPE html><html><head><title>Earthdata Login</title></head><body>Log in</body></html>"
+            elif self.fault in ("truncate", "stall"):
+                data = data[: len(data) // 2]
+            (Path(local_path) / src.name).write_bytes(data)
+            if self.fault == "stall":
+                self.release.wait(30)
+                return []
+            out.append(str(Path(local_path) / src.name))
+        return out
+
+
+def documented_search_keys() -> set[str]:
+    """The query keys that the installed earthaccess documents for ``search_data`` (its docstring
+    lists them as ``* **key**: ...``); skips the test where earthaccess is not installed."""
+    import re
+
+    earthaccess = pytest.importorskip("earthaccess")
+    keys = set(re.findall(r"\*\s+\*\*(\w+)\*\*", earthaccess.search_data.__doc__ or ""))
+    assert {"short_name", "version", "temporal", "granule_name"} <= keys, keys
+    return keys
+
+
+#: FakeEarthaccess faults and the words of the one-line error each must give.
+EARTHDATA_FAULTS = {
+    "login": "login or search failed (RuntimeError)", "search": "login or search failed (ConnectionError)",
+    "download": "failed (OSError); rerun", "empty": "returned no NetCDF file", "html": "is an HTML page",
+    "truncate": "failed verification", "stall": "stalled (no data for 0.5 s); rerun",
+}
+
+
+def earthdata_fault_then_recover(fake: FakeEarthaccess, fault: str, fetch: Callable[[], Path], target: Path) -> Path:
+    """``fetch()`` through ``fake`` with ``fault``: one line, no secret, nothing under ``target``
+    nor left beside it; without the fault the rerun completes."""
+    from gracefill.sources import download as dl
+
+    fake.fault = fault
+    message = expect_one_line(fetch, EARTHDATA_FAULTS[fault])
+    fake.release.set()  # a stalled download thread may end now
+    assert FakeEarthaccess.SECRET not in message
+    assert not target.exists() and not dl.sidecar_path(target).exists()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}")], "temporary files left"
+    fake.fault = None
+    path = fetch()
+    assert dl.is_complete(path)
+    return path
+
+
 # ======================================================================================
 # product writers
 # ======================================================================================
 
 #: The real missions' missing months inside the record (data.md), for standalone fixtures.
 def to_global(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, res: float, fill=np.nan,
-              lon360: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              lon360: bool = True, south: float = -90.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Place a (time, lat, lon) field on a regular region (lon in -180..180) onto the global grid
-    of the same resolution: lat ascending -90+res/2..90-res/2, lon res/2..360-res/2 (lon360)
+    of the same resolution: lat ascending south+res/2..90-res/2, lon res/2..360-res/2 (lon360)
     or -180+res/2..180-res/2. Returns (values, glat, glon)."""
-    glat = -90 + res * (np.arange(int(round(180 / res))) + 0.5)
+    glat = south + res * (np.arange(int(round((90 - south) / res))) + 0.5)
     if lon360:
         glon = res * (np.arange(int(round(360 / res))) + 0.5)
     else:
@@ -365,3 +519,121 @@ def write_jpl(path: Path, twsa_mm: np.ndarray, glat: np.ndarray, glon: np.ndarra
         nc.setncatts({"title": "JPL GRACE and GRACE-FO MASCON RL06.3Mv04 CRI", "institution": "NASA/JPL",
                       "months_missing": ""})
     return path
+
+
+def write_gsfc(path: Path, twsa_mm: np.ndarray, glat: np.ndarray, glon: np.ndarray, months: pd.DatetimeIndex,
+               land: np.ndarray, *, split: tuple[str, ...] = ("2018-11",), seed: int = 0) -> Path:
+    """A GSFC RL06 v2.0 half-degree mascon file: NETCDF3_CLASSIC; lwe_thickness(time, lat, lon)
+    float64 cm with no _FillValue and no NaN (the ocean and ``twsa_mm``'s NaN cells carry smooth
+    nonsense values), lat ascending whose long name sits in the misspelled ``latg_name``, lon
+    0..360, lat_bounds / lon_bounds, land_mask(lat, lon) 1 = land, time days since 2002-01-01 at
+    the middle of each solution and time_bounds = its first and last day, a title saying v1.0.
+    Each month in ``split`` present in ``months`` is written as two sub-monthly solutions (days
+    1-15 and 16-end) whose mean is that month's field."""
+    rng = np.random.default_rng(seed)
+    data = np.asarray(twsa_mm, dtype=np.float64) / 10.0
+    data = np.where(np.isfinite(data), data, rng.normal(0, 5, data.shape))
+    epoch = pd.Timestamp("2002-01-01")
+    fields, spans = [], []
+    for i, m in enumerate(months):
+        first, last = (m - epoch).days, (m + pd.offsets.MonthEnd(0) - epoch).days
+        if f"{m:%Y-%m}" in split:
+            d = rng.normal(0, 3, data.shape[1:])
+            fields += [data[i] + d, data[i] - d]
+            spans += [(first, first + 14), (first + 15, last)]
+        else:
+            fields.append(data[i])
+            spans.append((first, last))
+    spans = np.asarray(spans, dtype=np.float64)
+    res = float(glat[1] - glat[0])
+    with netCDF4.Dataset(path, "w", format="NETCDF3_CLASSIC") as nc:
+        nc.createDimension("lat", glat.size)
+        nc.createDimension("lon", glon.size)
+        nc.createDimension("time", None)
+        nc.createDimension("bounds", 2)
+        v = nc.createVariable("lat", "f8", ("lat",))
+        v.setncatts({"units": "degrees_north", "latg_name": "latitude", "standard_name": "latitude", "axis": "Y"})
+        v[:] = glat
+        v = nc.createVariable("lon", "f8", ("lon",))
+        v.setncatts({"units": "degrees_east", "long_name": "longitude", "standard_name": "longitude", "axis": "X"})
+        v[:] = glon
+        nc.createVariable("lat_bounds", "f8", ("lat", "bounds"))[:] = np.stack([glat - res / 2, glat + res / 2], axis=1)
+        nc.createVariable("lon_bounds", "f8", ("lon", "bounds"))[:] = np.stack([glon - res / 2, glon + res / 2], axis=1)
+        v = nc.createVariable("time", "f8", ("time",))
+        v.setncatts({"units": "days since 2002-01-01T00:00:00Z", "long_name": "time", "standard_name": "time",
+                     "calendar": "gregorian", "bounds": "time_bounds"})
+        v[:] = spans.mean(axis=1)
+        v = nc.createVariable("time_bounds", "f8", ("time", "bounds"))
+        v.setncatts({"units": "days since 2002-01-01T00:00:00Z", "long_name": "first and last day of each solution"})
+        v[:] = spans
+        v = nc.createVariable("lwe_thickness", "f8", ("time", "lat", "lon"))
+        v.setncatts({"units": "cm", "long_name": "equivalent water thickness", "standard_name": "lwe_thickness"})
+        v[:] = np.stack(fields)
+        v = nc.createVariable("land_mask", "f8", ("lat", "lon"))
+        v.setncatts({"long_name": "land mask", "comment": "1 = land, 0 = ocean"})
+        v[:] = np.asarray(land, dtype=np.float64)
+        nc.setncatts({"title": "GSFC GRACE/GRACE-FO RL06 v1.0 mascon solution on a 0.5 degree grid",
+                      "institution": "NASA Goddard Space Flight Center", "product": "RL06v2.0_OBP-ICE6GD"})
+    return path
+
+
+#: GLDAS storage variables -> (share of the land water storage, long name).
+GLDAS_SHARES = {
+    "SoilMoi0_10cm_inst": (0.10, "Soil moisture content (0-10 cm underground)"),
+    "SoilMoi10_40cm_inst": (0.20, "Soil moisture content (10-40 cm underground)"),
+    "SoilMoi40_100cm_inst": (0.30, "Soil moisture content (40-100 cm underground)"),
+    "SoilMoi100_200cm_inst": (0.30, "Soil moisture content (100-200 cm underground)"),
+    "SWE_inst": (0.08, "Snow depth water equivalent"),
+    "CanopInt_inst": (0.02, "Plant canopy surface water"),
+}
+
+
+def write_gldas(folder: Path, storage_mm: np.ndarray, lat: np.ndarray, lon: np.ndarray, months: pd.DatetimeIndex,
+                *, res: float | None = None, short_name: str = "GLDAS_NOAH10_M", units: str = "kg m-2",
+                fill_attribute: bool = True) -> list[Path]:
+    """GLDAS-2.1 Noah monthly files, one per month, ``<short_name>.AYYYYMM.021.nc4`` (netCDF-4):
+    the six storage variables (shares of ``storage_mm``, kg m-2) and Tair_f_inst as float32 on
+    (time = 1, lat, lon), _FillValue and missing_value -9999 over water, lat ascending from
+    -60+res/2 (no Antarctica), lon -180+res/2..180-res/2, time days since 2000-01-01 at the start
+    of the month with time_bnds [start, next month). ``storage_mm`` is (time, lat, lon) on the
+    regional ascending grid ``lat``/``lon`` (NaN = water), placed on the product's global grid.
+    ``fill_attribute=False`` writes the -9999 values without _FillValue / missing_value."""
+    res = res or float(lat[1] - lat[0])
+    values, glat, glon = to_global(storage_mm, lat, lon, res, lon360=False, south=-60.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    epoch = pd.Timestamp("2000-01-01")
+    paths = []
+    for i, m in enumerate(months):
+        path = folder / f"{short_name}.A{m:%Y%m}.021.nc4"
+        with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+            nc.createDimension("lon", glon.size)
+            nc.createDimension("lat", glat.size)
+            nc.createDimension("time", 1)
+            nc.createDimension("bnds", 2)
+            v = nc.createVariable("time", "f8", ("time",))
+            v.setncatts({"units": "days since 2000-01-01 00:00:00", "calendar": "standard", "long_name": "time",
+                         "standard_name": "time", "axis": "T", "bounds": "time_bnds",
+                         "begin_date": f"{m:%Y%m}01", "begin_time": "000000"})
+            start, end = (m - epoch).days, (m + pd.offsets.MonthBegin(1) - epoch).days
+            v[:] = [start]
+            nc.createVariable("time_bnds", "f8", ("time", "bnds"))[:] = [[start, end]]
+            v = nc.createVariable("lon", "f4", ("lon",))
+            v.setncatts({"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"})
+            v[:] = glon
+            v = nc.createVariable("lat", "f4", ("lat",))
+            v.setncatts({"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"})
+            v[:] = glat
+            fields = {name: (values[i] * share, long_name, units) for name, (share, long_name) in GLDAS_SHARES.items()}
+            fields["Tair_f_inst"] = (np.where(np.isfinite(values[i]), 285.0, np.nan), "Air temperature", "K")
+            fill = np.float32(-9999.0) if fill_attribute else False
+            for name, (field, long_name, unit) in fields.items():
+                v = nc.createVariable(name, "f4", ("time", "lat", "lon"), fill_value=fill, zlib=True, complevel=1)
+                v.setncatts({"units": unit, "long_name": long_name, "cell_methods": "time: mean",
+                             **({"missing_value": fill} if fill_attribute else {})})
+                v[:] = np.where(np.isfinite(field), field, -9999.0)[None].astype(np.float32)
+            nc.setncatts({"title": "GLDAS2.1 LIS land surface model output monthly mean", "institution": "NASA GSFC",
+                          "source": "Noah_v3.6", "conventions": "CF-1.6", "missing_value": np.float32(-9999.0),
+                          "tavg_definision": "past 3-hour average", "ShortName": short_name, "VersionID": "2.1",
+                          "Format": "netCDF-4"})
+        paths.append(path)
+    return paths

@@ -9,7 +9,7 @@ from gracefill import months as mo
 from gracefill.io import UserError
 from gracefill.sources import csr
 from gracefill.sources import download as dl
-from tests.real_fixtures import serve, to_global, write_csr, write_csr_land_mask
+from tests.real_fixtures import html_and_cut, serve, to_global, write_csr, write_csr_land_mask
 
 RES = 4.0
 PERIOD = ("2002-01", "2020-12")
@@ -92,12 +92,8 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, case):
 
 
 def test_html_page_and_truncated_file_saved_as_nc(tmp_path, product):
-    html = tmp_path / "page.nc"
-    html.write_text("<!DOCTYPE html><html><body>Service unavailable</body></html>")
-    truncated = tmp_path / "cut.nc"
-    data = (product[0] / "csr.nc").read_bytes()
-    truncated.write_bytes(data[: len(data) // 2])
-    for path in (html, truncated):
+    source = product[0] / "csr.nc"
+    for path in html_and_cut(tmp_path, source, source.stat().st_size // 2):
         with pytest.raises(UserError, match=rf"^{path}: not a readable NetCDF file"):
             csr.read(path)
 

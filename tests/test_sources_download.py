@@ -7,9 +7,7 @@ import pytest
 
 from gracefill.io import UserError
 from gracefill.sources import download as dl
-from tests.real_fixtures import serve
-
-FAST = dict(timeout=(2.0, 0.5), retries=2, backoff=0.0, progress=False)
+from tests.real_fixtures import FAST, FAULTS, fault_then_recover, serve
 
 
 @pytest.fixture
@@ -37,25 +35,10 @@ def test_downloads_atomically_records_sidecar_and_skips_when_complete(served):
     assert server.hits["product.nc"] == 2 and path.read_bytes() == data
 
 
-@pytest.mark.parametrize("fault,expected", [
-    ("404", "HTTP 404"),
-    ("500", "HTTP 500"),
-    ("stall", "stalled"),
-    ("truncate", "of 1024000 bytes"),
-    ("html", "HTML page"),
-])
-def test_faults_give_one_line_leave_no_final_file_and_rerun_recovers(served, fault, expected):
+@pytest.mark.parametrize("fault", FAULTS)
+def test_faults_give_one_line_leave_no_final_file_and_rerun_recovers(served, fault):
     server, data, out = served
-    server.faults["product.nc"] = fault
-    url = f"{server.url}/product.nc"
-    with pytest.raises(UserError) as info:
-        dl.download(url, out / "product.nc", **FAST)
-    message = str(info.value)
-    assert "\n" not in message and url in message and expected in message, message
-    assert not (out / "product.nc").exists() and not dl.sidecar_path(out / "product.nc").exists()
-    server.faults.clear()
-    path = dl.download(url, out / "product.nc", **FAST)
-    assert path.read_bytes() == data and dl.is_complete(path)
+    assert fault_then_recover(server, "product.nc", out / "product.nc", fault).read_bytes() == data
 
 
 def test_truncated_download_resumes_with_a_range_request(served):

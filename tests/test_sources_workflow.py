@@ -4,13 +4,18 @@ The synthetic world of configs/test.yaml is written out in the exact formats of 
 products (CSR mascons + land mask served over HTTP from 127.0.0.1 as a mirror; ERA5-Land
 yearly CDS files read in local mode). The workflow then downloads, verifies, normalises,
 regrids and builds the tensors, which must equal the tensors of the same fields fed through
-the synthetic layout.
+the synthetic layout. A second run takes the GSFC route (served the same way, 2018-11 as two
+solutions) with GLDAS monthly files (local mode) as the land model, reusing the first run's
+grid and regridded ERA5-Land fields so that only its own steps run; the Earthdata retrievals
+(JPL, GLDAS) are checked by a dry run, as they need a login.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,8 @@ import pytest
 import xarray as xr
 import yaml
 
-from tests.real_fixtures import serve, to_global, write_csr, write_csr_land_mask, write_era5land_years
+from tests.real_fixtures import (serve, to_global, write_csr, write_csr_land_mask, write_era5land_years, write_gldas,
+                                 write_gsfc)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -55,18 +61,24 @@ def run_ok(workdir: Path, config: dict) -> None:
         pytest.fail(f"workflow failed:\n{result.stderr[-4000:]}\n{logs}")
 
 
-def write_products(raw: Path, www: Path, local: Path) -> None:
-    """The synthetic world's GRACE and ERA5-Land fields in the real products' formats."""
+GSFC_NAME = "gsfc.glb_.200204_202410_rl06v2.0_obp-ice6gd_halfdegree.nc"
+
+
+def global_grace(raw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    """The synthetic GRACE field on the global grid of its resolution (lon 0..360), its land mask, months."""
     grace = xr.open_dataset(raw / "grace.nc")
-    era5 = xr.open_dataset(raw / "era5land.nc")
     lat, lon = grace["lat"].values, grace["lon"].values
     res = float(lat[1] - lat[0])
     values, glat, glon = to_global(grace["twsa"].values, lat, lon, res)
-    land = np.zeros((glat.size, glon.size))
     land_region, _, _ = to_global(np.isfinite(grace["twsa"].values[:1]).astype(float), lat, lon, res, fill=0.0)
-    land[:] = land_region[0]
+    return values, glat, glon, land_region[0], pd.DatetimeIndex(grace["time"].values)
+
+
+def write_products(raw: Path, www: Path, local: Path) -> None:
+    """The synthetic world's GRACE and ERA5-Land fields in the real products' formats."""
+    era5 = xr.open_dataset(raw / "era5land.nc")
+    values, glat, glon, land, months = global_grace(raw)
     www.mkdir()
-    months = pd.DatetimeIndex(grace["time"].values)
     write_csr(www / "CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc", values, glat, glon, months)
     write_csr_land_mask(www / "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc", land, glat, glon)
     fields = {name: era5[name].values for name in era5.data_vars}
@@ -94,13 +106,44 @@ def runs(tmp_path_factory):
     return syn_dir, real_dir, real, hits
 
 
-def test_real_path_gives_the_same_tensors_as_the_synthetic_layout(runs):
-    syn_dir, real_dir, _, hits = runs
-    assert not (real_dir / "results/real/benchmarks/build_grid.tsv").exists()
-    assert hits == {"CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc": 1,
-                    "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc": 1}
-    syn = xr.open_dataset(syn_dir / "results/syn/tensors.nc")
-    real = xr.open_dataset(real_dir / "results/real/tensors.nc")
+@pytest.fixture(scope="module")
+def gsfc_run(runs, tmp_path_factory):
+    """GSFC mascons over HTTP + GLDAS monthly files (local) as the land model, ERA5-Land as before."""
+    syn_dir, real_dir, real, _ = runs
+    raw = syn_dir / "resources/raw/synthetic/syn"
+    work = tmp_path_factory.mktemp("gsfc")
+    values, glat, glon, land, months = global_grace(raw)
+    (work / "www").mkdir()
+    write_gsfc(work / "www" / GSFC_NAME, values, glat, glon, months, land, split=("2018-11",))
+    era5 = xr.open_dataset(raw / "era5land.nc")
+    write_gldas(work / "gldas", era5["land_water_storage"].values, era5["lat"].values, era5["lon"].values,
+                pd.DatetimeIndex(era5["time"].values))
+    # reuse what does not depend on the new sources, oldest first so that Snakemake keeps it
+    now = time.time()
+    for path in (real_dir / "era5").glob("*.nc"):
+        os.utime(path, (now - 300, now - 300))
+    reused = {"resources/raw/era5land/{}/era5land.nc": now - 200, "results/{}/grid.nc": now - 200}
+    reused.update({f"results/{{}}/regridded/{v}.nc": now - 100 for v in ("precipitation", "temperature", "evaporation", "runoff")})
+    for pattern, stamp in reused.items():
+        target = work / pattern.format("gsfc")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real_dir / pattern.format("real"), target)
+        os.utime(target, (stamp, stamp))
+    with serve(work / "www") as server:
+        config = {**real, "run": "gsfc"}
+        config["sources"] = {**real["sources"], "target": "gsfc", "land_model": "gldas",
+                             "gsfc": {"mirror": f"{server.url}/mirror/"},
+                             "gldas": {"local": str(work / "gldas/GLDAS_NOAH10_M.A*.021.nc4")}}
+        config["sources"].pop("csr")
+        run_ok(work, config)
+        hits = dict(server.hits)
+    return syn_dir, work, hits
+
+
+def assert_same_tensors(synthetic: Path, real: Path) -> None:
+    """Every variable both tensors files hold is equal (floats to 1e-4 relative)."""
+    syn = xr.open_dataset(synthetic)
+    real = xr.open_dataset(real)
     assert "truth" not in real  # only the synthetic world has a truth
     shared = [name for name in syn.variables if name in real.variables]
     assert {"inputs", "target", "split", "observed", "land_mask"} <= set(shared)
@@ -111,6 +154,40 @@ def test_real_path_gives_the_same_tensors_as_the_synthetic_layout(runs):
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.nanmax(np.abs(a)))), err_msg=name)
         else:
             np.testing.assert_array_equal(b, a, err_msg=name)
+
+
+def test_real_path_gives_the_same_tensors_as_the_synthetic_layout(runs):
+    syn_dir, real_dir, _, hits = runs
+    assert not (real_dir / "results/real/benchmarks/build_grid.tsv").exists()
+    assert hits == {"CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc": 1,
+                    "CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc": 1}
+    assert_same_tensors(syn_dir / "results/syn/tensors.nc", real_dir / "results/real/tensors.nc")
+
+
+def test_gsfc_and_gldas_give_the_same_tensors_as_the_synthetic_layout(gsfc_run):
+    syn_dir, work, hits = gsfc_run
+    assert hits == {GSFC_NAME: 1}
+    ran = sorted(p.stem for p in (work / "results/gsfc/benchmarks").glob("*.tsv"))
+    assert ran == sorted([f"download_gsfc_{GSFC_NAME}", "normalise_gsfc", "normalise_gldas", "regrid_twsa",
+                          "regrid_land_water_storage", "build_predictors", "build_tensors"])
+    assert_same_tensors(syn_dir / "results/syn/tensors.nc", work / "results/gsfc/tensors.nc")
+    grace = xr.open_dataset(work / "resources/raw/gsfc/gsfc/grace.nc")
+    assert grace.attrs["months_with_several_solutions"] == "2018-11" and grace["twsa"].attrs["units"] == "mm"
+    storage = xr.open_dataset(work / "resources/raw/gldas/gsfc/land_model.nc")["land_water_storage"]
+    assert storage.attrs["units"] == "mm" and storage.sizes["time"] == 228
+    assert (work / f"resources/download/gsfc/{GSFC_NAME}.sha256.json").is_file()
+
+
+def test_earthdata_products_are_planned_one_granule_per_month(tmp_path):
+    base = yaml.safe_load((ROOT / "configs/test.yaml").read_text())
+    config = {**base, "run": "plan", "sources": {**base["sources"], "target": "jpl", "land_model": "gldas"}}
+    result = snakemake(tmp_path, config, "-n", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = dict(line.split() for line in result.stdout.splitlines() if len(line.split()) == 2
+                  and line.split()[1].isdigit())
+    assert counts["retrieve_jpl"] == "1" and counts["retrieve_gldas_month"] == "228"
+    assert counts["normalise_mascons"] == "1" and counts["normalise_gldas"] == "1"
+    assert "retrieve_synthetic" in counts and "normalise_csr" not in counts
 
 
 def test_downloads_are_recorded_and_normalised_files_follow_the_layout(runs):

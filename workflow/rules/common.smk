@@ -41,6 +41,11 @@ SOURCE_OF_PRODUCT = {
     "era5land": config["sources"]["predictors"],
     "truth": "synthetic",
 }
+# sources.land_model: gldas -- the land model storage (sTWSA) comes from GLDAS's own raw file
+# (resources/raw/gldas/<run>/land_model.nc), not from the predictors' product.
+if config["sources"]["land_model"] == "gldas":
+    PRODUCT_OF_VARIABLE["land_water_storage"] = "land_model"
+    SOURCE_OF_PRODUCT["land_model"] = "gldas"
 
 
 def raw_dir(source):

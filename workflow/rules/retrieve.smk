@@ -1,6 +1,7 @@
-# Real data: HTTPS downloads (CSR mascons), CDS requests (ERA5-Land, one per year), or the
-# user's own files (`local`), each normalised into resources/raw/<source>/<run>/ in the same
-# layout as the synthetic world, so that regrid_variable reads them unchanged.
+# Real data: HTTPS downloads (CSR and GSFC mascons), CDS requests (ERA5-Land, one per year),
+# Earthdata granules through earthaccess (JPL mascons, GLDAS Noah one per month), or the user's
+# own files (`local`), each normalised into resources/raw/<source>/<run>/ in the same layout as
+# the synthetic world, so that regrid_variable reads them unchanged.
 # URLs, dataset names and variables come from config["sources"] (gracefill.sources.plan).
 import re
 
@@ -12,6 +13,7 @@ CSR_INPUTS = plan.csr_inputs(config)
 ERA5_FOLDER = plan.era5land_folder(config)
 try:
     ERA5_INPUTS = plan.era5land_inputs(config)
+    GLDAS_INPUTS = plan.gldas_inputs(config)
 except UserError as error:
     sys.exit(f"gracefill: invalid configuration: {error}")
 
@@ -22,7 +24,7 @@ rule download_file:
     output:
         f"{plan.DOWNLOADS}/{{source}}/{{file}}",
     wildcard_constraints:
-        source="csr",
+        source="csr|gsfc",
         file="|".join(re.escape(name) for _, name in DOWNLOAD_URLS) or "no-download",
     params:
         url=lambda wildcards: DOWNLOAD_URLS[(wildcards.source, wildcards.file)][0],
@@ -59,6 +61,92 @@ rule normalise_csr:
     shell:
         "python -m gracefill.sources normalise_grace --product csr --config-json {params.cfg:q} "
         "--input {input.product:q} --land-mask {input.land_mask:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule normalise_mascons:
+    message:
+        "Normalising the {wildcards.product} mascons (land mask from the product file)"
+    input:
+        lambda wildcards: plan.mascon_input(config, wildcards.product),
+    output:
+        f"{raw_dir('{product}')}/grace.nc",
+    wildcard_constraints:
+        product="jpl|gsfc",
+    params:
+        cfg=stage_config("grid", "period", "split", "sources"),
+    log:
+        f"{LOGS}/normalise_{{product}}.log",
+    benchmark:
+        f"{BENCHMARKS}/normalise_{{product}}.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "python -m gracefill.sources normalise_grace --product {wildcards.product} --config-json {params.cfg:q} "
+        "--input {input:q} --output {output:q} > {log:q} 2>&1"
+
+
+rule retrieve_jpl:
+    message:
+        "Downloading the JPL RL06.3 v04 CRI mascons from Earthdata"
+    output:
+        plan.jpl_download(config),
+    params:
+        cfg=plan.earthdata_request_config(config, "jpl"),
+        timeout=config["sources"]["download"]["timeout_s"],
+    resources:
+        earthdata=1,  # `--resources earthdata=N` caps the Earthdata downloads running at once
+    log:
+        f"{LOGS}/retrieve_jpl.log",
+    benchmark:
+        f"{BENCHMARKS}/retrieve_jpl.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "python -m gracefill.sources retrieve_jpl --config-json {params.cfg:q} --timeout {params.timeout} "
+        "--output {output:q} > {log:q} 2>&1"
+
+
+rule retrieve_gldas_month:
+    message:
+        "Downloading GLDAS Noah for {wildcards.yyyymm} from Earthdata"
+    output:
+        plan.gldas_pattern(config),
+    wildcard_constraints:
+        yyyymm=r"\d{6}",
+    params:
+        cfg=plan.earthdata_request_config(config, "gldas"),
+        timeout=config["sources"]["download"]["timeout_s"],
+    resources:
+        earthdata=1,
+    log:
+        f"{LOGS}/retrieve_gldas_{{yyyymm}}.log",
+    benchmark:
+        f"{BENCHMARKS}/retrieve_gldas_{{yyyymm}}.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "python -m gracefill.sources retrieve_gldas --config-json {params.cfg:q} --month {wildcards.yyyymm} "
+        "--timeout {params.timeout} --output {output:q} > {log:q} 2>&1"
+
+
+rule normalise_gldas:
+    message:
+        "Normalising GLDAS Noah: soil layers + snow + canopy water as the land model storage"
+    input:
+        GLDAS_INPUTS,
+    output:
+        f"{raw_dir('gldas')}/land_model.nc",
+    params:
+        cfg=stage_config("grid", "period", "sources"),
+    log:
+        f"{LOGS}/normalise_gldas.log",
+    benchmark:
+        f"{BENCHMARKS}/normalise_gldas.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    shell:
+        "python -m gracefill.sources normalise_gldas --config-json {params.cfg:q} --inputs {input:q} "
+        "--output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_era5land_year:

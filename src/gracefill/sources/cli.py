@@ -20,7 +20,9 @@ from gracefill.io import UserError, write_netcdf
 log = logging.getLogger("gracefill.sources")
 
 #: What each downloadable file must contain: product key -> verify function name.
-CHECKS = ("csr", "csr_land_mask")
+CHECKS = ("csr", "csr_land_mask", "gsfc")
+#: The GRACE mascon products `normalise_grace` reads.
+MASCONS = ("csr", "jpl", "gsfc")
 
 
 def _config(text: str) -> dict:
@@ -52,10 +54,10 @@ def grace_required_span(cfg: dict) -> tuple[str, str]:
 
 def download(args) -> None:
     """Download one HTTPS file: resumable, atomic, verified, size and sha256 recorded."""
-    from gracefill.sources import csr
+    from gracefill.sources import csr, gsfc
     from gracefill.sources import download as dl
 
-    verify = {"csr": csr.verify, "csr_land_mask": csr.verify_land_mask}[args.check]
+    verify = {"csr": csr.verify, "csr_land_mask": csr.verify_land_mask, "gsfc": gsfc.verify}[args.check]
     path = dl.download(args.url, args.output, verify=verify, timeout=(min(30.0, args.timeout), args.timeout),
                        retries=args.retries, progress=not args.no_progress)
     record = json.loads(dl.sidecar_path(path).read_text())
@@ -64,17 +66,54 @@ def download(args) -> None:
 
 def normalise_grace(args) -> None:
     """A GRACE mascon product in the normalised layout (twsa in mm, monthly, lon -180..180)."""
-    from gracefill.sources import csr
+    from gracefill.sources import csr, gsfc, jpl
 
     cfg = _config(args.config_json)
-    period = (cfg["period"]["start"], cfg["period"]["end"])
-    if args.product != "csr":
-        raise UserError(f"--product: {args.product!r} is not supported; expected csr")
-    ds = csr.read(args.input, args.land_mask, period=period, require=grace_required_span(cfg), bounds=bounds_of(cfg))
+    options = {"period": (cfg["period"]["start"], cfg["period"]["end"]), "require": grace_required_span(cfg),
+               "bounds": bounds_of(cfg)}
+    if args.product == "csr":
+        ds = csr.read(args.input, args.land_mask, **options)
+    elif args.land_mask:
+        raise UserError(f"--land-mask: {args.product} keeps its land mask in the product file; give none")
+    else:
+        ds = {"jpl": jpl.read, "gsfc": gsfc.read}[args.product](args.input, **options)
     ds.attrs.update(_provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else [])))
     write_netcdf(ds, args.output)
     log.info("%s: twsa %s, %d months, missing inside the record: %s", args.output, dict(ds["twsa"].sizes),
              ds.sizes["time"], ds.attrs["months_missing"] or "none")
+
+
+def retrieve_jpl(args) -> None:
+    """The JPL RL06.3 v04 CRI mascon granule from Earthdata (earthaccess), atomic and verified."""
+    from gracefill.sources import jpl
+
+    cfg = _config(args.config_json)
+    path = jpl.retrieve(cfg["sources"]["jpl"], args.output, stall_s=args.timeout)
+    log.info("%s: %d bytes", path, path.stat().st_size)
+
+
+def retrieve_gldas(args) -> None:
+    """One month of GLDAS Noah from Earthdata (earthaccess), atomic and verified."""
+    from gracefill.sources import gldas
+
+    cfg = _config(args.config_json)
+    month = args.month if "-" in args.month else f"{args.month[:4]}-{args.month[4:]}"
+    path = gldas.retrieve_month(cfg["sources"]["gldas"], month, args.output, stall_s=args.timeout)
+    log.info("%s: %d bytes", path, path.stat().st_size)
+
+
+def normalise_gldas(args) -> None:
+    """GLDAS Noah monthly files (downloaded, or the user's own) as the land model storage."""
+    from dask.diagnostics import ProgressBar
+
+    from gracefill.sources import gldas
+
+    cfg = _config(args.config_json)
+    ds = gldas.read(args.inputs, period=(cfg["period"]["start"], cfg["period"]["end"]), bounds=bounds_of(cfg))
+    ds.attrs.update({k: v for k, v in _provenance(cfg, args.inputs).items() if k != "source_files"})  # one file a month: keep read's summary
+    with ProgressBar(minimum=5, out=sys.stderr):
+        write_netcdf(ds, args.output)
+    log.info("%s: land_water_storage on %s", args.output, dict(ds.sizes))
 
 
 def retrieve_era5land(args) -> None:
@@ -109,6 +148,9 @@ STEPS = {
     "normalise_grace": normalise_grace,
     "retrieve_era5land": retrieve_era5land,
     "normalise_era5land": normalise_era5land,
+    "retrieve_jpl": retrieve_jpl,
+    "retrieve_gldas": retrieve_gldas,
+    "normalise_gldas": normalise_gldas,
 }
 
 
@@ -130,7 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = step("normalise_grace")
     p.add_argument("--config-json", required=True)
-    p.add_argument("--product", required=True)
+    p.add_argument("--product", required=True, choices=MASCONS)
     p.add_argument("--input", required=True)
     p.add_argument("--land-mask")
     p.add_argument("--output", required=True)
@@ -142,6 +184,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-json", required=True)
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--output", required=True)
+    for name in ("retrieve_jpl", "retrieve_gldas"):
+        p = step(name)
+        p.add_argument("--config-json", required=True)
+        p.add_argument("--output", required=True)
+        p.add_argument("--timeout", type=float, default=120.0, help="seconds without data before giving up")
+    p.add_argument("--month", required=True, help="YYYY-MM or YYYYMM")
+    p = step("normalise_gldas")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--output", required=True)
     return parser
 
 
@@ -149,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    # third-party loggers (urllib3, cdsapi) stay at WARNING: they may echo request details
-    for name in ("urllib3", "requests", "cdsapi", "datapi", "ecmwf"):
+    # third-party loggers (urllib3, cdsapi, earthaccess) stay at WARNING: they may echo request details
+    for name in ("urllib3", "requests", "cdsapi", "datapi", "ecmwf", "earthaccess", "botocore", "aiobotocore", "s3fs", "fsspec"):
         logging.getLogger(name).setLevel(logging.WARNING)
     start = time.perf_counter()
     try:

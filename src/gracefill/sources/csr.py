@@ -24,12 +24,14 @@ from gracefill.sources import normalise as nz
 
 VARIABLE = "lwe_thickness"
 MASK_VARIABLE = "LO_val"
+OWN_MASK_VARIABLE = "land_mask"  # JPL and GSFC keep their land mask (0 = ocean) in the product file
 UNITS = ("cm", "centimeters", "centimetres")
 CM_TO_MM = 10.0
 NAME = "CSR RL06.3 mascons"
 
 
 def _open(path: str | os.PathLike, required: tuple[str, ...]) -> xr.Dataset:
+    nz.check_not_truncated(path)  # the GSFC file is NetCDF-3
     return open_dataset(path, required=required, decode_times=False)
 
 
@@ -52,12 +54,18 @@ def solution_months(ds: xr.Dataset, where: str) -> tuple[pd.DatetimeIndex, pd.Da
     return stamps, months
 
 
-def verify(path: str | os.PathLike) -> None:
-    """A downloaded mascon file opens, has lwe_thickness, lat, lon and a readable time axis."""
-    with _open(path, (VARIABLE, "time", "lat", "lon")) as ds:
+def verify(path: str | os.PathLike, extra: tuple[str, ...] = ()) -> None:
+    """A downloaded mascon file opens, has lwe_thickness, lat, lon (and ``extra``) and a readable time axis."""
+    with _open(path, (VARIABLE, "time", "lat", "lon", *extra)) as ds:
         _, months = solution_months(ds, str(path))
         if len(months) == 0:
             raise UserError(f"{path}: time axis is empty")
+
+
+def verify_with_own_mask(path: str | os.PathLike) -> None:
+    """A mascon file that carries its land mask (JPL, GSFC) opens, has lwe_thickness, lat, lon,
+    land_mask and a readable time axis."""
+    verify(path, extra=(OWN_MASK_VARIABLE,))
 
 
 def verify_land_mask(path: str | os.PathLike) -> None:
@@ -124,3 +132,8 @@ def read(
         "month_rule": "the month that most of each solution's time_bounds span falls in",
     }
     return out
+
+
+def read_with_own_mask(path: str | os.PathLike, name: str, **options) -> xr.Dataset:
+    """`read` for a mascon file that carries its land mask (JPL, GSFC: ``land_mask``, 0 = ocean)."""
+    return read(path, path, mask_variable=OWN_MASK_VARIABLE, name=name, **options)

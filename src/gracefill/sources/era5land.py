@@ -19,7 +19,6 @@ the members into one file.
 """
 from __future__ import annotations
 
-import glob as globlib
 import os
 import zipfile
 from pathlib import Path
@@ -211,12 +210,8 @@ def _time_name(ds: xr.Dataset, where: str) -> str:
 
 
 def expand_local(pattern: str | list) -> list[str]:
-    """The files a local path or glob (or a list of them) names, sorted; error if none."""
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    files = sorted({f for p in patterns for f in globlib.glob(os.path.expanduser(p))})
-    if not files:
-        raise UserError(f"sources.era5land.local: no file matches {', '.join(patterns)}")
-    return files
+    """The files ``sources.era5land.local`` names (a path, a glob or a list), sorted; error if none."""
+    return nz.expand_local(pattern, "sources.era5land.local")
 
 
 def _open_one(path: str | os.PathLike, needed: tuple[str, ...]) -> xr.Dataset:

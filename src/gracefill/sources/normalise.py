@@ -7,6 +7,8 @@ no data (ocean).
 """
 from __future__ import annotations
 
+import glob as globlib
+import os
 import re
 
 import numpy as np
@@ -22,6 +24,24 @@ COORD_ATTRS = {
 }
 _TIME_UNITS = re.compile(r"^\s*(days|hours|seconds|minutes)\s+since\s+(.+?)\s*$", re.IGNORECASE)
 _SECONDS = {"days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
+
+
+def check_not_truncated(path) -> None:
+    """A NetCDF-3 file must hold at least the bytes its variables need: netCDF-C reads a cut
+    classic file without complaint (the missing tail comes back as zeros). NetCDF-4 (HDF5) files
+    fail to open when cut, so only NETCDF3 data models are checked."""
+    import netCDF4
+
+    try:
+        with netCDF4.Dataset(path) as nc:
+            if not nc.data_model.startswith("NETCDF3"):
+                return
+            need = sum(v.size * v.dtype.itemsize for v in nc.variables.values())
+    except OSError:
+        return  # missing or unreadable: open_dataset gives the one-line error
+    have = os.path.getsize(path)
+    if have < need:
+        raise UserError(f"{path}: not a readable NetCDF file (truncated: {have} bytes, its variables need {need})")
 
 
 def time_units(var: xr.DataArray, where: str) -> str:
@@ -127,6 +147,31 @@ def crop(ds: xr.Dataset, bounds: dict | None, margin_cells: int = 1) -> xr.Datas
         keep = (values > lo - pad) & (values < hi + pad)
         out = out.isel({name: np.flatnonzero(keep)})
     return out
+
+
+def pad_south(ds: xr.Dataset, lat_min: float) -> xr.Dataset:
+    """Extend an ascending, regular latitude axis southwards with NaN rows down to ``lat_min``.
+
+    For products without Antarctica (GLDAS starts at 60S): the missing rows become explicit
+    NaN (no data) instead of a grid that silently stops short of the configured bounds."""
+    lat = ds["lat"].values
+    if lat.size < 2:
+        return ds
+    step = float(np.median(np.diff(lat)))
+    rows = int(np.floor((lat[0] - step / 2 - lat_min) / step + 1e-6))
+    if rows <= 0:
+        return ds
+    south = lat[0] - step * np.arange(rows, 0, -1)
+    return ds.reindex(lat=np.concatenate([south, lat]), method=None, fill_value=np.nan)
+
+
+def expand_local(pattern: str | list, key: str) -> list[str]:
+    """The files a local path or glob (or a list of them) names, sorted; error naming ``key`` if none."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    files = sorted({f for p in patterns for f in globlib.glob(os.path.expanduser(p))})
+    if not files:
+        raise UserError(f"{key}: no file matches {', '.join(patterns)}")
+    return files
 
 
 def finish(da: xr.DataArray, name: str, units: str, long_name: str, **attrs) -> xr.DataArray:

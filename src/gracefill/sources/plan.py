@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from gracefill import months as mo
+from gracefill.sources import gldas
 from gracefill.sources.download import file_name_of, join_mirror
 from gracefill.sources.era5land import area_tag, expand_local
 
@@ -24,6 +26,9 @@ def download_table(config: dict) -> dict[tuple[str, str], tuple[str, str]]:
         for key, check in (("url", "csr"), ("land_mask_url", "csr_land_mask")):
             url = join_mirror(csr["mirror"], csr[key])
             table[("csr", file_name_of(url))] = (url, check)
+    if sources["target"] == "gsfc":
+        url = join_mirror(sources["gsfc"]["mirror"], sources["gsfc"]["url"])
+        table[("gsfc", file_name_of(url))] = (url, "gsfc")
     return table
 
 
@@ -62,3 +67,47 @@ def era5land_request_config(config: dict) -> str:
     e5 = config["sources"]["era5land"]
     request = {k: e5[k] for k in ("dataset", "product_type", "variables", "area")}
     return json.dumps({"grid": config["grid"], "sources": {"era5land": request}}, sort_keys=True, separators=(",", ":"))
+
+
+def mascon_input(config: dict, product: str, downloads: str = DOWNLOADS) -> str:
+    """The file of a one-file mascon product (jpl, gsfc): the user's own (`local`), or the download."""
+    cfg = config["sources"][product]
+    if cfg["local"]:
+        return cfg["local"]
+    if product == "jpl":
+        return jpl_download(config, downloads)
+    return f"{downloads}/gsfc/{file_name_of(cfg['url'])}"
+
+
+def jpl_download(config: dict, downloads: str = DOWNLOADS) -> str:
+    """Where the JPL granule is stored: named after the collection (the granule's own name changes
+    with every update and is kept in the sidecar)."""
+    return f"{downloads}/jpl/{config['sources']['jpl']['short_name']}.nc"
+
+
+def earthdata_request_config(config: dict, product: str) -> str:
+    """Only what shapes an Earthdata query of ``sources.<product>`` (not `local`), as JSON."""
+    request = {k: v for k, v in config["sources"][product].items() if k != "local"}
+    return json.dumps({"sources": {product: request}}, sort_keys=True, separators=(",", ":"))
+
+
+def gldas_folder(config: dict, downloads: str = DOWNLOADS) -> str:
+    g = config["sources"]["gldas"]
+    return f"{downloads}/gldas/{g['short_name']}.{g['version']}"
+
+
+def gldas_pattern(config: dict, downloads: str = DOWNLOADS) -> str:
+    """The monthly GLDAS download with a ``{yyyymm}`` wildcard."""
+    g = config["sources"]["gldas"]
+    return f"{gldas_folder(config, downloads)}/{g['short_name']}.A{{yyyymm}}.{gldas.version_code(g['version'])}.nc4"
+
+
+def gldas_inputs(config: dict, downloads: str = DOWNLOADS) -> list[str]:
+    """The user's GLDAS files (`local`, UserError if none match), or one download per month of the period."""
+    if config["sources"]["land_model"] != "gldas":
+        return []
+    g = config["sources"]["gldas"]
+    if g["local"]:
+        return gldas.expand_local(g["local"])
+    pattern = gldas_pattern(config, downloads)
+    return [pattern.format(yyyymm=f"{m:%Y%m}") for m in mo.month_range(config["period"]["start"], config["period"]["end"])]
