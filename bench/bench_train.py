@@ -126,6 +126,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--check-grid", default="32x48")
     ap.add_argument("--check-batch", type=int, default=2)
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--check-compile", default="",
+                    help="comma list of backbones whose first compiled variant is checked against the eager engine "
+                         "(fp32, check shapes; compiling the RRDB twice more takes minutes)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="cudnn.benchmark on for the whole run")
     ap.add_argument("--profile", action="store_true", help="profile one step of the first variant; top kernels")
     ap.add_argument("--skip-reference", action="store_true")
@@ -311,6 +314,50 @@ def check_same_update(args, backbone: str, variant: Variant, device: torch.devic
     out["ok"] = bool(out["phi_rel_err"] < 1e-4 and out["state_rel_err"] < 1e-4 and out["predict_rel_err"] < 1e-4
                      and out["flip_max_phi_rel"] < 1e-3)
     del engine, ref, ens
+    return out
+
+
+def check_compiled(args, backbone: str, variant: Variant, device: torch.device) -> dict:
+    """Compiled engine (torch.compile through particle templates, chunked like ``variant``)
+    vs the eager engine from the same particles, fp32 without TF32, check shapes: eval-mode
+    predictions of a full and a ragged batch, then the log-joint gradients G of every particle
+    (all chunks) and the BatchNorm running statistics after that training-mode pass. (After
+    an Adam step the two would no longer be comparable: Adam's first step moves elements
+    whose gradient is at rounding level by lr * sign.) Also counts the graphs compiled: one
+    for training and one for eval whatever the chunk start."""
+    import copy
+
+    import torch._dynamo
+
+    s = args.check_particles
+    h, w = parse_grid(args.check_grid)
+    b = args.check_batch
+    chunk = None if variant.chunk is None else max(1, min(variant.chunk, s // 2))
+    with exact_fp32():
+        ens = make_ensemble(args, backbone, device, variant.channels_last, seed=args.seed + 103, particles=s)
+        twin = copy.deepcopy(ens)
+        g = torch.Generator(device="cpu").manual_seed(args.seed + 9)
+        x = torch.randn(b, args.in_channels, h, w, generator=g).to(device)
+        y = torch.randn(b, 1, h, w, generator=g).to(device)
+        mask = (torch.rand(1, 1, h, w, generator=g) > 0.3).expand(b, 1, h, w).to(device)
+        eager = SVGD(ens, 20, particle_chunk=chunk, log_beta_init=2.0)
+        compiled = SVGD(twin, 20, particle_chunk=chunk, log_beta_init=2.0, compile_ensemble=True)
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        t0 = time.perf_counter()
+        pred_err = max(rel_err(compiled.predict(xb), eager.predict(xb)) for xb in (x, x[:1]))
+        grads_c, _ = compiled.log_joint_grads(x, y, mask)
+        grads_e, _ = eager.log_joint_grads(x, y, mask)
+        buf_errs = [rel_err(bc, be) for be, bc in zip(ens.buffers(), twin.buffers()) if be.is_floating_point()]
+        out = {
+            "particles": s, "grid": [h, w], "batch": b, "chunk": chunk, "seconds": time.perf_counter() - t0,
+            "graphs": int(torch._dynamo.utils.counters["stats"]["unique_graphs"]),
+            "grad_rel_err": rel_err(grads_c, grads_e),
+            "state_rel_err": max(buf_errs) if buf_errs else 0.0,
+            "predict_rel_err": pred_err,
+        }
+    out["ok"] = bool(out["grad_rel_err"] < 1e-4 and out["state_rel_err"] < 1e-4 and out["predict_rel_err"] < 1e-4)
+    del eager, compiled, ens, twin
     return out
 
 
@@ -583,6 +630,14 @@ def print_table(out: dict) -> None:
             f"err {ch['param_rel_err']:.2e} (update rel err {ch['update_rel_err']:.2e}; "
             f"{ch['update_sign_flips']} of {ch['update_elements']} elements moved the other way, all with "
             f"|phi| <= {ch['flip_max_phi_rel']:.1e} max|phi|) -> {'OK' if ch['ok'] else 'MISMATCH'}")
+    for backbone, ch in out.get("check_compile", {}).items():
+        if "error" in ch:
+            log(f"check compiled {backbone}: {ch['error']}")
+            continue
+        log(f"check compiled {backbone}: compiled vs eager engine, fp32 (no TF32), S={ch['particles']}, grid "
+            f"{ch['grid']}, chunk {ch['chunk']}: {ch['graphs']} graphs compiled (training + eval), log-joint "
+            f"gradient rel err {ch['grad_rel_err']:.2e}, BN running stats {ch['state_rel_err']:.2e}, eval "
+            f"predictions (full and ragged batch) {ch['predict_rel_err']:.2e} -> {'OK' if ch['ok'] else 'MISMATCH'}")
 
 
 def main(argv=None) -> dict:
@@ -628,6 +683,19 @@ def main(argv=None) -> dict:
                 f"param rel err {c['param_rel_err']:.2e} ({c['update_sign_flips']} sign flips, |phi| <= "
                 f"{c['flip_max_phi_rel']:.1e} max), BN stats {c['state_rel_err']:.2e}, "
                 f"predict {c['predict_rel_err']:.2e} -> {'OK' if c['ok'] else 'MISMATCH'}")
+            save()
+        compiled_variant = next((v for v in variants if v.compile), None)
+        if backbone in args.check_compile.split(",") and compiled_variant is not None:
+            t0 = time.perf_counter()
+            try:
+                c = check_compiled(args, backbone, compiled_variant, device)
+            except Exception as exc:  # record and go on with the timings
+                c = {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "ok": False}
+            out.setdefault("check_compile", {})[backbone] = c
+            log(f"[{backbone}] compiled vs eager ({time.perf_counter() - t0:.0f} s): "
+                + (c["error"] if "error" in c else
+                   f"{c['graphs']} graphs, grad rel err {c['grad_rel_err']:.2e}, BN stats {c['state_rel_err']:.2e}, "
+                   f"predict {c['predict_rel_err']:.2e} -> {'OK' if c['ok'] else 'MISMATCH'}"))
             save()
         if not args.skip_reference:
             for spec in ref_specs:

@@ -24,7 +24,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
     if list(settings["grid"]) != grid or settings["in_channels"] != ds.sizes["channel"]:
         raise ValueError(f"the model was trained on a {settings['grid']} grid with {settings['in_channels']} channels, "
                          f"the tensors have {grid} and {ds.sizes['channel']}")
-    engine = build_engine(settings, cfg, num_train=1, device=device)
+    engine = build_engine(settings, cfg, num_train=1, device=device, compile_network=cfg["prediction"]["compile"])
     engine.load_state_dict(checkpoint["engine"])
 
     inputs = torch.as_tensor(ds["inputs"].values, dtype=torch.float32)

@@ -270,9 +270,15 @@ class SVGD:
     ``predict_chunk`` (None: ``particle_chunk``) is the particle chunk of :meth:`predict`;
     inference keeps no activations for a backward pass, so it can evaluate more particles
     at once than training (same values).
-    ``compile_ensemble`` (default off) compiles the ensemble's forward in place with
-    ``torch.compile`` (``nn.Module.compile``). Every distinct particle chunk is a separate
-    compilation (the slice bounds are constants of the graph): use it without chunking.
+    ``compile_ensemble`` (default off) compiles the forward with ``torch.compile``
+    (``compile_backend``, default inductor). An ensemble with ``particle_template(n)`` (the
+    gracefill backbones) is run through ``torch.func.functional_call`` on an n-particle
+    template with the chunk's parameter and buffer slices as inputs: the slice bounds are
+    not constants of the graph, so every chunk of the same size shares one compilation
+    (one more for eval mode). Compiled prediction pads a batch smaller than the first one
+    it saw to that size and crops the outputs (eval-mode outputs are per sample), so a
+    ragged last batch compiles nothing new. Other ensembles are compiled in place
+    (``nn.Module.compile``), one compilation per distinct chunk.
     """
 
     def __init__(
@@ -296,6 +302,7 @@ class SVGD:
         fused: bool | None = None,
         predict_chunk: int | None = None,
         compile_ensemble: bool = False,
+        compile_backend: str | Callable = "inductor",
     ) -> None:
         if noise_prior not in _NOISE_PRIORS:
             raise ValueError(f"noise_prior must be one of {_NOISE_PRIORS}, got {noise_prior!r}")
@@ -304,8 +311,14 @@ class SVGD:
         if predict_chunk is not None and predict_chunk < 1:
             raise ValueError("predict_chunk must be None or >= 1")
         self.ensemble = ensemble
-        if compile_ensemble:
-            ensemble.compile()  # in place: same module, parameters and state_dict keys
+        self.compile_backend = compile_backend
+        # chunk size -> (template, compiled call); None when not compiled through templates
+        self._compiled: dict[int, tuple[nn.Module, Callable]] | None = None
+        self._predict_batch: int | None = None
+        if compile_ensemble and hasattr(ensemble, "particle_template"):
+            self._compiled = {}
+        elif compile_ensemble:
+            ensemble.compile(backend=compile_backend)  # in place: same module and state_dict keys
         self.num_particles = int(ensemble.num_particles)
         self.num_train = int(num_train)
         self.weight_prior = weight_prior if weight_prior is not None else StudentTPrior()
@@ -370,8 +383,29 @@ class SVGD:
         ctx = (torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype)
                if self.autocast_dtype is not None else contextlib.nullcontext())
         with ctx:
-            out = self.ensemble(x) if sl is None else self.ensemble(x, particles=sl)
+            if self._compiled is not None:
+                out = self._compiled_forward(x, slice(None) if sl is None else sl)
+            else:
+                out = self.ensemble(x) if sl is None else self.ensemble(x, particles=sl)
         return out.to(self.log_beta.dtype)
+
+    def _compiled_forward(self, x: Tensor, sl: slice) -> Tensor:
+        """The ensemble's forward on particles ``sl`` through the compiled call of its size."""
+        from torch.func import functional_call
+
+        n = len(range(self.num_particles)[sl])
+        if n not in self._compiled:
+            template = self.ensemble.particle_template(n)
+
+            def call(tensors: dict[str, Tensor], inputs: Tensor) -> Tensor:
+                return functional_call(template, tensors, (inputs,))
+
+            self._compiled[n] = (template, torch.compile(call, backend=self.compile_backend, dynamic=False))
+        template, call = self._compiled[n]
+        template.train(self.ensemble.training)
+        tensors = {name: t[sl] for name, t in self.ensemble.named_parameters()}
+        tensors.update({name: t[sl] for name, t in self.ensemble.named_buffers()})
+        return call(tensors, x)
 
     def log_prior_log_beta(self, log_beta: Tensor) -> Tensor:
         """Log density of log beta (elementwise, constants dropped)."""
@@ -479,12 +513,18 @@ class SVGD:
         training); the ensemble's mode is restored."""
         was_training = self.ensemble.training
         self.ensemble.eval()
+        batch = x.shape[0]
+        if self._compiled is not None:
+            self._predict_batch = self._predict_batch or batch
+            if batch < self._predict_batch:
+                x = torch.cat((x, x.new_zeros(self._predict_batch - batch, *x.shape[1:])))
         try:
             with torch.inference_mode():
                 outs = [self._forward(x, sl) for sl in self._chunks(self.predict_chunk)]
         finally:
             self.ensemble.train(was_training)
-        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+        return out[:, :batch]
 
     def predictive_moments(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """:func:`predictive_moments` of :meth:`predict` (x) with the current log beta."""

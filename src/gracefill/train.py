@@ -92,8 +92,9 @@ def initial_log_beta(data: "TrainingData", cfg: dict, particles: int) -> torch.T
 
 
 def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device,
-                 log_beta_init: torch.Tensor | None = None) -> SVGD:
-    """The ensemble backbone and its SVGD engine, initialised from the global torch RNG."""
+                 log_beta_init: torch.Tensor | None = None, compile_network: bool = False) -> SVGD:
+    """The ensemble backbone and its SVGD engine, initialised from the global torch RNG;
+    ``compile_network`` (training.compile or prediction.compile) compiles its forward."""
     ensemble = build_backbone(settings["backbone"], settings["in_channels"], settings["out_channels"],
                               settings["particles"], features=settings["features"],
                               activation=settings["activation"]).to(device)
@@ -109,6 +110,7 @@ def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device
         plateau_factor=t["scheduler"]["factor"], plateau_patience=t["scheduler"]["patience"],
         log_beta_init=log_beta_init,
         predict_chunk=cfg["prediction"]["particle_chunk"] or None,
+        compile_ensemble=compile_network,
     )
 
 
@@ -175,7 +177,8 @@ def train(
     settings = model_settings(cfg, data.inputs.shape[1], (ds.sizes["lat"], ds.sizes["lon"]))
     torch.manual_seed(cfg["seed"])
     engine = build_engine(settings, cfg, int(data.train_index.numel()), device,
-                          log_beta_init=initial_log_beta(data, cfg, settings["particles"]))
+                          log_beta_init=initial_log_beta(data, cfg, settings["particles"]),
+                          compile_network=t["compile"])
 
     history: list[dict] = []
     first_epoch = 1

@@ -105,17 +105,27 @@ class EnsembleModule(nn.Module):
             out[k] = v[i : i + 1].detach().clone()
         return out
 
+    def particle_template(self, n: int) -> "EnsembleModule":
+        """An n-particle module of the same class and configuration on the meta device.
+
+        It holds no data (no RNG draws, no memory): it is the structure that
+        ``torch.func.functional_call`` runs with n-particle slices of this module's
+        tensors, so that every particle chunk of size n shares one compiled graph.
+        Train/eval mode is copied.
+        """
+        with torch.device("meta"):
+            new = type(self)(num_particles=n, **self._config)
+        new.train(self.training)
+        return new
+
     def extract_particle(self, i: int) -> "EnsembleModule":
         """A new S = 1 module of the same class holding a copy of particle i.
 
-        Built on the meta device (no RNG draws, no wasted initialisation) and filled with the
-        copied tensors, which keep the source's dtype and device; train/eval mode is copied.
+        Built on the meta device (see :meth:`particle_template`) and filled with the copied
+        tensors, which keep the source's dtype and device; train/eval mode is copied.
         """
-        state = self.particle_state(i)
-        with torch.device("meta"):
-            new = type(self)(num_particles=1, **self._config)
-        new.load_state_dict(state, assign=True)
-        new.train(self.training)
+        new = self.particle_template(1)
+        new.load_state_dict(self.particle_state(i), assign=True)
         return new
 
 
