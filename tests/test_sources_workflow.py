@@ -6,8 +6,9 @@ yearly CDS files read in local mode). The workflow then downloads, verifies, nor
 regrids and builds the tensors, which must equal the tensors of the same fields fed through
 the synthetic layout. A second run takes the GSFC route (served the same way, 2018-11 as two
 solutions) with GLDAS monthly files (local mode) as the land model, reusing the first run's
-grid and regridded ERA5-Land fields so that only its own steps run; the Earthdata retrievals
-(JPL, GLDAS) are checked by a dry run, as they need a login.
+grid and regridded ERA5-Land fields so that only its own steps run. A third takes the JPL
+mascons in local mode the same way. The Earthdata retrievals (JPL, GLDAS) are checked by a dry
+run, as they need a login.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import xarray as xr
 import yaml
 
 from tests.real_fixtures import (serve, to_global, write_csr, write_csr_land_mask, write_era5land_years, write_gldas,
-                                 write_gsfc)
+                                 write_gsfc, write_jpl)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -118,17 +119,7 @@ def gsfc_run(runs, tmp_path_factory):
     era5 = xr.open_dataset(raw / "era5land.nc")
     write_gldas(work / "gldas", era5["land_water_storage"].values, era5["lat"].values, era5["lon"].values,
                 pd.DatetimeIndex(era5["time"].values))
-    # reuse what does not depend on the new sources, oldest first so that Snakemake keeps it
-    now = time.time()
-    for path in (real_dir / "era5").glob("*.nc"):
-        os.utime(path, (now - 300, now - 300))
-    reused = {"resources/raw/era5land/{}/era5land.nc": now - 200, "results/{}/grid.nc": now - 200}
-    reused.update({f"results/{{}}/regridded/{v}.nc": now - 100 for v in ("precipitation", "temperature", "evaporation", "runoff")})
-    for pattern, stamp in reused.items():
-        target = work / pattern.format("gsfc")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(real_dir / pattern.format("real"), target)
-        os.utime(target, (stamp, stamp))
+    reuse_from_real(real_dir, work, "gsfc", ("precipitation", "temperature", "evaporation", "runoff"))
     with serve(work / "www") as server:
         config = {**real, "run": "gsfc"}
         config["sources"] = {**real["sources"], "target": "gsfc", "land_model": "gldas",
@@ -138,6 +129,39 @@ def gsfc_run(runs, tmp_path_factory):
         run_ok(work, config)
         hits = dict(server.hits)
     return syn_dir, work, hits
+
+
+def reuse_from_real(real_dir: Path, work: Path, run: str, regridded: tuple[str, ...], derived: tuple[str, ...] = ()) -> None:
+    """Copy the CSR run's outputs that do not depend on the new sources into run ``run`` of
+    ``work``, oldest first, so that Snakemake keeps them and runs only the new sources' steps."""
+    now = time.time()
+    for path in (real_dir / "era5").glob("*.nc"):
+        os.utime(path, (now - 300, now - 300))
+    reused = {"resources/raw/era5land/{}/era5land.nc": now - 200, "results/{}/grid.nc": now - 200}
+    reused.update({f"results/{{}}/regridded/{v}.nc": now - 100 for v in regridded})
+    reused.update({f"results/{{}}/{name}": now - 50 for name in derived})
+    for pattern, stamp in reused.items():
+        target = work / pattern.format(run)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real_dir / pattern.format("real"), target)
+        os.utime(target, (stamp, stamp))
+
+
+@pytest.fixture(scope="module")
+def jpl_run(runs, tmp_path_factory):
+    """JPL mascons in local mode (the Earthdata download needs a login), ERA5-Land as before."""
+    syn_dir, real_dir, real, _ = runs
+    work = tmp_path_factory.mktemp("jpl")
+    values, glat, glon, land, months = global_grace(syn_dir / "resources/raw/synthetic/syn")
+    product = write_jpl(work / "GRCTellus.JPL.200204_202012.GLO.RL06.3M.MSCNv04CRI.nc", values, glat, glon,
+                        months, land)
+    reuse_from_real(real_dir, work, "jpl", ("precipitation", "temperature", "evaporation", "runoff",
+                                            "land_water_storage"), derived=("predictors.nc",))
+    config = {**real, "run": "jpl"}
+    config["sources"] = {**real["sources"], "target": "jpl", "jpl": {"local": str(product)}}
+    config["sources"].pop("csr")
+    run_ok(work, config)
+    return syn_dir, work
 
 
 def assert_same_tensors(synthetic: Path, real: Path) -> None:
@@ -176,6 +200,14 @@ def test_gsfc_and_gldas_give_the_same_tensors_as_the_synthetic_layout(gsfc_run):
     storage = xr.open_dataset(work / "resources/raw/gldas/gsfc/land_model.nc")["land_water_storage"]
     assert storage.attrs["units"] == "mm" and storage.sizes["time"] == 228
     assert (work / f"resources/download/gsfc/{GSFC_NAME}.sha256.json").is_file()
+
+
+def test_jpl_local_gives_the_same_tensors_as_the_synthetic_layout(jpl_run):
+    syn_dir, work = jpl_run
+    ran = sorted(p.stem for p in (work / "results/jpl/benchmarks").glob("*.tsv"))
+    assert ran == ["build_tensors", "normalise_jpl", "regrid_twsa"]
+    assert_same_tensors(syn_dir / "results/syn/tensors.nc", work / "results/jpl/tensors.nc")
+    assert not (work / "resources/download").exists()  # local mode downloads nothing
 
 
 def test_earthdata_products_are_planned_one_granule_per_month(tmp_path):
