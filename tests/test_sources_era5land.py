@@ -131,6 +131,20 @@ class FakeClient:
         os.unlink(b)
 
 
+def test_land_model_from_gldas_drops_the_storage_variables_from_request_and_files(tmp_path, years):
+    _, _, months, lat, lon, fields = years
+    assert e5.needed_variables({"era5land": CFG, "land_model": "predictors"}) == list(e5.SHORT_NAMES)
+    needed = e5.needed_variables({"era5land": CFG, "land_model": "gldas"})
+    assert needed == ["total_precipitation", "2m_temperature", "total_evaporation", "runoff"]
+    assert e5.cds_request({**CFG, "variables": needed}, 2003)["variable"] == needed
+    # the CDS then answers without swvl1..4, sd and src: that file normalises to the four fluxes
+    paths = write_era5land_years(tmp_path, fields, lat, lon, months, variables=["tp", "t2m", "e", "ro"])
+    e5.verify(paths[0], needed, 2002)
+    ds = e5.read(paths, needed, period=("2002-01", "2004-12")).compute()
+    assert set(ds.data_vars) == {"precipitation", "evaporation", "runoff", "temperature"}
+    np.testing.assert_allclose(ds["runoff"].values, fields["runoff"], rtol=2e-6, atol=1e-5)
+
+
 def test_retrieve_year_is_atomic_verified_and_one_failure_loses_one_year(tmp_path, years, monkeypatch):
     monkeypatch.setenv("CDSAPI_KEY", "SECRETKEY123")
     client = FakeClient(years, fail={2003})

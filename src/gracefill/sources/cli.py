@@ -121,7 +121,7 @@ def retrieve_era5land(args) -> None:
     from gracefill.sources import era5land as e5
 
     cfg = _config(args.config_json)
-    e5cfg = cfg["sources"]["era5land"]
+    e5cfg = {**cfg["sources"]["era5land"], "variables": e5.needed_variables(cfg["sources"])}
     bounds = bounds_of(cfg) if e5cfg["area"] == "grid" else None
     path = e5.retrieve_year(e5cfg, args.year, args.output, bounds=bounds)
     log.info("%s: %d bytes", path, path.stat().st_size)
@@ -134,9 +134,8 @@ def normalise_era5land(args) -> None:
     from gracefill.sources import era5land as e5
 
     cfg = _config(args.config_json)
-    e5cfg = cfg["sources"]["era5land"]
     period = (cfg["period"]["start"], cfg["period"]["end"])
-    ds = e5.read(args.inputs, e5cfg["variables"], period=period, bounds=bounds_of(cfg))
+    ds = e5.read(args.inputs, e5.needed_variables(cfg["sources"]), period=period, bounds=bounds_of(cfg))
     ds.attrs.update(_provenance(cfg, args.inputs))
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)

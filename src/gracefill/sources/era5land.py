@@ -45,6 +45,8 @@ SHORT_NAMES = {
     "skin_reservoir_content": "src",
 }
 LAYER_THICKNESS_M = {"swvl1": 0.07, "swvl2": 0.21, "swvl3": 0.72, "swvl4": 1.89}
+#: The variables behind land_water_storage: soil water of the four layers, snow, skin reservoir.
+STORAGE_VARIABLES = tuple(v for v, short in SHORT_NAMES.items() if short in (*LAYER_THICKNESS_M, "sd", "src"))
 M_TO_MM = 1000.0
 ACCUMULATION_UNITS = ("m", "m of water equivalent")
 UNITS = {
@@ -62,6 +64,16 @@ CDS_RC = "~/.cdsapirc"
 
 
 # --------------------------------------------------------------------------- requests
+
+
+def needed_variables(sources: dict) -> list[str]:
+    """The ERA5-Land variables a run needs (``sources`` = the config's sources section): the
+    configured ones, less the six behind land_water_storage when ``sources.land_model`` takes
+    that storage from GLDAS (a request of 4 variables instead of 10)."""
+    variables = list(sources["era5land"]["variables"])
+    if sources["land_model"] == "gldas":
+        return [v for v in variables if v not in STORAGE_VARIABLES]
+    return variables
 
 
 def area_of(bounds: dict | None) -> list[float] | None:

@@ -63,10 +63,12 @@ def era5land_inputs(config: dict, downloads: str = DOWNLOADS) -> list[str]:
 
 
 def era5land_request_config(config: dict) -> str:
-    """Only what shapes a CDS request (so other config changes refetch nothing), as JSON."""
+    """Only what shapes a CDS request (so other config changes refetch nothing), as JSON;
+    land_model decides whether the storage variables are requested."""
     e5 = config["sources"]["era5land"]
     request = {k: e5[k] for k in ("dataset", "product_type", "variables", "area")}
-    return json.dumps({"grid": config["grid"], "sources": {"era5land": request}}, sort_keys=True, separators=(",", ":"))
+    sources = {"era5land": request, "land_model": config["sources"]["land_model"]}
+    return json.dumps({"grid": config["grid"], "sources": sources}, sort_keys=True, separators=(",", ":"))
 
 
 def mascon_input(config: dict, product: str, downloads: str = DOWNLOADS) -> str:
