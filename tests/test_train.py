@@ -49,6 +49,23 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     assert [r["train_rmse"] for r in history] == [r["train_rmse"] for r in resumed_history]
 
 
+def test_training_compile_runs_the_network_through_one_compiled_template_per_chunk_size(tmp_path, monkeypatch):
+    """training.compile reaches the engine: the network runs through n-particle templates,
+    compiled once per chunk size (3 particles in chunks of 2: sizes 2 and 1). torch.compile is
+    replaced by the identity here (inductor on the CPU compiles for minutes), so the run must
+    equal the plain one."""
+    ds, _ = tiny_tensors()
+    plain, _ = train(ds, config(epochs=1, particle_chunk=2), checkpoint_path=tmp_path / "p.pt", config_hash="h",
+                     progress=False)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append(kwargs) or fn)
+    result, _ = train(ds, config(epochs=1, particle_chunk=2, compile=True), checkpoint_path=tmp_path / "c.pt",
+                      config_hash="h", progress=False)
+    assert [c["dynamic"] for c in compiled] == [False, False]
+    for key, value in plain["engine"]["ensemble"].items():
+        torch.testing.assert_close(result["engine"]["ensemble"][key], value, rtol=1e-6, atol=1e-7, msg=key)
+
+
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     ds, _ = tiny_tensors()
     train(ds, config(epochs=1), checkpoint_path=tmp_path / "c.pt", config_hash="old", progress=False)
