@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gracefill.io import UserError
-from gracefill.sources import cli
+from gracefill import cli
 from gracefill.sources import download as dl
 from gracefill.sources import earthdata as ed
 from gracefill.sources import jpl

@@ -19,6 +19,7 @@ import xarray as xr
 from gracefill import config as config_mod
 from gracefill import months as mo
 from gracefill.io import UserError, blame, open_dataset, write_csv, write_netcdf
+from gracefill.sources import cli as sources_cli
 
 log = logging.getLogger("gracefill")
 
@@ -400,6 +401,7 @@ STAGES = {
     "drought": drought,
     "plot": plot,
     "check_config": check_config,
+    **sources_cli.STEPS,  # download, retrieve_* and normalise_* of the real sources
 }
 
 
@@ -472,6 +474,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p = stage("check_config")
     p.add_argument("--show", action="store_true", help="print the effective config")
+    sources_cli.add_steps(sub)
     return parser
 
 
@@ -479,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    for name in sources_cli.QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     start = time.perf_counter()
     try:
         STAGES[args.stage](args)

@@ -38,7 +38,7 @@ rule download_file:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources download --url {params.url:q} --output {output:q} --check {params.check} "
+        "gracefill download --url {params.url:q} --output {output:q} --check {params.check} "
         "--timeout {params.timeout} --retries {params.retries} > {log:q} 2>&1"
 
 
@@ -59,7 +59,7 @@ rule normalise_csr:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources normalise_grace --product csr --config-json {params.cfg:q} "
+        "gracefill normalise_grace --product csr --config-json {params.cfg:q} "
         "--input {input.product:q} --land-mask {input.land_mask:q} --output {output:q} > {log:q} 2>&1"
 
 
@@ -81,7 +81,7 @@ rule normalise_mascons:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources normalise_grace --product {wildcards.product} --config-json {params.cfg:q} "
+        "gracefill normalise_grace --product {wildcards.product} --config-json {params.cfg:q} "
         "--input {input:q} --output {output:q} > {log:q} 2>&1"
 
 
@@ -102,7 +102,7 @@ rule retrieve_jpl:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources retrieve_jpl --config-json {params.cfg:q} --timeout {params.timeout} "
+        "gracefill retrieve_jpl --config-json {params.cfg:q} --timeout {params.timeout} "
         "--output {output:q} > {log:q} 2>&1"
 
 
@@ -125,7 +125,7 @@ rule retrieve_gldas_month:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources retrieve_gldas --config-json {params.cfg:q} --month {wildcards.yyyymm} "
+        "gracefill retrieve_gldas --config-json {params.cfg:q} --month {wildcards.yyyymm} "
         "--timeout {params.timeout} --output {output:q} > {log:q} 2>&1"
 
 
@@ -145,7 +145,7 @@ rule normalise_gldas:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources normalise_gldas --config-json {params.cfg:q} --inputs {input:q} "
+        "gracefill normalise_gldas --config-json {params.cfg:q} --inputs {input:q} "
         "--output {output:q} > {log:q} 2>&1"
 
 
@@ -167,7 +167,7 @@ rule retrieve_era5land_year:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources retrieve_era5land --config-json {params.cfg:q} --year {wildcards.year} "
+        "gracefill retrieve_era5land --config-json {params.cfg:q} --year {wildcards.year} "
         "--output {output:q} > {log:q} 2>&1"
 
 
@@ -187,5 +187,5 @@ rule normalise_era5land:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "python -m gracefill.sources normalise_era5land --config-json {params.cfg:q} --inputs {input:q} "
+        "gracefill normalise_era5land --config-json {params.cfg:q} --inputs {input:q} "
         "--output {output:q} > {log:q} 2>&1"

@@ -1,15 +1,14 @@
-"""``python -m gracefill.sources <step> ...``: the download and normalisation steps of the real sources.
+"""The download and normalisation steps of the real sources, as ``gracefill <step> ...``
+subcommands (`add_steps` puts them on the parser of `gracefill.cli`).
 
 Called by workflow/rules/retrieve.smk. Errors caused by inputs print one line
-(``gracefill.sources <step>: error: ...``) and exit with status 1.
+(``gracefill <step>: error: ...``) and exit with status 1.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -153,9 +152,13 @@ STEPS = {
 }
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gracefill.sources", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+#: Third-party loggers kept at WARNING: at INFO or DEBUG they may echo request details.
+QUIET_LOGGERS = ("urllib3", "requests", "cdsapi", "datapi", "ecmwf", "earthaccess", "botocore", "aiobotocore",
+                 "s3fs", "fsspec")
+
+
+def add_steps(sub) -> None:
+    """Add the steps to the ``gracefill`` parser's subcommands (``sub``, from add_subparsers)."""
 
     def step(name):
         p = sub.add_parser(name, help=STEPS[name].__doc__.splitlines()[0])
@@ -193,21 +196,3 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-json", required=True)
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--output", required=True)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    # third-party loggers (urllib3, cdsapi, earthaccess) stay at WARNING: they may echo request details
-    for name in ("urllib3", "requests", "cdsapi", "datapi", "ecmwf", "earthaccess", "botocore", "aiobotocore", "s3fs", "fsspec"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    start = time.perf_counter()
-    try:
-        STEPS[args.step](args)
-    except UserError as exc:
-        print(f"gracefill.sources {args.step}: error: {exc}", file=sys.stderr)
-        return 1
-    log.info("%s done in %.1f s", args.step, time.perf_counter() - start)
-    return 0
