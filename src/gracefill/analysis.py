@@ -14,7 +14,7 @@ import xarray as xr
 from gracefill import baselines as bl
 from gracefill import drought as dr
 from gracefill import metrics as me
-from gracefill.months import SPLIT_FLAGS
+from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS
 
 BASELINES = ("climatology_trend", "regression", "land_model")
 
@@ -133,7 +133,7 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict):
         probability = dr.drought_probability(rec["twsa_samples"], reference, threshold)
     else:
         probability = gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold)
-    observed = rec["month_flag"] == 0
+    observed = rec["month_flag"] == MONTH_FLAGS["observed"]
     probability = probability.where(~observed, (index <= threshold).astype(np.float32).where(index.notnull()))
     fields = xr.Dataset({
         "gap_filled_twsa": filled,

@@ -307,7 +307,7 @@ def plot(args) -> None:
         fig = _monthly_panels(open_dataset(inputs["reconstruction"]), fig_cfg, dpi)
     elif figure in ("gap_wsdi", "gap_drought_probability"):
         fields = open_dataset(inputs["drought"])
-        gap = fields.isel(time=np.flatnonzero(fields["month_flag"].values == 2))
+        gap = fields.isel(time=np.flatnonzero(fields["month_flag"].values == mo.MONTH_FLAGS["gap"]))
         land = open_dataset(inputs["grid"])["land_mask"]
         if figure == "gap_wsdi":
             fig = plots.wsdi_panels(gap["wsdi"], land, threshold=cfg["drought"]["thresholds"][0], dpi=dpi,

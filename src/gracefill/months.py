@@ -18,6 +18,8 @@ GRACE_FIRST_MONTH = "2002-04"
 
 #: CF flag values of the ``split`` variable written into the tensors file.
 SPLIT_FLAGS = {"unused": 0, "train": 1, "test": 2, "gap": 3, "missing": 4}
+#: CF flag values of the ``month_flag`` variable of the reconstruction: GRACE's status of a month.
+MONTH_FLAGS = {"observed": 0, "missing": 1, "gap": 2}
 
 
 def month_range(start: str, end: str) -> pd.DatetimeIndex:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from gracefill.months import SPLIT_FLAGS, split_attrs
+from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS, split_attrs
 from gracefill.train import build_engine, resolve_device
 
 
@@ -63,7 +63,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
         "split": ds["split"].assign_attrs(dict(split_attrs(), units="1")),
         "month_flag": xr.DataArray(_month_flags(ds), dims="time", attrs={
             "long_name": "GRACE status of the month", "units": "1",
-            "flag_values": np.array([0, 1, 2], dtype=np.int8), "flag_meanings": "observed missing gap"}),
+            "flag_values": np.array(list(MONTH_FLAGS.values()), dtype=np.int8), "flag_meanings": " ".join(MONTH_FLAGS)}),
         "observed_twsa": field((ds["target"] + trend).values, "GRACE TWSA where observed (trend added back)"),
         "log_beta": xr.DataArray(log_beta.astype(np.float32), dims="particle", attrs={
             "long_name": "log noise precision of each particle", "units": f"log({units}-2)"}),
@@ -82,8 +82,8 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
 
 
 def _month_flags(ds: xr.Dataset) -> np.ndarray:
-    """0 observed, 1 missing, 2 gap."""
+    """MONTH_FLAGS of every month: observed, missing, or in the gap between the missions."""
     split = ds["split"].values
-    flags = np.where(ds["observed"].values.astype(bool), 0, 1).astype(np.int8)
-    flags[split == SPLIT_FLAGS["gap"]] = 2
+    flags = np.where(ds["observed"].values.astype(bool), MONTH_FLAGS["observed"], MONTH_FLAGS["missing"]).astype(np.int8)
+    flags[split == SPLIT_FLAGS["gap"]] = MONTH_FLAGS["gap"]
     return flags
