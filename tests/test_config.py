@@ -87,3 +87,12 @@ def test_cli_reports_unreadable_yaml(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "not valid YAML" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_json_of_a_rule_is_validated_without_relations_and_bad_json_is_one_line():
+    from gracefill.config import from_json
+
+    cfg = from_json('{"training": {"epochs": 3}}')
+    assert cfg["training"]["epochs"] == 3 and cfg["training"]["compile"] is False
+    with pytest.raises(UserError, match=r"^--config-json: not valid JSON \(Expecting value at character 0\)$"):
+        from_json("not json")

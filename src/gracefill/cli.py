@@ -33,11 +33,7 @@ SYNTHETIC_PRODUCTS = {
 
 def _config(args) -> dict:
     if args.config_json:
-        try:
-            raw = json.loads(args.config_json)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
-        return config_mod.validate(raw, relations=False)
+        return config_mod.from_json(args.config_json)
     if args.config:
         return config_mod.load(args.config)
     return config_mod.validate({})

@@ -186,6 +186,16 @@ def load(path: str | Path) -> dict:
         raise UserError(f"{path}: {exc}") from None
 
 
+def from_json(text: str) -> dict:
+    """The (partial) config a rule passes as ``--config-json``, validated without the checks
+    between sections (the Snakefile validated the whole config already)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
+    return validate(raw, relations=False)
+
+
 def subset(cfg: dict, *sections: str) -> dict:
     """The named top-level sections of a config, e.g. to hand one stage only what it uses."""
     return {name: cfg[name] for name in sections}

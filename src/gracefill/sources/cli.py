@@ -24,14 +24,6 @@ CHECKS = ("csr", "csr_land_mask", "gsfc")
 MASCONS = ("csr", "jpl", "gsfc")
 
 
-def _config(text: str) -> dict:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--config-json: not valid JSON ({exc.msg} at character {exc.pos})") from None
-    return config_mod.validate(raw, relations=False)
-
-
 def _provenance(cfg: dict, sources) -> dict:
     return {"config_hash": config_mod.config_hash(cfg), "source_files": ", ".join(str(Path(s).name) for s in sources),
             "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill.sources"}
@@ -67,7 +59,7 @@ def normalise_grace(args) -> None:
     """A GRACE mascon product in the normalised layout (twsa in mm, monthly, lon -180..180)."""
     from gracefill.sources import csr, gsfc, jpl
 
-    cfg = _config(args.config_json)
+    cfg = config_mod.from_json(args.config_json)
     options = {"period": (cfg["period"]["start"], cfg["period"]["end"]), "require": grace_required_span(cfg),
                "bounds": bounds_of(cfg)}
     if args.product == "csr":
@@ -86,7 +78,7 @@ def retrieve_jpl(args) -> None:
     """The JPL RL06.3 v04 CRI mascon granule from Earthdata (earthaccess), atomic and verified."""
     from gracefill.sources import jpl
 
-    cfg = _config(args.config_json)
+    cfg = config_mod.from_json(args.config_json)
     path = jpl.retrieve(cfg["sources"]["jpl"], args.output, stall_s=args.timeout)
     log.info("%s: %d bytes", path, path.stat().st_size)
 
@@ -95,7 +87,7 @@ def retrieve_gldas(args) -> None:
     """One month of GLDAS Noah from Earthdata (earthaccess), atomic and verified."""
     from gracefill.sources import gldas
 
-    cfg = _config(args.config_json)
+    cfg = config_mod.from_json(args.config_json)
     month = args.month if "-" in args.month else f"{args.month[:4]}-{args.month[4:]}"
     path = gldas.retrieve_month(cfg["sources"]["gldas"], month, args.output, stall_s=args.timeout)
     log.info("%s: %d bytes", path, path.stat().st_size)
@@ -107,7 +99,7 @@ def normalise_gldas(args) -> None:
 
     from gracefill.sources import gldas
 
-    cfg = _config(args.config_json)
+    cfg = config_mod.from_json(args.config_json)
     ds = gldas.read(args.inputs, period=(cfg["period"]["start"], cfg["period"]["end"]), bounds=bounds_of(cfg))
     ds.attrs.update({k: v for k, v in _provenance(cfg, args.inputs).items() if k != "source_files"})  # one file a month: keep read's summary
     with ProgressBar(minimum=5, out=sys.stderr):
@@ -119,7 +111,7 @@ def retrieve_era5land(args) -> None:
     """One year of ERA5-Land monthly means from the CDS (cdsapi), atomic and verified."""
     from gracefill.sources import era5land as e5
 
-    cfg = _config(args.config_json)
+    cfg = config_mod.from_json(args.config_json)
     e5cfg = {**cfg["sources"]["era5land"], "variables": e5.needed_variables(cfg["sources"])}
     bounds = bounds_of(cfg) if e5cfg["area"] == "grid" else None
     path = e5.retrieve_year(e5cfg, args.year, args.output, bounds=bounds)
@@ -132,7 +124,7 @@ def normalise_era5land(args) -> None:
 
     from gracefill.sources import era5land as e5
 
-    cfg = _config(args.config_json)
+    cfg = config_mod.from_json(args.config_json)
     period = (cfg["period"]["start"], cfg["period"]["end"])
     ds = e5.read(args.inputs, e5.needed_variables(cfg["sources"]), period=period, bounds=bounds_of(cfg))
     ds.attrs.update(_provenance(cfg, args.inputs))
