@@ -168,32 +168,45 @@ def test_slurm_outputs_equal_a_local_run(slurm_run, tmp_path_factory):
 
 
 def test_ctrl_c_cancels_the_slurm_jobs(cluster, slurm_run, tmp_path):
-    """SIGINT to Snakemake (a Ctrl-C, or the SIGINT our timeouts send) cancels its Slurm jobs."""
+    """SIGINT to Snakemake (a Ctrl-C, or the SIGINT our timeouts send) cancels its Slurm jobs.
+
+    The node is drained first, so the submitted jobs wait in the queue whatever the speed of
+    this machine: a first job quick enough to finish before the interrupt would prove nothing.
+    """
     workdir = tmp_path / "run"
     workdir.mkdir()
     log = tmp_path / "interrupted.out"
     cmd = H.snakemake_cmd(workdir, "--profile", str(ROOT / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile"))
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=cluster.env, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not submissions(log.read_text()) and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            jobs = submissions(log.read_text())
-            assert jobs, f"nothing was submitted:\n{log.read_text()[-3000:]}"
-            H.interrupt(proc)
-            proc.wait(timeout=120)
-        finally:
-            H.stop(proc)
-    assert proc.returncode != 0
-    deadline = time.monotonic() + 60
-    while True:
-        states = H.run_bounded(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(jobs)],
-                               timeout=30, env=cluster.env).stdout
-        states = dict(line.split() for line in states.splitlines() if line.strip())
-        if all(states.get(slurm_id, "CANCELLED") in {"CANCELLED", "COMPLETED"} for slurm_id in jobs):
-            assert "CANCELLED" in states.values(), states
-            break
-        assert time.monotonic() < deadline, f"jobs still alive after Ctrl-C: {states}"
-        time.sleep(1)
+
+    def scontrol(*args: str) -> subprocess.CompletedProcess:
+        return H.run_bounded(["scontrol", *args], timeout=30, env=cluster.env)
+
+    node = H.run_bounded(["sinfo", "-h", "-o", "%N"], timeout=30, env=cluster.env).stdout.strip()
+    drained = scontrol("update", f"NodeName={node}", "State=DRAIN", "Reason=ctrl-c-test")
+    assert drained.returncode == 0, drained.stdout
+    try:
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=cluster.env, start_new_session=True)
+            try:
+                deadline = time.monotonic() + 300
+                while not submissions(log.read_text()) and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                jobs = submissions(log.read_text())
+                assert jobs, f"nothing was submitted:\n{log.read_text()[-3000:]}"
+                H.interrupt(proc)
+                proc.wait(timeout=120)
+            finally:
+                H.stop(proc)
+        assert proc.returncode != 0
+        deadline = time.monotonic() + 60
+        while True:
+            states = H.run_bounded(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(jobs)],
+                                   timeout=30, env=cluster.env).stdout
+            states = dict(line.split() for line in states.splitlines() if line.strip())
+            if all(states.get(slurm_id, "CANCELLED") == "CANCELLED" for slurm_id in jobs):
+                break
+            assert time.monotonic() < deadline, f"jobs not cancelled after Ctrl-C: {states}"
+            time.sleep(1)
+    finally:
+        scontrol("update", f"NodeName={node}", "State=RESUME")
