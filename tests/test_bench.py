@@ -127,3 +127,24 @@ def test_predict_chunk_same_values():
     assert SVGD(ens, 10, particle_chunk=1, predict_chunk=3, log_beta_init=1.0)._chunks(3) == [slice(0, 3), slice(3, 4)]
     with pytest.raises(ValueError, match="predict_chunk"):
         SVGD(ens, 10, predict_chunk=0)
+
+
+def test_layer_bench_quick_cpu_writes_table(tmp_path):
+    """bench/bench_layers.py: its alternative forms equal the grouped convolutions, and it writes
+    one row per layer and form with the per-step extrapolation."""
+    out = tmp_path / "layers.json"
+    script = ROOT / "bench" / "bench_layers.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["check"]) == {"pointwise_as_matmul", "small_conv_as_unfold"}
+    assert all(err < 1e-12 for err in res["check"].values()), res["check"]
+    forms = {(row["layer"], row["form"]) for row in res["rows"]}
+    assert ("DAU merge 1x1 16->8", "batched matmul") in forms
+    assert ("DAU spatial 3x3 2->1", "unfold + batched matmul") in forms
+    assert ("dense block", "eager channels-last") in forms
+    # quick mode: chunk 2 of 4 particles, so a row's per-step time is 2 chunks x its calls
+    conv = next(row for row in res["rows"] if row["layer"] == "conv3x3 8->8" and row["form"] == "grouped conv")
+    assert conv["ms_per_step"] == pytest.approx(conv["ms_per_call"] * 6 * 2, rel=0.01, abs=0.1)
+    assert "ms/step" in proc.stdout
