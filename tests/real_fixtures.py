@@ -201,6 +201,12 @@ class FakeEarthaccess:
         self.calls: list[tuple] = []
         self.release = threading.Event()
 
+    @property
+    def stall_s(self) -> float:
+        """The stall limit to fetch with: short where the stall is the fault under test, generous
+        otherwise, so that a slow machine never turns a good download into a 'stall'."""
+        return 0.5 if self.fault == "stall" else 60.0
+
     def login(self, strategy):
         self.calls.append(("login", strategy))
         if self.fault == "login":

@@ -119,7 +119,7 @@ def test_a_granule_holding_another_month_is_refused(fake, files, tmp_path):
 def test_earthdata_faults_are_one_line_without_secrets_and_a_rerun_recovers(fake, tmp_path, fault):
     target = tmp_path / "dl" / "GLDAS_NOAH10_M.A200206.021.nc4"
     target.parent.mkdir()
-    earthdata_fault_then_recover(fake, fault, lambda: gldas.retrieve_month(CFG, "2002-06", target, earthaccess=fake, stall_s=0.5),
+    earthdata_fault_then_recover(fake, fault, lambda: gldas.retrieve_month(CFG, "2002-06", target, earthaccess=fake, stall_s=fake.stall_s),
                                  target)
 
 

@@ -99,7 +99,7 @@ def test_retrieve_takes_the_latest_granule_and_skips_when_complete(fake, jpl_fil
 def test_earthdata_faults_are_one_line_without_secrets_and_a_rerun_recovers(fake, tmp_path, fault):
     target = tmp_path / "dl/jpl.nc"
     target.parent.mkdir()
-    earthdata_fault_then_recover(fake, fault, lambda: jpl.retrieve(CFG, target, earthaccess=fake, stall_s=0.5),
+    earthdata_fault_then_recover(fake, fault, lambda: jpl.retrieve(CFG, target, earthaccess=fake, stall_s=fake.stall_s),
                                  target)
 
 
