@@ -125,3 +125,26 @@ def test_duplicate_target_months_are_an_error():
     doubled = xr.concat([target.isel(time=[0]), target], "time")
     with pytest.raises(ValueError, match="more than one field for month"):
         build_tensors(inputs(), doubled, land, area, CFG)
+
+
+def test_a_predictor_missing_on_land_cells_enters_as_zero_and_leaves_the_others_alone():
+    """GLDAS stops at 60S: on a grid reaching further south its sTWSA is NaN on land cells there.
+    Those cells enter the network as 0 (the training mean of the normalised predictor), like ocean,
+    and the statistics of every predictor come from finite values only."""
+    land, area = grid()
+    complete = inputs()
+    gappy = complete.copy()
+    gappy["sTWSA"] = complete["sTWSA"].where(complete["lat"] > 1.0)  # the southern row: no product
+    full = build_tensors(complete, target_field(observed_months()), land, area, CFG)
+    ds = build_tensors(gappy, target_field(observed_months()), land, area, CFG)
+    assert np.isfinite(ds["inputs"].values).all()
+    stwsa = ds["channel_predictor"].values == "sTWSA"
+    assert (ds["inputs"].values[:, stwsa, 0, :] == 0).all()
+    np.testing.assert_array_equal(ds["inputs"].values[:, ~stwsa], full["inputs"].values[:, ~stwsa])
+    # the northern row keeps its values, normalised with the statistics of that row alone
+    train = ds["split"].values == mo.SPLIT_FLAGS["train"]
+    north = gappy["sTWSA"].isel(lat=1).values[train][:, land.values[1].astype(bool)]
+    expected = (gappy["sTWSA"].isel(lat=1).values - north.mean()) / north.std()
+    lag0 = np.flatnonzero(stwsa)[0]
+    got = ds["inputs"].values[:, lag0, 1, :]
+    np.testing.assert_allclose(got, expected.astype(np.float32), rtol=1e-5, atol=1e-5)
