@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,12 @@ import pytest
 import xarray as xr
 
 from gracefill import months as mo
+
+# Started in the background of a non-interactive shell, the test run inherits SIGINT ignored, and
+# so would every Snakemake it starts (an ignored signal stays ignored across exec): the tests of
+# Ctrl-C need it to arrive. A handler here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_field(values: np.ndarray, months: pd.DatetimeIndex, lat: np.ndarray, lon: np.ndarray,

@@ -44,6 +44,8 @@ def test_tensors_are_complete_and_self_describing(test_run):
     assert np.isfinite(ds["inputs"].values).all()
     assert "truth" in ds and np.isfinite(ds["truth"].values[:, ds["land_mask"].values.astype(bool)]).all()
     assert ds.attrs["config_hash"] and ds.attrs["gracefill_version"]
+    assert ds.attrs["history"].endswith(" gracefill build_tensors")  # the subcommand that wrote it
+    assert ds.attrs["source_files"] == "grid.nc, predictors.nc, twsa.nc, twsa_true.nc"  # names, not paths
 
 
 def test_every_stage_left_a_log_and_a_benchmark(test_run):

@@ -43,11 +43,6 @@ def _period(cfg: dict) -> pd.DatetimeIndex:
     return mo.month_range(cfg["period"]["start"], cfg["period"]["end"])
 
 
-def _provenance(cfg: dict, sources: list) -> dict:
-    return {"config_hash": config_mod.config_hash(cfg), "source_files": ", ".join(str(s) for s in sources),
-            "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill"}
-
-
 # --------------------------------------------------------------------------- stages
 
 
@@ -66,7 +61,7 @@ def retrieve_synthetic(args) -> None:
     world = synthetic.generate_world(lat=native.lat, lon=native.lon, months=months, observed=observed,
                                      seed=cfg["seed"], drought=drought, train_months=train)
     for ds in world.values():
-        ds.attrs.update(_provenance(cfg, []))
+        ds.attrs.update(config_mod.provenance(cfg, [], args.stage))
     paths = synthetic.write_world(world, args.out_dir)
     log.info("wrote %s", ", ".join(map(str, paths)))
 
@@ -77,7 +72,7 @@ def build_grid(args) -> None:
 
     cfg = _config(args)
     ds = make_grid(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
-    ds.attrs.update(_provenance(cfg, []))
+    ds.attrs.update(config_mod.provenance(cfg, [], args.stage))
     write_netcdf(ds, args.output)
     log.info("grid %s: %d land cells", ds["land_mask"].shape, int(ds["land_mask"].sum()))
 
@@ -95,7 +90,7 @@ def regrid(args) -> None:
         out = regrid_conservative(da, grid)
     ds = out.to_dataset()
     ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
-                     "source_files": str(args.source)})
+                     "source_files": Path(args.source).name})
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)
     log.info("regridded %s %s -> %s", args.variable, dict(da.sizes), dict(out.sizes))
@@ -134,7 +129,7 @@ def build_predictors(args) -> None:
             units="predictor units month-1")
     ds["time"] = mo.time_coord(months)
     ds.attrs.update({"title": "gracefill predictors", "baseline": f"{cfg['split']['train_start']}..{cfg['split']['train_end']}",
-                     "detrended": int(cfg["predictors"]["detrend"]), **_provenance(cfg, list(paths.values()))})
+                     "detrended": int(cfg["predictors"]["detrend"]), **config_mod.provenance(cfg, list(paths.values()), args.stage)})
     write_netcdf(ds, args.output)
     log.info("predictors %s on %s", ", ".join(cfg["predictors"]["names"]), dict(ds.sizes))
 
@@ -151,7 +146,8 @@ def build_tensors(args) -> None:
     with blame(args.target):
         ds = make_tensors(predictors.load(), target.load(), grid["land_mask"], grid["cell_area"], cfg,
                           truth=truth.load() if truth is not None else None)
-    ds.attrs.update(_provenance(cfg, [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])))
+    inputs = [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])
+    ds.attrs.update(config_mod.provenance(cfg, inputs, args.stage))
     write_netcdf(ds, args.output)
     log.info("tensors: inputs %s; months train %d, test %d, gap %d, missing %d", dict(ds["inputs"].sizes),
              ds.attrs["train_months"], ds.attrs["test_months"], ds.attrs["gap_months"], ds.attrs["missing_months"])
@@ -220,7 +216,7 @@ def predict(args) -> None:
     with blame(args.model):
         out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
                              progress=not args.no_progress)
-    out.attrs.update(_provenance(cfg, [args.tensors, args.model]))
+    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.model], args.stage))
     write_netcdf(out, args.output)
 
 
@@ -235,7 +231,7 @@ def baselines(args) -> None:
     storage = storage.assign_coords(time=mo.to_month_start(storage["time"].values)).reindex(time=months).load()
     with blame(args.tensors):
         out = baseline_predictions(tensors, storage, cfg["evaluation"]["regression_ridge"])
-    out.attrs.update(_provenance(cfg, [args.tensors, args.land_storage]))
+    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.land_storage], args.stage))
     write_netcdf(out, args.output)
 
 
@@ -250,7 +246,7 @@ def evaluate(args) -> None:
     ev = cfg["evaluation"]
     table, maps, calibration, spread = run_evaluation(rec, base, area, ev["interval_levels"], ev["spread_skill_bins"])
     maps.attrs.update({"title": "gracefill score maps (test months vs GRACE; gap months vs truth where known)",
-                       **_provenance(cfg, [args.reconstruction, args.baselines])})
+                       **config_mod.provenance(cfg, [args.reconstruction, args.baselines], args.stage)})
     write_netcdf(maps, args.maps)
     for frame, path in ((table, args.table), (calibration, args.calibration), (spread, args.spread_skill)):
         write_csv(frame, path)
@@ -265,7 +261,7 @@ def drought(args) -> None:
     rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "month_flag", "split")).load()
     with blame(args.reconstruction):
         fields, events, detection = analyse_droughts(rec, cfg)
-    fields.attrs.update({"title": "gracefill drought analysis", **_provenance(cfg, [args.reconstruction])})
+    fields.attrs.update({"title": "gracefill drought analysis", **config_mod.provenance(cfg, [args.reconstruction], args.stage)})
     write_netcdf(fields, args.fields)
     write_csv(events, args.events)
     write_csv(detection if detection is not None else

@@ -204,3 +204,11 @@ def subset(cfg: dict, *sections: str) -> dict:
 def config_hash(cfg: dict) -> str:
     """A short stable hash of a (partial) config for provenance attributes."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def provenance(cfg: dict, sources, step: str) -> dict:
+    """Global attributes every stage writes: the config hash, the input files by name (not by
+    path, so results moved between machines stay alike) and a CF ``history`` line naming the
+    ``gracefill`` subcommand."""
+    return {"config_hash": config_hash(cfg), "source_files": ", ".join(Path(s).name for s in sources),
+            "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill {step}"}

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
-import pandas as pd
 
 from gracefill import config as config_mod
 from gracefill.io import UserError, write_netcdf
@@ -22,11 +20,6 @@ log = logging.getLogger("gracefill.sources")
 CHECKS = ("csr", "csr_land_mask", "gsfc")
 #: The GRACE mascon products `normalise_grace` reads.
 MASCONS = ("csr", "jpl", "gsfc")
-
-
-def _provenance(cfg: dict, sources) -> dict:
-    return {"config_hash": config_mod.config_hash(cfg), "source_files": ", ".join(str(Path(s).name) for s in sources),
-            "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill.sources"}
 
 
 def bounds_of(cfg: dict) -> dict:
@@ -68,7 +61,7 @@ def normalise_grace(args) -> None:
         raise UserError(f"--land-mask: {args.product} keeps its land mask in the product file; give none")
     else:
         ds = {"jpl": jpl.read, "gsfc": gsfc.read}[args.product](args.input, **options)
-    ds.attrs.update(_provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else [])))
+    ds.attrs.update(config_mod.provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else []), args.stage))
     write_netcdf(ds, args.output)
     log.info("%s: twsa %s, %d months, missing inside the record: %s", args.output, dict(ds["twsa"].sizes),
              ds.sizes["time"], ds.attrs["months_missing"] or "none")
@@ -101,7 +94,7 @@ def normalise_gldas(args) -> None:
 
     cfg = config_mod.from_json(args.config_json)
     ds = gldas.read(args.inputs, period=(cfg["period"]["start"], cfg["period"]["end"]), bounds=bounds_of(cfg))
-    ds.attrs.update({k: v for k, v in _provenance(cfg, args.inputs).items() if k != "source_files"})  # one file a month: keep read's summary
+    ds.attrs.update({k: v for k, v in config_mod.provenance(cfg, args.inputs, args.stage).items() if k != "source_files"})  # one file a month: keep read's summary
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)
     log.info("%s: land_water_storage on %s", args.output, dict(ds.sizes))
@@ -127,7 +120,7 @@ def normalise_era5land(args) -> None:
     cfg = config_mod.from_json(args.config_json)
     period = (cfg["period"]["start"], cfg["period"]["end"])
     ds = e5.read(args.inputs, e5.needed_variables(cfg["sources"]), period=period, bounds=bounds_of(cfg))
-    ds.attrs.update(_provenance(cfg, args.inputs))
+    ds.attrs.update(config_mod.provenance(cfg, args.inputs, args.stage))
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)
     log.info("%s: %s on %s", args.output, ", ".join(ds.data_vars), dict(ds.sizes))

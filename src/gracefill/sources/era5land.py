@@ -187,11 +187,17 @@ def unzip_in_place(path: Path) -> None:
             if not members:
                 raise UserError(f"{path}: zip archive without NetCDF members")
             archive.extractall(folder, members)
-        parts = [open_dataset(folder / m) for m in members]
-        merged = xr.merge(parts, compat="override", join="outer", combine_attrs="drop_conflicts").load()
-        for ds in parts:
-            ds.close()
-        write_netcdf(merged, path)
+        # lazily, a month at a time: a global year of 0.1-degree fields is gigabytes
+        opened = []
+        try:
+            for member in members:
+                opened.append(open_dataset(folder / member))
+            parts = [ds.chunk({_time_name(ds, str(folder / m)): 1}) for ds, m in zip(opened, members)]
+            merged = xr.merge(parts, compat="override", join="outer", combine_attrs="drop_conflicts")
+            write_netcdf(merged, path)
+        finally:
+            for ds in opened:
+                ds.close()
     finally:
         for f in sorted(folder.rglob("*"), reverse=True) if folder.exists() else []:
             f.unlink() if f.is_file() else f.rmdir()
