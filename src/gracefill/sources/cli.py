@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 
-
 from gracefill import config as config_mod
 from gracefill.io import UserError, write_netcdf
 
