@@ -119,6 +119,21 @@ class FileServer:
         self.thread.join(timeout=5)
 
 
+def write_link_page(path: Path, hrefs: list[str]) -> Path:
+    """An HTML page (like the GSFC mascon page, a CMS page with its files under
+    /sites/default/files/...) linking to ``hrefs``, each as "NetCDF", between other markup."""
+    links = "\n".join(f'<li><span class="file"><a href="{href}" type="application/x-netcdf">NetCDF</a></span></li>'
+                      for href in hrefs)
+    path.write_text(f"""<!DOCTYPE html>
+<html lang="en"><head><title>GRACE and GRACE-FO Mascons | NASA GSFC</title>
+<link rel="stylesheet" href="/sites/default/files/css/site.css"></head>
+<body><h2>Monthly mascon products</h2><ul>
+{links}
+</ul><p><a href='https://earth.gsfc.nasa.gov/'>Home</a></p></body></html>
+""")
+    return path
+
+
 @contextmanager
 def serve(root: Path, stall_s: float = 3.0) -> Iterator[FileServer]:
     with FileServer(root, stall_s) as server:

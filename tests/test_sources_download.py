@@ -7,7 +7,7 @@ import pytest
 
 from gracefill.io import UserError
 from gracefill.sources import download as dl
-from tests.real_fixtures import FAST, FAULTS, fault_then_recover, serve
+from tests.real_fixtures import FAST, FAULTS, expect_one_line, fault_then_recover, serve, write_link_page
 
 
 @pytest.fixture
@@ -98,3 +98,37 @@ def test_mirror_and_file_names():
     assert dl.join_mirror(None, url) == url
     assert dl.join_mirror("http://127.0.0.1:9/m/", url) == "http://127.0.0.1:9/m/CSR_x.nc"
     assert dl.file_name_of(url) == "CSR_x.nc"
+
+
+PATTERN = "gsfc.glb_.200204_*_rl06v2.0_obp-ice6gd_halfdegree.nc"
+
+
+def test_newest_link_takes_the_greatest_matching_name_resolved_against_the_page(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    write_link_page(root / "grace-mascons", [
+        "/sites/default/files/geo/gsfc.glb_.200204_202312_rl06v2.0_obp-ice6gd_halfdegree.nc",
+        "/sites/default/files/geo/GSFC.glb_.200204_202410_RL06v2.0_OBP-ICE6GD_halfdegree.nc?itok=x1",
+        "files/gsfc.glb_.200204_202406_rl06v2.0_obp-ice6gd_halfdegree.nc",
+        "/sites/default/files/geo/gsfc.glb_.200204_202410_rl06v2.0_obp-ice6gd.h5",  # the 1-degree HDF5
+        "https://example.org/CSR_GRACE_GRACE-FO_RL0603_Mascons_all-corrections.nc",
+    ])
+    with serve(root) as server:
+        url = dl.newest_link(f"{server.url}/geo/data/grace-mascons", PATTERN, timeout=(2.0, 2.0), retries=1)
+    assert url == f"{server.url}/sites/default/files/geo/GSFC.glb_.200204_202410_RL06v2.0_OBP-ICE6GD_halfdegree.nc?itok=x1"
+
+
+def test_newest_link_failures_are_one_line(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    write_link_page(root / "page", ["/files/gsfc.glb_.200204_202410_rl06v2.0_obp-ice6gd.h5"])
+    fast = dict(timeout=(2.0, 2.0), retries=2, backoff=0.0)
+    with serve(root) as server:
+        expect_one_line(lambda: dl.newest_link(f"{server.url}/page", PATTERN, **fast),
+                        f"{server.url}/page: no link to a file named like {PATTERN}; set the file's URL instead")
+        expect_one_line(lambda: dl.newest_link(f"{server.url}/moved", PATTERN, **fast),
+                        f"{server.url}/moved: HTTP 404")
+        server.faults["page"] = "500"
+        expect_one_line(lambda: dl.newest_link(f"{server.url}/page?token=secret", PATTERN, **fast),
+                        f"{server.url}/page: HTTP 500", "gave up after 2 attempt(s)")
+        assert server.hits["page"] == 3  # once, then two attempts at the 500

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gracefill import cli
 from gracefill import months as mo
 from gracefill.sources import download as dl
 from gracefill.sources import gsfc
 from tests.real_fixtures import (DAMAGE, FAULTS, damage, expect_one_line, fault_then_recover, html_and_cut, serve,
-                                 to_global, write_gsfc)
+                                 to_global, write_gsfc, write_link_page)
 
 RES = 5.0  # the real grid is 0.5 degree; the structure is what matters here
 NAME = "gsfc.glb_.200204_202410_rl06v2.0_obp-ice6gd_halfdegree.nc"
@@ -102,3 +103,27 @@ def test_download_refuses_a_file_without_land_mask(product, tmp_path):
                                             progress=False, retries=1),
                         "downloaded file failed verification", "missing variable(s) land_mask")
     assert not (tmp_path / "dl" / NAME).exists()
+
+
+def test_download_step_finds_the_newest_file_on_the_page_keeps_it_and_records_its_name(product, tmp_path, capsys):
+    """`gracefill download --page`: the newest matching link, fetched from the mirror, stored under
+    the fixed 'latest' name with the real URL in its sidecar; a rerun keeps it without asking."""
+    import json
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / NAME).write_bytes(product[0].read_bytes())
+    write_link_page(www / "grace-mascons", [f"/sites/default/files/geo/{NAME.replace('202410', '202312')}",
+                                            f"/sites/default/files/geo/{NAME}"])
+    target = tmp_path / "dl" / NAME.replace("202410", "latest")
+    with serve(www) as server:
+        args = ["download", "--page", f"{server.url}/geo/data/grace-mascons", "--file-pattern",
+                "gsfc.glb_.200204_*_rl06v2.0_obp-ice6gd_halfdegree.nc", "--mirror", f"{server.url}/mirror/",
+                "--output", str(target), "--check", "gsfc", "--no-progress", "--retries", "1"]
+        assert cli.main(args) == 0
+        assert cli.main(args) == 0
+        assert server.hits == {"grace-mascons": 1, NAME: 1}
+        assert cli.main(["download", "--page", f"{server.url}/x", "--output", str(tmp_path / "y.nc"), "--check", "gsfc"]) == 1
+    assert json.loads(dl.sidecar_path(target).read_text())["source"] == f"{server.url}/mirror/{NAME}"
+    assert gsfc.read(target).sizes["time"] == len(product[1])
+    assert "download: error: --page needs --file-pattern" in capsys.readouterr().err

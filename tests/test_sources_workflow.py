@@ -12,6 +12,7 @@ run, as they need a login.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ import xarray as xr
 import yaml
 
 from tests.real_fixtures import (serve, to_global, write_csr, write_csr_land_mask, write_era5land_years, write_gldas,
-                                 write_gsfc, write_jpl)
+                                 write_gsfc, write_jpl, write_link_page)
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -63,6 +64,7 @@ def run_ok(workdir: Path, config: dict) -> None:
 
 
 GSFC_NAME = "gsfc.glb_.200204_202410_rl06v2.0_obp-ice6gd_halfdegree.nc"
+GSFC_LATEST = "gsfc.glb_.200204_latest_rl06v2.0_obp-ice6gd_halfdegree.nc"  # the download's fixed name
 
 
 def global_grace(raw: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
@@ -116,6 +118,8 @@ def gsfc_run(runs, tmp_path_factory):
     values, glat, glon, land, months = global_grace(raw)
     (work / "www").mkdir()
     write_gsfc(work / "www" / GSFC_NAME, values, glat, glon, months, land, split=("2018-11",))
+    write_link_page(work / "www" / "grace-mascons", [f"/sites/default/files/geo/{name}" for name in
+                                                     (GSFC_NAME.replace("202410", "202312"), GSFC_NAME)])
     era5 = xr.open_dataset(raw / "era5land.nc")
     write_gldas(work / "gldas", era5["land_water_storage"].values, era5["lat"].values, era5["lon"].values,
                 pd.DatetimeIndex(era5["time"].values))
@@ -123,7 +127,7 @@ def gsfc_run(runs, tmp_path_factory):
     with serve(work / "www") as server:
         config = {**real, "run": "gsfc"}
         config["sources"] = {**real["sources"], "target": "gsfc", "land_model": "gldas",
-                             "gsfc": {"mirror": f"{server.url}/mirror/"},
+                             "gsfc": {"page": f"{server.url}/geo/data/grace-mascons"},  # the newest file on it
                              "gldas": {"local": str(work / "gldas/GLDAS_NOAH10_M.A*.021.nc4")}}
         config["sources"].pop("csr")
         run_ok(work, config)
@@ -190,16 +194,17 @@ def test_real_path_gives_the_same_tensors_as_the_synthetic_layout(runs):
 
 def test_gsfc_and_gldas_give_the_same_tensors_as_the_synthetic_layout(gsfc_run):
     syn_dir, work, hits = gsfc_run
-    assert hits == {GSFC_NAME: 1}
+    assert hits == {"grace-mascons": 1, GSFC_NAME: 1}
     ran = sorted(p.stem for p in (work / "results/gsfc/benchmarks").glob("*.tsv"))
-    assert ran == sorted([f"download_gsfc_{GSFC_NAME}", "normalise_gsfc", "normalise_gldas", "regrid_twsa",
+    assert ran == sorted([f"download_gsfc_{GSFC_LATEST}", "normalise_gsfc", "normalise_gldas", "regrid_twsa",
                           "regrid_land_water_storage", "build_predictors", "build_tensors"])
     assert_same_tensors(syn_dir / "results/syn/tensors.nc", work / "results/gsfc/tensors.nc")
     grace = xr.open_dataset(work / "resources/raw/gsfc/gsfc/grace.nc")
     assert grace.attrs["months_with_several_solutions"] == "2018-11" and grace["twsa"].attrs["units"] == "mm"
     storage = xr.open_dataset(work / "resources/raw/gldas/gsfc/land_model.nc")["land_water_storage"]
     assert storage.attrs["units"] == "mm" and storage.sizes["time"] == 228
-    assert (work / f"resources/download/gsfc/{GSFC_NAME}.sha256.json").is_file()
+    record = json.loads((work / f"resources/download/gsfc/{GSFC_LATEST}.sha256.json").read_text())
+    assert record["source"].endswith(f"/sites/default/files/geo/{GSFC_NAME}")  # the file found, by its name
 
 
 def test_jpl_local_gives_the_same_tensors_as_the_synthetic_layout(jpl_run):

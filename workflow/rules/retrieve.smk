@@ -27,7 +27,7 @@ rule download_file:
         source="csr|gsfc",
         file="|".join(re.escape(name) for _, name in DOWNLOAD_URLS) or "no-download",
     params:
-        url=lambda wildcards: DOWNLOAD_URLS[(wildcards.source, wildcards.file)][0],
+        where=lambda wildcards: DOWNLOAD_URLS[(wildcards.source, wildcards.file)][0],
         check=lambda wildcards: DOWNLOAD_URLS[(wildcards.source, wildcards.file)][1],
         timeout=config["sources"]["download"]["timeout_s"],
         retries=config["sources"]["download"]["retries"],
@@ -38,7 +38,7 @@ rule download_file:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "gracefill download --url {params.url:q} --output {output:q} --check {params.check} "
+        "gracefill download {params.where} --output {output:q} --check {params.check} "
         "--timeout {params.timeout} --retries {params.retries} > {log:q} 2>&1"
 
 

@@ -41,8 +41,19 @@ def download(args) -> None:
     from gracefill.sources import download as dl
 
     verify = {"csr": csr.verify, "csr_land_mask": csr.verify_land_mask, "gsfc": gsfc.verify}[args.check]
-    path = dl.download(args.url, args.output, verify=verify, timeout=(min(30.0, args.timeout), args.timeout),
-                       retries=args.retries, progress=not args.no_progress)
+    timeout = (min(30.0, args.timeout), args.timeout)
+    url = args.url
+    if url is None:  # the page names the current file
+        if not args.file_pattern:
+            raise UserError("--page needs --file-pattern (the glob of the file's name)")
+        if dl.is_complete(args.output):
+            log.info("%s: complete, kept (delete it to fetch the newest file)", args.output)
+            return
+        url = dl.join_mirror(args.mirror, dl.newest_link(args.page, args.file_pattern, timeout=timeout,
+                                                         retries=args.retries))
+        log.info("newest file on %s: %s", dl.redact(args.page), dl.redact(url))
+    path = dl.download(url, args.output, verify=verify, timeout=timeout, retries=args.retries,
+                       progress=not args.no_progress)
     record = json.loads(dl.sidecar_path(path).read_text())
     log.info("%s: %d bytes, sha256 %s", path, record["size"], record["sha256"])
 
@@ -150,7 +161,11 @@ def add_steps(sub) -> None:
         return p
 
     p = step("download")
-    p.add_argument("--url", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="the file")
+    where.add_argument("--page", help="an HTML page linking to the file (with --file-pattern)")
+    p.add_argument("--file-pattern", help="glob of the file's name on --page; the greatest match is taken")
+    p.add_argument("--mirror", help="with --page: base URL of a mirror holding the file found")
     p.add_argument("--output", required=True)
     p.add_argument("--check", required=True, choices=CHECKS, help="what the file must contain")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds without data before giving up")

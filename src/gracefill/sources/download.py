@@ -284,6 +284,51 @@ def _content_length(response) -> int | None:
         return None
 
 
+_HREF = re.compile(r"""href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
+
+
+def newest_link(page: str, pattern: str, *, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+                retries: int = DEFAULT_RETRIES, backoff: float = RETRY_BACKOFF_S, session=None) -> str:
+    """The absolute URL of the newest file linked from the HTML ``page`` whose name matches the
+    glob ``pattern`` (case-insensitive; "newest" = the greatest name, which works for names
+    that carry their last month as YYYYMM). For products renamed with every update."""
+    import fnmatch
+    from urllib.parse import unquote, urljoin
+
+    import requests
+
+    shown = redact(page)
+    own_session = session is None
+    session = session or requests.Session()
+    session.headers.setdefault("User-Agent", USER_AGENT)
+    try:
+        for attempt in range(1, max(1, retries) + 1):
+            try:
+                response = session.get(page, timeout=timeout, allow_redirects=True)
+            except requests.exceptions.RequestException as exc:
+                problem = f"request failed ({type(exc).__name__})"
+            else:
+                if response.status_code < 400:
+                    break
+                problem = f"HTTP {response.status_code} {response.reason}"
+                if response.status_code < 500 and response.status_code != 429:
+                    raise DownloadError(f"{shown}: {problem}; set the file's URL instead")
+            if attempt == max(1, retries):
+                raise DownloadError(f"{shown}: {problem} (gave up after {attempt} attempt(s); rerun to retry)")
+            time.sleep(backoff * attempt)
+    finally:
+        if own_session:
+            session.close()
+    found = {}  # lower-case name -> URL
+    for href in _HREF.findall(response.text):
+        name = unquote(Path(urlsplit(href).path).name).lower()
+        if fnmatch.fnmatch(name, pattern.lower()):
+            found.setdefault(name, urljoin(response.url or page, href))
+    if not found:
+        raise DownloadError(f"{shown}: no link to a file named like {pattern}; set the file's URL instead")
+    return found[max(found)]
+
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 

@@ -4,6 +4,7 @@ depends on. Plain functions of the validated config, so that the rule file holds
 from __future__ import annotations
 
 import json
+import shlex
 
 from gracefill import months as mo
 from gracefill.sources import gldas
@@ -18,18 +19,31 @@ def grid_bounds(config: dict) -> dict:
 
 
 def download_table(config: dict) -> dict[tuple[str, str], tuple[str, str]]:
-    """(source, file name) -> (URL, what the file must contain) for the HTTPS products in use."""
+    """(source, file name) -> (where from, as `gracefill download` options, already quoted for
+    the shell; what the file must contain) for the HTTPS products in use."""
     sources = config["sources"]
     table = {}
     if sources["target"] == "csr":
         csr = sources["csr"]
         for key, check in (("url", "csr"), ("land_mask_url", "csr_land_mask")):
             url = join_mirror(csr["mirror"], csr[key])
-            table[("csr", file_name_of(url))] = (url, check)
+            table[("csr", file_name_of(url))] = (f"--url {shlex.quote(url)}", check)
     if sources["target"] == "gsfc":
-        url = join_mirror(sources["gsfc"]["mirror"], sources["gsfc"]["url"])
-        table[("gsfc", file_name_of(url))] = (url, "gsfc")
+        gsfc = sources["gsfc"]
+        if gsfc["url"]:
+            where = f"--url {shlex.quote(join_mirror(gsfc['mirror'], gsfc['url']))}"
+        else:
+            where = f"--page {shlex.quote(gsfc['page'])} --file-pattern {shlex.quote(gsfc['file_pattern'])}"
+            where += f" --mirror {shlex.quote(gsfc['mirror'])}" if gsfc["mirror"] else ""
+        table[("gsfc", gsfc_file_name(config))] = (where, "gsfc")
     return table
+
+
+def gsfc_file_name(config: dict) -> str:
+    """The GSFC download's name: the URL's, or the pattern's with 'latest' for the month (the
+    newest file found on the page; its real name is kept in the sidecar)."""
+    gsfc = config["sources"]["gsfc"]
+    return file_name_of(gsfc["url"]) if gsfc["url"] else gsfc["file_pattern"].replace("*", "latest")
 
 
 def csr_inputs(config: dict, downloads: str = DOWNLOADS) -> dict[str, str]:
@@ -78,7 +92,7 @@ def mascon_input(config: dict, product: str, downloads: str = DOWNLOADS) -> str:
         return cfg["local"]
     if product == "jpl":
         return jpl_download(config, downloads)
-    return f"{downloads}/gsfc/{file_name_of(cfg['url'])}"
+    return f"{downloads}/gsfc/{gsfc_file_name(config)}"
 
 
 def jpl_download(config: dict, downloads: str = DOWNLOADS) -> str:
