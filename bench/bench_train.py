@@ -444,11 +444,14 @@ def profile_step(engine: SVGD, data: Data, args, device, top: int = 25) -> list[
         sync(device)
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
-    total = sum(getattr(e, key) for e in events) or 1.0
+    # on the GPU a kernel's time shows twice, under the aten op that launched it and as the
+    # kernel itself: shares are of the kernels (and memsets, copies) alone
+    kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    total = sum(getattr(e, key) for e in (kernels or events)) or 1.0
     events.sort(key=lambda e: getattr(e, key), reverse=True)
     rows = [{"name": e.key[:110], "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total, "calls": e.count}
             for e in events[:top]]
-    log(f"    profile of one step (total device time {total / 1e3:.1f} ms), top {top}:")
+    log(f"    profile of one step (total {'kernel' if kernels else 'device'} time {total / 1e3:.1f} ms), top {top}:")
     for r in rows:
         log(f"    {r['ms']:9.1f} ms {100 * r['share']:5.1f}% {r['calls']:6d}  {r['name']}")
     return rows
