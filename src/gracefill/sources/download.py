@@ -50,6 +50,11 @@ class _Transient(Exception):
     """A failure worth another attempt (connection, stall, server error)."""
 
 
+def is_transient_status(status: int) -> bool:
+    """An HTTP status worth another attempt: a server error or "too many requests"."""
+    return status >= 500 or status == 429
+
+
 def redact(url: str) -> str:
     """The URL without user:password and without a query string (tokens live there)."""
     parts = urlsplit(url)
@@ -228,7 +233,7 @@ def _fetch(session, url: str, shown: str, part: Path, *, timeout, progress: bool
             raise _Transient("server refused the resume range (HTTP 416); restarting")
         if status in (401, 403):
             raise DownloadError(f"{shown}: HTTP {status} {response.reason} (login or permission needed)")
-        if status >= 500 or status == 429:
+        if is_transient_status(status):
             raise _Transient(f"HTTP {status} {response.reason}")
         if status >= 400:
             raise DownloadError(f"{shown}: HTTP {status} {response.reason}")
@@ -311,7 +316,7 @@ def newest_link(page: str, pattern: str, *, timeout: tuple[float, float] = DEFAU
                 if response.status_code < 400:
                     break
                 problem = f"HTTP {response.status_code} {response.reason}"
-                if response.status_code < 500 and response.status_code != 429:
+                if not is_transient_status(response.status_code):
                     raise DownloadError(f"{shown}: {problem}; set the file's URL instead")
             if attempt == max(1, retries):
                 raise DownloadError(f"{shown}: {problem} (gave up after {attempt} attempt(s); rerun to retry)")
