@@ -10,6 +10,8 @@ layers one dense residual block is made of, at the finest U-net level of the pap
 * the DAU's 1x1 merge (96 -> 48) as a grouped convolution and as a batched matmul;
 * the DAU's spatial-attention 3x3 convolution (2 -> 1 per particle) as a grouped convolution
   and as unfold + batched matmul;
+* the last up-sampling (72 x 180 -> 144 x 360, 96 -> 48 per particle) as a grouped 4 x 4
+  transposed convolution and as a 3 x 3 convolution + pixel shuffle (sub-pixel);
 * whole DAU and dense-block modules of gracefill.nn, eager and compiled, NCHW and channels-last.
 
 Prints one table (ms per call, and ms per training step when multiplied by the number of such
@@ -37,12 +39,12 @@ if _SRC.is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
 from gracefill.nn.blocks import DAU, DenseResidualBlock  # noqa: E402
-from gracefill.nn.layers import EnsembleActivation  # noqa: E402
+from gracefill.nn.layers import EnsembleActivation, EnsembleConvTranspose2d  # noqa: E402
 
 # Calls per forward pass of the whole RRDB U-net (5 RRDBs of 3 dense blocks, 5 skip DAUs) at the
 # finest level, where E1 and D1 run (2 RRDBs) and the skips of inc and E1 (2 DAUs). The coarser
 # levels add 1/4 (E2, D2) and 1/16 (C) of that work, so the full step is ~1.3x these rows.
-FINE_LEVEL_CALLS = {"conv3x3": 2 * 3, "dau": 2 * 8 + 2, "dense_block": 2 * 3}
+FINE_LEVEL_CALLS = {"conv3x3": 2 * 3, "dau": 2 * 8 + 2, "dense_block": 2 * 3, "up0": 1}
 
 
 def parse_args(argv=None):
@@ -146,6 +148,7 @@ def rows_for(args, device):
     def add(layer, form, ms, calls):
         rows.append(dict(layer=layer, form=form, ms_per_call=round(ms, 3),
                          ms_per_step=round(ms * calls * per_step, 1)))
+        print(f"  {layer}, {form}: {ms:.3f} ms", flush=True)  # progress (the table comes at the end)
 
     for cin_mult in (1, 2, 3, 4):
         cin = cin_mult * nf
@@ -185,6 +188,13 @@ def rows_for(args, device):
     x = leaf((B, n * 2, H, W), device)
     add("DAU spatial 3x3 2->1", "unfold + batched matmul",
         time_fwd_bwd(lambda x, w: small_conv_as_unfold(x, w, n), (x, ws), args, device), dau_calls)
+
+    up = EnsembleConvTranspose2d(n, 2 * nf, nf, 4, 2, 1).to(device)
+    for subpixel in (False, True):
+        up.subpixel = subpixel
+        x = leaf((B, n * 2 * nf, H, W), device)
+        add(f"up-sampling 4x4 s2 {2 * nf}->{nf}", "3x3 conv + pixel shuffle" if subpixel else "grouped transposed conv",
+            time_fwd_bwd(lambda x: up(x), (x,), args, device), FINE_LEVEL_CALLS["up0"])
 
     act = EnsembleActivation(n).to(device)
     particles = slice(None)

@@ -15,9 +15,13 @@ of 21 x 144 x 360 inputs, 1 output, batch 12, S = 30 particles, nf = 48), for ea
 4. reports peak device memory and achieved TFLOP/s (FLOP counts of design/model.md).
 
 Imports only torch and gracefill.nn / gracefill.svgd / gracefill.svgd_reference (no xarray).
-Engine variants are written ``PRECISION[+cl][+compile][+bench][@CHUNK]``: ``cl`` channels-last
-activations, ``compile`` torch.compile of the ensemble, ``bench`` cudnn.benchmark on for that
-variant, CHUNK the training particle chunk (``all`` or 0: no chunking).
+Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][@CHUNK]``:
+``cl`` channels-last activations, ``compile`` torch.compile of the ensemble, ``bench``
+cudnn.benchmark on for that variant, ``plain`` 1 x 1 layers as grouped convolutions (the
+published code's layers) instead of batched matmuls, ``subpixel`` up-sampling as 3 x 3 conv +
+pixel shuffle instead of grouped transposed convolutions, CHUNK the training particle chunk
+(``all`` or 0: no chunking). Reference loops take the same tokens without a chunk; speed-ups are
+against the fastest reference loop of a precision.
 
     PYTHONPATH=src python bench/bench_train.py --backbone rrdb,cbam --out bench/results.json
     python bench/bench_train.py --quick --device cpu        # tiny shapes, seconds, for tests
@@ -45,6 +49,7 @@ if _SRC.is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
 from gracefill.nn import build_backbone  # noqa: E402
+from gracefill.nn.layers import EnsembleConv2d, EnsembleConvTranspose2d  # noqa: E402
 from gracefill.svgd import SVGD  # noqa: E402
 from gracefill.svgd_reference import ReferenceSVGD  # noqa: E402
 
@@ -62,11 +67,14 @@ class Variant:
     compile: bool = False
     cudnn_benchmark: bool = False
     chunk: int | None = None
+    plain_layers: bool = False
+    subpixel: bool = False
 
     @property
     def name(self) -> str:
         s = self.precision + ("+cl" if self.channels_last else "") + ("+compile" if self.compile else "")
-        s += "+bench" if self.cudnn_benchmark else ""
+        s += ("+bench" if self.cudnn_benchmark else "") + ("+plain" if self.plain_layers else "")
+        s += "+subpixel" if self.subpixel else ""
         return s + "@" + ("all" if self.chunk is None else str(self.chunk))
 
     @property
@@ -79,13 +87,14 @@ def parse_variant(text: str, default_chunk: int | None = None) -> Variant:
     tokens = body.split("+")
     if tokens[0] not in ("fp32", "bf16"):
         raise SystemExit(f"variant {text!r}: precision must be fp32 or bf16")
-    unknown = set(tokens[1:]) - {"cl", "compile", "bench"}
+    unknown = set(tokens[1:]) - {"cl", "compile", "bench", "plain", "subpixel"}
     if unknown:
         raise SystemExit(f"variant {text!r}: unknown option(s) {sorted(unknown)}")
     c = default_chunk
     if chunk:
         c = None if chunk in ("all", "0") else int(chunk)
-    return Variant(tokens[0], "cl" in tokens, "compile" in tokens, "bench" in tokens, c)
+    return Variant(tokens[0], "cl" in tokens, "compile" in tokens, "bench" in tokens, c, "plain" in tokens,
+                   "subpixel" in tokens)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,12 +114,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--variants", default=None,
                     help="comma list of engine variants PREC[+cl][+compile][+bench][@CHUNK]; default: the headline one")
     ap.add_argument("--ref-variants", default=None,
-                    help="comma list of reference-loop precisions PREC[+cl][+bench] (default: the headline precision)")
+                    help="comma list of reference loops PREC[+cl][+bench][+plain][+subpixel] "
+                         "(default: the headline precision)")
     ap.add_argument("--rrdb-variants", default=None, help="engine variants for rrdb only (overrides --variants)")
     ap.add_argument("--rrdb-ref-variants", default=None, help="reference variants for rrdb only")
     ap.add_argument("--cbam-ref-variants", default=None, help="reference variants for cbam only")
     ap.add_argument("--cbam-variants", default=None, help="engine variants for cbam only (overrides --variants)")
-    ap.add_argument("--predict-batch", type=int, default=8, help="months per engine.predict call (paper config: 8)")
+    ap.add_argument("--predict-batch", default="8",
+                    help="months per engine.predict call (paper config: 8); a comma list times each size, the "
+                         "table reports the fastest and the JSON every one")
     ap.add_argument("--predict-chunk", default="all", help="particle chunk of engine.predict (default all)")
     ap.add_argument("--predict-timed-months", type=int, default=None,
                     help="engine: time this many months and extrapolate to --predict-months (default: all)")
@@ -142,7 +154,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.grid, args.features = "8x16", 4
         args.warmup, args.steps, args.ref_warmup, args.ref_steps = 1, 1, 1, 1
         args.check_particles, args.check_grid, args.ref_predict_months = 2, "8x16", 1
-        args.check_batch, args.predict_batch = 2, 2
+        args.check_batch = 2
+        args.predict_batch = "2" if args.predict_batch == ap.get_default("predict_batch") else args.predict_batch
+    try:
+        args.predict_batches = [int(v) for v in str(args.predict_batch).split(",")]
+    except ValueError:
+        ap.error(f"--predict-batch {args.predict_batch!r}: expected positive integers separated by commas")
+    if min(args.predict_batches) < 1:
+        ap.error(f"--predict-batch {args.predict_batch!r}: expected positive integers separated by commas")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick and args.device == "cpu":
@@ -188,6 +207,21 @@ def cudnn_benchmark(on: bool):
         yield
     finally:
         torch.backends.cudnn.benchmark = previous
+
+
+@contextlib.contextmanager
+def layer_forms(spec: Variant):
+    """Layer forms of a variant (same values either way): ``plain`` 1 x 1 layers as grouped
+    convolutions (the published code's layers; the engine before the fourth session) instead
+    of batched matmuls; ``subpixel`` up-sampling as 3 x 3 conv + pixel shuffle instead of the
+    grouped transposed convolution."""
+    previous = EnsembleConv2d.pointwise_matmul, EnsembleConvTranspose2d.subpixel
+    EnsembleConv2d.pointwise_matmul = not spec.plain_layers
+    EnsembleConvTranspose2d.subpixel = spec.subpixel
+    try:
+        yield
+    finally:
+        EnsembleConv2d.pointwise_matmul, EnsembleConvTranspose2d.subpixel = previous
 
 
 @contextlib.contextmanager
@@ -461,7 +495,7 @@ def bench_reference(args, backbone: str, spec: Variant, data: Data, device) -> d
     """Per-particle loop: training steps and batch-1 per-particle prediction."""
     fl = flops(args, backbone)
     s, b = args.particles, args.batch
-    with cudnn_benchmark(spec.cudnn_benchmark):
+    with cudnn_benchmark(spec.cudnn_benchmark), layer_forms(spec):
         reset_peak(device)
         ens = make_ensemble(args, backbone, device, spec.channels_last, seed=args.seed + 1)
         ref = ReferenceSVGD(ens, data.n_train)
@@ -501,12 +535,47 @@ def bench_reference(args, backbone: str, spec: Variant, data: Data, device) -> d
     return res
 
 
+def time_engine_prediction(engine: SVGD, data: Data, args, n_pred: int, predict_batch: int, fl, device) -> dict:
+    """Seconds to predict ``n_pred`` months (extrapolated to all) with every particle, ``predict_batch``
+    months per call, after a one-batch warm-up (which, when compiled, compiles this batch size)."""
+    reset_peak(device)
+    if hasattr(engine, "_predict_batch"):
+        engine._predict_batch = None  # compiled: pad ragged batches to this size, not an earlier one
+
+    def predict_months(n):
+        mean_sum = None
+        for start in range(0, n, predict_batch):
+            x = data.inputs[start:min(start + predict_batch, n)]
+            outputs = engine.predict(x)[:, :, 0].float()
+            mean, var = outputs.mean(0), outputs.var(0, correction=0)
+            part = mean.sum() + var.sum()
+            mean_sum = part if mean_sum is None else mean_sum + part
+        return mean_sum
+
+    t0 = time.perf_counter()
+    predict_months(min(n_pred, predict_batch))
+    sync(device)
+    t1 = time.perf_counter()
+    predict_months(n_pred)
+    sync(device)
+    dt = time.perf_counter() - t1
+    pred = {"warmup_s": t1 - t0, "timed_months": n_pred, "s_timed": dt,
+            "s_total": dt * args.predict_months / n_pred, "extrapolated": n_pred != args.predict_months,
+            "months": args.predict_months, "particles": args.particles, "predict_batch": predict_batch,
+            "predict_chunk": engine.predict_chunk, "peak_gb": peak_gb(device)}
+    if fl:
+        pred["tflops"] = fl[0] * n_pred * args.particles / dt / 1e3
+    log(f"    predict, {predict_batch} months per call: {pred['s_total']:.2f} s for {args.predict_months} months "
+        f"(warm-up {pred['warmup_s']:.1f} s, peak {fmt(pred['peak_gb'])} GB)")
+    return pred
+
+
 def bench_engine(args, backbone: str, variant: Variant, data: Data, device, profile: bool) -> dict:
     fl = flops(args, backbone)
     s, b = args.particles, args.batch
     pchunk = None if args.predict_chunk in ("all", "0", None) else int(args.predict_chunk)
     res: dict = {"variant": variant.name}
-    with cudnn_benchmark(variant.cudnn_benchmark):
+    with cudnn_benchmark(variant.cudnn_benchmark), layer_forms(variant):
         reset_peak(device)
         base = torch.cuda.memory_allocated(device) / 1e9 if device.type == "cuda" else None
         ens = make_ensemble(args, backbone, device, variant.channels_last, seed=args.seed + 1)
@@ -519,36 +588,13 @@ def bench_engine(args, backbone: str, variant: Variant, data: Data, device, prof
         res["host_syncs_per_step"] = count_host_syncs(engine, data, args, device)
         if profile:
             res["profile"] = profile_step(engine, data, args, device)
-        # prediction: all months (or a timed subset), every particle, eval mode
-        reset_peak(device)
+        # prediction: all months (or a timed subset), every particle, eval mode, at each batch size
         full = variant.name in [v.strip() for v in (args.full_predict or "").split(",")]
         n_pred = args.predict_months if (args.predict_timed_months is None or full) else min(
             args.predict_timed_months, args.predict_months)
-
-        def predict_months(n):
-            mean_sum = None
-            for start in range(0, n, args.predict_batch):
-                x = data.inputs[start:min(start + args.predict_batch, n)]
-                outputs = engine.predict(x)[:, :, 0].float()
-                mean, var = outputs.mean(0), outputs.var(0, correction=0)
-                part = mean.sum() + var.sum()
-                mean_sum = part if mean_sum is None else mean_sum + part
-            return mean_sum
-
-        t0 = time.perf_counter()
-        predict_months(min(n_pred, args.predict_batch))  # warm-up (one batch)
-        sync(device)
-        t1 = time.perf_counter()
-        predict_months(n_pred)
-        sync(device)
-        dt = time.perf_counter() - t1
-        pred = {"warmup_s": t1 - t0, "timed_months": n_pred, "s_timed": dt,
-                "s_total": dt * args.predict_months / n_pred, "extrapolated": n_pred != args.predict_months,
-                "months": args.predict_months, "particles": s, "predict_batch": args.predict_batch,
-                "predict_chunk": pchunk or s, "peak_gb": peak_gb(device)}
-        if fl:
-            pred["tflops"] = fl[0] * n_pred * s / dt / 1e3
-        res["predict"] = pred
+        by_batch = [time_engine_prediction(engine, data, args, n_pred, pb, fl, device) for pb in args.predict_batches]
+        res["predict"] = min(by_batch, key=lambda p: p["s_total"])
+        res["predict_by_batch"] = by_batch
         del engine, ens
     return res
 
@@ -562,12 +608,25 @@ def fmt(v, spec="{:.3g}"):
     return spec.format(v)
 
 
+def fastest_references(references: dict) -> dict:
+    """Per precision, the fastest reference loop of the run (epoch and prediction taken
+    separately), so that a speed-up is never measured against the slower of two references."""
+    best: dict = {}
+    for name, ref in references.items():
+        if "error" in ref:
+            continue
+        b = best.setdefault(name.split("+")[0], {"s_per_epoch": math.inf, "predict_s": math.inf})
+        b["s_per_epoch"] = min(b["s_per_epoch"], ref["s_per_epoch"])
+        b["predict_s"] = min(b["predict_s"], ref["predict"]["s_total"])
+    return best
+
+
 def build_table(out: dict) -> list[dict]:
     """One row per trainer. Speed-ups: ``*_vs_fp32`` against the fp32 reference loop (the
     published code's precision), ``*_same`` against the reference loop of the same precision."""
     rows = []
     for backbone, r in out["results"].items():
-        refs = {k: v for k, v in r.get("reference", {}).items() if "error" not in v}
+        refs = fastest_references(r.get("reference", {}))
         for name, ref in r.get("reference", {}).items():
             if "error" in ref:
                 rows.append({"backbone": backbone, "trainer": f"reference loop {name}", "error": ref["error"]})
@@ -585,13 +644,14 @@ def build_table(out: dict) -> list[dict]:
             row = {"backbone": backbone, "trainer": f"engine {name}", "s_per_epoch": eng["s_per_epoch"],
                    "peak_gb": eng["peak_gb"], "train_tflops": eng.get("tflops"),
                    "predict_s": eng["predict"]["s_total"], "predict_tflops": eng["predict"].get("tflops"),
-                   "predict_peak_gb": eng["predict"]["peak_gb"], "host_syncs_per_step": eng["host_syncs_per_step"],
+                   "predict_batch": eng["predict"]["predict_batch"], "predict_peak_gb": eng["predict"]["peak_gb"],
+                   "host_syncs_per_step": eng["host_syncs_per_step"],
                    "epoch_extrapolated_from_steps": eng["timed_steps"],
                    "predict_extrapolated_from_months": eng["predict"]["timed_months"]}
             for tag, ref in (("vs_fp32", refs.get("fp32")), ("same", refs.get(prec))):
                 if ref is not None:
                     row[f"speedup_epoch_{tag}"] = ref["s_per_epoch"] / eng["s_per_epoch"]
-                    row[f"predict_speedup_{tag}"] = ref["predict"]["s_total"] / eng["predict"]["s_total"]
+                    row[f"predict_speedup_{tag}"] = ref["predict_s"] / eng["predict"]["s_total"]
             rows.append(row)
     return rows
 
@@ -600,7 +660,8 @@ def print_table(out: dict) -> None:
     cols = [("backbone", "backbone", "{}"), ("trainer", "trainer", "{}"), ("s/epoch", "s_per_epoch", "{:.2f}"),
             ("x ref fp32", "speedup_epoch_vs_fp32", "{:.1f}"), ("x ref same", "speedup_epoch_same", "{:.1f}"),
             ("peak GB", "peak_gb", "{:.1f}"), ("TFLOP/s", "train_tflops", "{:.1f}"),
-            ("predict s", "predict_s", "{:.1f}"), ("x ref fp32", "predict_speedup_vs_fp32", "{:.1f}"),
+            ("predict s", "predict_s", "{:.2f}"), ("months/call", "predict_batch", "{}"),
+            ("x ref fp32", "predict_speedup_vs_fp32", "{:.1f}"),
             ("x ref same", "predict_speedup_same", "{:.1f}"), ("pred TFLOP/s", "predict_tflops", "{:.1f}"),
             ("syncs/step", "host_syncs_per_step", "{}")]
     lines = [[c[0] for c in cols]]
@@ -623,8 +684,9 @@ def print_table(out: dict) -> None:
         "(engine: --steps timed steps, reference: --ref-steps). predict s: all months x all particles; the "
         "reference is a batch-1 pass particle by particle (eval mode), timed on --ref-predict-months months and "
         "extrapolated; the engine is timed on all months or on --predict-timed-months and extrapolated (see the "
-        "JSON). 'x ref fp32': speed-up over the fp32 reference loop, 'x ref same': over the reference loop of "
-        "the same precision, both in this run. TFLOP/s from model.md's FLOP counts. peak GB: "
+        "JSON), at each --predict-batch size, and the fastest is shown (months/call). 'x ref fp32': speed-up "
+        "over the fastest fp32 reference loop, 'x ref same': over the fastest reference loop of the same "
+        "precision, both in this run. TFLOP/s from model.md's FLOP counts. peak GB: "
         "torch.cuda.max_memory_allocated, synthetic data resident on the device included.")
     for backbone, ch in out.get("check", {}).items():
         log(f"check {backbone}: engine vs reference, one fp32 step (no TF32), S={ch['particles']}, grid "
@@ -702,7 +764,7 @@ def main(argv=None) -> dict:
             save()
         if not args.skip_reference:
             for spec in ref_specs:
-                name = spec.precision + ("+cl" if spec.channels_last else "") + ("+bench" if spec.cudnn_benchmark else "")
+                name = spec.name.split("@")[0]
                 t0 = time.perf_counter()
                 try:
                     r = bench_reference(args, backbone, spec, data, device)

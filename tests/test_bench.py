@@ -61,6 +61,30 @@ def test_bench_variant_parsing():
     assert v.name == "bf16+cl+bench@5"
     with pytest.raises(SystemExit):
         bench_train.parse_variant("fp16")
+    forms = bench_train.parse_variant("bf16+compile+plain+subpixel@6")
+    assert (forms.plain_layers, forms.subpixel, forms.name) == (True, True, "bf16+compile+plain+subpixel@6")
+    refs = {"fp32": {"s_per_epoch": 9.0, "predict": {"s_total": 2.0}},
+            "fp32+plain": {"s_per_epoch": 7.0, "predict": {"s_total": 3.0}},
+            "bf16": {"error": "out of memory"}}
+    assert bench_train.fastest_references(refs) == {"fp32": {"s_per_epoch": 7.0, "predict_s": 2.0}}
+
+
+def test_bench_layer_forms_and_prediction_batches(tmp_path):
+    """Variants switch the layer forms only while they run; each prediction batch size is timed
+    and the fastest is reported."""
+    out = tmp_path / "forms.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--backbone", "cbam",
+                           "--no-check", "--ref-variants", "fp32+plain", "--variants", "fp32+subpixel,fp32",
+                           "--predict-batch", "1,2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]["cbam"]
+    assert set(res["reference"]) == {"fp32+plain"} and set(res["engine"]) == {"fp32+subpixel@all", "fp32@all"}
+    for eng in res["engine"].values():
+        assert [p["predict_batch"] for p in eng["predict_by_batch"]] == [1, 2]
+        assert eng["predict"]["s_total"] == min(p["s_total"] for p in eng["predict_by_batch"])
+    from gracefill.nn.layers import EnsembleConv2d, EnsembleConvTranspose2d
+    assert EnsembleConv2d.pointwise_matmul and not EnsembleConvTranspose2d.subpixel  # defaults untouched
 
 
 def test_particle_cat_keeps_layout_and_values():

@@ -17,6 +17,7 @@ from gracefill.nn import (
     count_parameters_per_particle,
     particle_slice_state,
 )
+from gracefill.nn.layers import is_channels_last
 
 VARIANTS = ("rrdb", "cbam")
 
@@ -213,6 +214,51 @@ def test_layers_equal_plain_layers():
         torch.testing.assert_close(yc[:, 5 * s : 5 * s + 5], F.conv2d(xs, conv.weight[s], conv.bias[s], 2, 1))
         torch.testing.assert_close(yt[:, 5 * s : 5 * s + 5],
                                    F.conv_transpose2d(xs, tconv.weight[s], tconv.bias[s], 2, 1))
+
+
+def test_pointwise_conv_as_matmul_equals_grouped_conv():
+    """The 1 x 1 layers run as a batched matmul: values and gradients of a particle slice equal
+    the grouped convolution's; a channels-last input keeps the convolution and its layout."""
+    torch.manual_seed(1)
+    S, B = 4, 3
+    conv = EnsembleConv2d(S, 6, 5, 1, bias=True).double()
+    assert conv.is_pointwise and not EnsembleConv2d(S, 6, 5, 3, 1, 1).is_pointwise
+    sl = slice(1, 4)
+    x = torch.randn(B, 3 * 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    y = conv(x, sl)
+    ref = F.conv2d(x, conv.weight[sl].flatten(0, 1), conv.bias[sl].flatten(), groups=3)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    want = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert got[1][0].abs().sum() == 0  # particle 0 is not selected
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last)
+    y_cl = conv(x_cl, sl)
+    torch.testing.assert_close(y_cl, ref, rtol=1e-12, atol=1e-12)
+    assert is_channels_last(y_cl)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_subpixel_upsampling_equals_transposed_conv(bias):
+    """The 4 x 4 stride-2 up-sampling as 3 x 3 conv + pixel shuffle: values and gradients of a
+    particle slice equal the grouped transposed convolution's (also on odd sides)."""
+    torch.manual_seed(2)
+    S, B = 3, 2
+    up = EnsembleConvTranspose2d(S, 6, 4, 4, 2, 1, bias=bias).double()
+    up.subpixel = True
+    sl = slice(1, 3)
+    x = torch.randn(B, 2 * 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    y = up(x, sl)
+    b = up.bias[sl].flatten() if bias else None
+    ref = F.conv_transpose2d(x, up.weight[sl].flatten(0, 1), b, stride=2, padding=1, groups=2)
+    assert y.shape == ref.shape == (B, 2 * 4, 10, 14)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    params = (x, up.weight) + ((up.bias,) if bias else ())
+    g = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- published architecture

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The GPU measurements of bench/RESULTS.md, one stage per device call (each fits 600 s).
+# Logs and JSON go to $OUT (default bench/out). The inductor cache stays in
+# $TORCHINDUCTOR_CACHE_DIR (default /tmp/inductor) so that a later stage on the same machine
+# reuses the RRDB compilation (3-5 minutes cold).
+#
+#   bash bench/run_device.sh rrdb             # RRDB same-run table, with a profile (~8 min cold)
+#   bash bench/run_device.sh layers cbam      # layer table (chunk 6), CBAM same-run table
+#   bash bench/run_device.sh layers30         # layer table at chunk 30 (no compiled rows)
+#   bash bench/run_device.sh layers-eager forms   # layer table without compiled rows; layer forms, eager
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out}
+mkdir -p "$OUT"
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor}
+RRDB_VARIANTS=${RRDB_VARIANTS:-bf16+compile@6,bf16@6,bf16+plain@6}
+CBAM_VARIANTS=${CBAM_VARIANTS:-bf16+compile@all,bf16+compile+plain@all,bf16@all,bf16+plain@all}
+
+run() {  # run NAME SECONDS CMD...: time-limited, output to $OUT/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($(date -u +%H:%M:%S), limit ${limit} s): $*"
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "== $name exit $? ($(date -u +%H:%M:%S))"
+    tail -n 30 "$OUT/$name.log"
+}
+
+gpu_state() {
+    nvidia-smi --query-gpu=name,temperature.gpu,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader >>"$OUT/gpu_state.csv" 2>&1
+}
+
+for stage in "$@"; do
+    gpu_state
+    case $stage in
+    layers)
+        run layers6 200 python3 -u bench/bench_layers.py --chunk 6 --out "$OUT/layers6.json" ;;
+    layers-eager)
+        run layers6_eager 60 python3 -u bench/bench_layers.py --chunk 6 --no-compile --out "$OUT/layers6_eager.json" ;;
+    forms)  # eager only: the three layer forms against the two reference loops (about 4 min)
+        run forms_rrdb 200 python3 -u bench/bench_train.py --backbone rrdb --no-check \
+            --rrdb-ref-variants fp32,fp32+plain --rrdb-variants bf16@6,bf16+subpixel@6,bf16+plain@6 \
+            --predict-batch 25 --out "$OUT/forms_rrdb.json"
+        run forms_cbam 80 python3 -u bench/bench_train.py --backbone cbam --no-check \
+            --cbam-ref-variants fp32,fp32+plain --cbam-variants bf16@all,bf16+subpixel@all,bf16+plain@all \
+            --predict-batch 25 --out "$OUT/forms_cbam.json" ;;
+    layers30)
+        run layers30 90 python3 -u bench/bench_layers.py --chunk 30 --no-compile --out "$OUT/layers30.json" ;;
+    cbam)
+        run cbam 330 python3 -u bench/bench_train.py --backbone cbam --check-compile cbam --profile \
+            --cbam-ref-variants fp32,fp32+plain --cbam-variants "$CBAM_VARIANTS" --full-predict "$CBAM_VARIANTS" \
+            --predict-batch 25,8 --out "$OUT/cbam.json" ;;
+    rrdb)
+        run rrdb 590 python3 -u bench/bench_train.py --backbone rrdb --profile --rrdb-ref-variants fp32 \
+            --rrdb-variants "$RRDB_VARIANTS" --full-predict "$RRDB_VARIANTS" --predict-batch 25 \
+            --out "$OUT/rrdb.json" ;;
+    *)
+        echo "unknown stage $stage (layers, layers-eager, forms, layers30, cbam, rrdb)" >&2
+        exit 2 ;;
+    esac
+done
+gpu_state
