@@ -8,6 +8,7 @@
 #   bash bench/run_device.sh layers cbam      # layer table (chunk 6), CBAM same-run table
 #   bash bench/run_device.sh layers30         # layer table at chunk 30 (no compiled rows)
 #   bash bench/run_device.sh layers-eager forms   # layer table without compiled rows; layer forms, eager
+#   bash bench/run_device.sh triton-conv      # Triton grouped 3x3 convolution prototype vs cuDNN (not run yet)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
@@ -44,6 +45,9 @@ for stage in "$@"; do
         run forms_cbam 80 python3 -u bench/bench_train.py --backbone cbam --no-check \
             --cbam-ref-variants fp32,fp32+plain --cbam-variants bf16@all,bf16+subpixel@all,bf16+plain@all \
             --predict-batch 25 --out "$OUT/forms_cbam.json" ;;
+    triton-conv)  # the Triton grouped-convolution prototype against cuDNN, chunks 6 and 30
+        run triton_conv6 300 python3 -u bench/bench_triton_conv.py --chunk 6 --out "$OUT/triton_conv6.json"
+        run triton_conv30 200 python3 -u bench/bench_triton_conv.py --chunk 30 --out "$OUT/triton_conv30.json" ;;
     layers30)
         run layers30 90 python3 -u bench/bench_layers.py --chunk 30 --no-compile --out "$OUT/layers30.json" ;;
     cbam)
@@ -55,7 +59,7 @@ for stage in "$@"; do
             --rrdb-variants "$RRDB_VARIANTS" --full-predict "$RRDB_VARIANTS" --predict-batch 25 \
             --out "$OUT/rrdb.json" ;;
     *)
-        echo "unknown stage $stage (layers, layers-eager, forms, layers30, cbam, rrdb)" >&2
+        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, layers30, cbam, rrdb)" >&2
         exit 2 ;;
     esac
 done
