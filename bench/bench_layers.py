@@ -193,8 +193,9 @@ def rows_for(args, device):
     for subpixel in (False, True):
         up.subpixel = subpixel
         x = leaf((B, n * 2 * nf, H, W), device)
-        add(f"up-sampling 4x4 s2 {2 * nf}->{nf}", "3x3 conv + pixel shuffle" if subpixel else "grouped transposed conv",
-            time_fwd_bwd(lambda x: up(x), (x,), args, device), FINE_LEVEL_CALLS["up0"])
+        form = "3x3 conv + pixel shuffle" if subpixel else "grouped transposed conv"
+        add(f"up-sampling 4x4 s2 {2 * nf}->{nf}", form, time_fwd_bwd(lambda x: up(x), (x,), args, device),
+            FINE_LEVEL_CALLS["up0"])
 
     act = EnsembleActivation(n).to(device)
     particles = slice(None)
