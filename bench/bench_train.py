@@ -60,6 +60,11 @@ PUBLISHED = {"rrdb_epoch_s": 90.4, "predict_225_s": 253.0}
 
 
 # --------------------------------------------------------------------------- options
+# variant option token -> Variant field, in the order names are written
+OPTION_TOKENS = {"cl": "channels_last", "compile": "compile", "bench": "cudnn_benchmark", "plain": "plain_layers",
+                 "subpixel": "subpixel"}
+
+
 @dataclass(frozen=True)
 class Variant:
     precision: str = "fp32"
@@ -72,9 +77,7 @@ class Variant:
 
     @property
     def name(self) -> str:
-        s = self.precision + ("+cl" if self.channels_last else "") + ("+compile" if self.compile else "")
-        s += ("+bench" if self.cudnn_benchmark else "") + ("+plain" if self.plain_layers else "")
-        s += "+subpixel" if self.subpixel else ""
+        s = self.precision + "".join(f"+{token}" for token, field in OPTION_TOKENS.items() if getattr(self, field))
         return s + "@" + ("all" if self.chunk is None else str(self.chunk))
 
     @property
@@ -87,14 +90,13 @@ def parse_variant(text: str, default_chunk: int | None = None) -> Variant:
     tokens = body.split("+")
     if tokens[0] not in ("fp32", "bf16"):
         raise SystemExit(f"variant {text!r}: precision must be fp32 or bf16")
-    unknown = set(tokens[1:]) - {"cl", "compile", "bench", "plain", "subpixel"}
+    unknown = set(tokens[1:]) - set(OPTION_TOKENS)
     if unknown:
         raise SystemExit(f"variant {text!r}: unknown option(s) {sorted(unknown)}")
     c = default_chunk
     if chunk:
         c = None if chunk in ("all", "0") else int(chunk)
-    return Variant(tokens[0], "cl" in tokens, "compile" in tokens, "bench" in tokens, c, "plain" in tokens,
-                   "subpixel" in tokens)
+    return Variant(tokens[0], chunk=c, **{field: token in tokens for token, field in OPTION_TOKENS.items()})
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -112,7 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="headline variant: torch.compile the ensemble")
     ap.add_argument("--chunk", default=None, help="training particle chunk of the engine (default: all particles)")
     ap.add_argument("--variants", default=None,
-                    help="comma list of engine variants PREC[+cl][+compile][+bench][@CHUNK]; default: the headline one")
+                    help="comma list of engine variants PREC[+cl][+compile][+bench][+plain][+subpixel][@CHUNK]; "
+                         "default: the headline one")
     ap.add_argument("--ref-variants", default=None,
                     help="comma list of reference loops PREC[+cl][+bench][+plain][+subpixel] "
                          "(default: the headline precision)")
@@ -158,9 +161,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.predict_batch = "2" if args.predict_batch == ap.get_default("predict_batch") else args.predict_batch
     try:
         args.predict_batches = [int(v) for v in str(args.predict_batch).split(",")]
+        if min(args.predict_batches) < 1:
+            raise ValueError
     except ValueError:
-        ap.error(f"--predict-batch {args.predict_batch!r}: expected positive integers separated by commas")
-    if min(args.predict_batches) < 1:
         ap.error(f"--predict-batch {args.predict_batch!r}: expected positive integers separated by commas")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -539,8 +542,7 @@ def time_engine_prediction(engine: SVGD, data: Data, args, n_pred: int, predict_
     """Seconds to predict ``n_pred`` months (extrapolated to all) with every particle, ``predict_batch``
     months per call, after a one-batch warm-up (which, when compiled, compiles this batch size)."""
     reset_peak(device)
-    if hasattr(engine, "_predict_batch"):
-        engine._predict_batch = None  # compiled: pad ragged batches to this size, not an earlier one
+    engine._predict_batch = None  # compiled: pad ragged batches to this size, not an earlier one
 
     def predict_months(n):
         mean_sum = None
