@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+import triton.testing
 
 
-def _configs():
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-            for bm in (64, 128, 256) for bk in (16, 32) for w in (4, 8) for s in (2, 3, 4)
-            if not (bm == 256 and w == 4)]
+# launch configurations the forward kernel is tuned over, per layer shape
+FORWARD_CONFIGS = [dict(block_m=bm, block_k=bk, num_warps=w, num_stages=st)
+                   for bm in (64, 128, 256) for bk in (16, 32) for w in (4, 8) for st in (2, 3, 4)
+                   if not (bm == 256 and w == 4)]
 
 
 @triton.jit
@@ -184,29 +185,17 @@ def check(device, dtype, shapes) -> list[dict]:
     return out
 
 
-def time_ms(fn, warmup=5, iters=20) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+def time_ms(fn, warmup=25, rep=100) -> float:
+    """Median ms of ``fn`` (CUDA events, L2 flushed between runs; warm-up and repeat in ms)."""
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
 def tune_forward(x, w, groups) -> tuple[dict, float]:
     """Fastest launch configuration of the forward kernel for this shape (a small grid search)."""
     best = (None, float("inf"))
-    for cfg in _configs():
-        kw = dict(block_m=cfg.kwargs["BLOCK_M"], block_k=cfg.kwargs["BLOCK_K"], num_warps=cfg.num_warps,
-                  num_stages=cfg.num_stages)
+    for kw in FORWARD_CONFIGS:
         try:
-            ms = time_ms(lambda: conv3x3_grouped(x, w, groups, **kw), warmup=2, iters=5)
+            ms = time_ms(lambda: conv3x3_grouped(x, w, groups, **kw), warmup=5, rep=20)
         except Exception:  # e.g. out of shared memory for this configuration
             continue
         if ms < best[1]:
