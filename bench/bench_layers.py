@@ -11,7 +11,8 @@ layers one dense residual block is made of, at the finest U-net level of the pap
 * the DAU's spatial-attention 3x3 convolution (2 -> 1 per particle) as a grouped convolution
   and as unfold + batched matmul;
 * the last up-sampling (72 x 180 -> 144 x 360, 96 -> 48 per particle) as a grouped 4 x 4
-  transposed convolution and as a 3 x 3 convolution + pixel shuffle (sub-pixel);
+  transposed convolution, as a 3 x 3 convolution + pixel shuffle (sub-pixel) and as four
+  2 x 2 convolutions + pixel shuffle (one per output pixel parity);
 * whole DAU and dense-block modules of gracefill.nn, eager and compiled, NCHW and channels-last.
 
 Prints one table (ms per call, and ms per training step when multiplied by the number of such
@@ -58,6 +59,7 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled module rows")
+    ap.add_argument("--forward-only", action="store_true", help="time forward passes without autograd (prediction)")
     ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU, seconds; used by the tests)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default="bench/layers.json")
@@ -80,8 +82,13 @@ def autocast(device, precision):
 
 
 def time_fwd_bwd(fn, inputs, args, device) -> float:
-    """Median ms of forward + backward of ``fn(*inputs)`` (a random upstream gradient)."""
+    """Median ms of forward + backward of ``fn(*inputs)`` (a random upstream gradient), or of
+    the forward pass alone without autograd with ``--forward-only``."""
     def once():
+        if args.forward_only:  # as in prediction: no autograd graph
+            with torch.no_grad(), autocast(device, args.precision):
+                fn(*inputs)
+            return
         with autocast(device, args.precision):
             y = fn(*inputs)
         y.backward(torch.ones_like(y))
@@ -124,6 +131,20 @@ def small_conv_as_unfold(x, weight, n):
     return y.reshape(B, -1, H, W)
 
 
+def upsample_as_parity_convs(x, weight, n):
+    """Grouped 4 x 4, stride-2, padding-1 transposed convolution (weight (n*Cin, Cout, 4, 4)) as
+    four grouped 2 x 2 convolutions, one per output pixel parity (a, b), and a pixel shuffle:
+    output pixel (2i + a, 2j + b) correlates input rows i + a - 1 + t (t = 0, 1) with kernel rows
+    3 - a - 2t, likewise for columns."""
+    B, C, H, W = x.shape
+    cin, cout = C // n, weight.shape[1]
+    w = weight.reshape(n, cin, cout, 4, 4).transpose(1, 2).flip(-1, -2)   # kernel index k -> 3 - k
+    xp = F.pad(x, (1, 1, 1, 1))
+    ys = [F.conv2d(xp[:, :, a:a + H + 1, b:b + W + 1], w[..., a::2, b::2].reshape(n * cout, cin, 2, 2), groups=n)
+          for a in (0, 1) for b in (0, 1)]
+    return F.pixel_shuffle(torch.stack(ys, 2).reshape(B, n * cout * 4, H, W), 2)
+
+
 def check_forms(device) -> dict:
     """Max relative error of each alternative against the grouped convolution (float64)."""
     g = torch.Generator().manual_seed(0)
@@ -136,6 +157,10 @@ def check_forms(device) -> dict:
     w = torch.randn(n, 2, 3, 3, generator=g, dtype=torch.float64).to(device)
     ref = F.conv2d(x, w, padding=1, groups=n)
     errs["small_conv_as_unfold"] = ((small_conv_as_unfold(x, w, n) - ref).abs().max() / ref.abs().max()).item()
+    x = torch.randn(2, n * 6, 5, 7, generator=g, dtype=torch.float64).to(device)
+    w = torch.randn(n * 6, 4, 4, 4, generator=g, dtype=torch.float64).to(device)
+    ref = F.conv_transpose2d(x, w, stride=2, padding=1, groups=n)
+    errs["upsample_as_parity_convs"] = ((upsample_as_parity_convs(x, w, n) - ref).abs().max() / ref.abs().max()).item()
     return errs
 
 
@@ -190,12 +215,13 @@ def rows_for(args, device):
         time_fwd_bwd(lambda x, w: small_conv_as_unfold(x, w, n), (x, ws), args, device), dau_calls)
 
     up = EnsembleConvTranspose2d(n, 2 * nf, nf, 4, 2, 1).to(device)
-    for subpixel in (False, True):
-        up.subpixel = subpixel
+    for form, up.subpixel in {"grouped transposed conv": False, "3x3 conv + pixel shuffle": True}.items():
         x = leaf((B, n * 2 * nf, H, W), device)
-        form = "3x3 conv + pixel shuffle" if subpixel else "grouped transposed conv"
         add(f"up-sampling 4x4 s2 {2 * nf}->{nf}", form, time_fwd_bwd(lambda x: up(x), (x,), args, device),
             FINE_LEVEL_CALLS["up0"])
+    x, wu = leaf((B, n * 2 * nf, H, W), device), leaf((n * 2 * nf, nf, 4, 4), device)
+    add(f"up-sampling 4x4 s2 {2 * nf}->{nf}", "four 2x2 convs + pixel shuffle",
+        time_fwd_bwd(lambda x, w: upsample_as_parity_convs(x, w, n), (x, wu), args, device), FINE_LEVEL_CALLS["up0"])
 
     act = EnsembleActivation(n).to(device)
     particles = slice(None)
@@ -226,7 +252,8 @@ def main(argv=None):
     check = check_forms(device)
     rows = rows_for(args, device)
     print(f"device: {name}; torch {torch.__version__}; {args.precision}; batch {args.batch}, grid {args.grid}, "
-          f"nf {args.features}, chunk {args.chunk} of {args.particles} particles; forward + backward")
+          f"nf {args.features}, chunk {args.chunk} of {args.particles} particles; "
+          + ("forward only" if args.forward_only else "forward + backward"))
     print(f"{'layer':<24} {'form':<46} {'ms/call':>9} {'ms/step':>9}")
     for r in rows:
         print(f"{r['layer']:<24} {r['form']:<46} {r['ms_per_call']:>9.3f} {r['ms_per_step']:>9.1f}")

@@ -34,7 +34,6 @@ import contextlib
 import gc
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -690,6 +689,13 @@ def print_table(out: dict) -> None:
         "over the fastest fp32 reference loop, 'x ref same': over the fastest reference loop of the same "
         "precision, both in this run. TFLOP/s from model.md's FLOP counts. peak GB: "
         "torch.cuda.max_memory_allocated, synthetic data resident on the device included.")
+    for row in out["table"]:
+        if row["backbone"] == "rrdb" and row["trainer"].startswith("engine") and row.get("s_per_epoch") \
+                and row.get("predict_s"):
+            log(f"rrdb {row['trainer']} against the published code's H100 times (issue 7: "
+                f"{PUBLISHED['rrdb_epoch_s']} s/epoch, {PUBLISHED['predict_225_s']} s to predict): "
+                f"{PUBLISHED['rrdb_epoch_s'] / row['s_per_epoch']:.1f}x per epoch, "
+                f"{PUBLISHED['predict_225_s'] / row['predict_s']:.1f}x prediction")
     for backbone, ch in out.get("check", {}).items():
         log(f"check {backbone}: engine vs reference, one fp32 step (no TF32), S={ch['particles']}, grid "
             f"{ch['grid']}, chunk {ch['chunk']}: phi rel err {ch['phi_rel_err']:.2e}, BN running stats rel err "

@@ -4,11 +4,13 @@
 # $TORCHINDUCTOR_CACHE_DIR (default /tmp/inductor) so that a later stage on the same machine
 # reuses the RRDB compilation (3-5 minutes cold).
 #
+#   bash bench/run_device.sh table            # both backbones, one process, default layer forms (~8 min cold)
 #   bash bench/run_device.sh rrdb             # RRDB same-run table, with a profile (~8 min cold)
 #   bash bench/run_device.sh layers cbam      # layer table (chunk 6), CBAM same-run table
 #   bash bench/run_device.sh layers30         # layer table at chunk 30 (no compiled rows)
 #   bash bench/run_device.sh layers-eager forms   # layer table without compiled rows; layer forms, eager
-#   bash bench/run_device.sh triton-conv      # Triton grouped 3x3 convolution prototype vs cuDNN (not run yet)
+#   bash bench/run_device.sh triton-conv      # Triton grouped 3x3 convolution prototype vs cuDNN
+#   bash bench/run_device.sh cudnn-grouped    # grouped 3x3 convolutions: layouts x cuDNN algorithm choice
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
@@ -48,18 +50,25 @@ for stage in "$@"; do
     triton-conv)  # the Triton grouped-convolution prototype against cuDNN, chunks 6 and 30
         run triton_conv6 300 python3 -u bench/bench_triton_conv.py --chunk 6 --out "$OUT/triton_conv6.json"
         run triton_conv30 200 python3 -u bench/bench_triton_conv.py --chunk 30 --out "$OUT/triton_conv30.json" ;;
+    cudnn-grouped)
+        run cudnn_grouped 200 python3 -u bench/bench_cudnn_grouped.py --out "$OUT/cudnn_grouped.json" ;;
     layers30)
         run layers30 90 python3 -u bench/bench_layers.py --chunk 30 --no-compile --out "$OUT/layers30.json" ;;
     cbam)
         run cbam 330 python3 -u bench/bench_train.py --backbone cbam --check-compile cbam --profile \
             --cbam-ref-variants fp32,fp32+plain --cbam-variants "$CBAM_VARIANTS" --full-predict "$CBAM_VARIANTS" \
             --predict-batch 25,8 --out "$OUT/cbam.json" ;;
+    table)  # the issue's table: both backbones in one process, references timed over 2 steps
+        run table 590 python3 -u bench/bench_train.py --backbone rrdb,cbam --ref-steps 2 \
+            --ref-variants fp32,fp32+plain --rrdb-variants bf16+compile@6,bf16@6 \
+            --cbam-variants bf16+compile@all,bf16@all --full-predict bf16+compile@6,bf16@6,bf16+compile@all,bf16@all \
+            --predict-batch 25 --out "$OUT/table.json" ;;
     rrdb)
         run rrdb 590 python3 -u bench/bench_train.py --backbone rrdb --profile --rrdb-ref-variants fp32 \
             --rrdb-variants "$RRDB_VARIANTS" --full-predict "$RRDB_VARIANTS" --predict-batch 25 \
             --out "$OUT/rrdb.json" ;;
     *)
-        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, layers30, cbam, rrdb)" >&2
+        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, cudnn-grouped, layers30, table, cbam, rrdb)" >&2
         exit 2 ;;
     esac
 done

@@ -46,6 +46,8 @@ def test_bench_quick_cpu_writes_table(tmp_path):
     speed = [row for row in res["table"] if row["trainer"] == "engine fp32@all"]
     assert all("speedup_epoch_vs_fp32" in row and "predict_speedup_vs_fp32" in row for row in speed)
     assert "| backbone" in proc.stdout
+    rrdb = next(row for row in res["table"] if row["backbone"] == "rrdb" and row["trainer"] == "engine fp32@all")
+    assert f"{90.4 / rrdb['s_per_epoch']:.1f}x per epoch" in proc.stdout  # against the published H100 figures
 
 
 def test_bench_variant_parsing():
@@ -162,13 +164,18 @@ def test_layer_bench_quick_cpu_writes_table(tmp_path):
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert set(res["check"]) == {"pointwise_as_matmul", "small_conv_as_unfold"}
+    assert set(res["check"]) == {"pointwise_as_matmul", "small_conv_as_unfold", "upsample_as_parity_convs"}
     assert all(err < 1e-12 for err in res["check"].values()), res["check"]
     forms = {(row["layer"], row["form"]) for row in res["rows"]}
     assert ("DAU merge 1x1 16->8", "batched matmul") in forms
     assert ("DAU spatial 3x3 2->1", "unfold + batched matmul") in forms
     assert ("dense block", "eager channels-last") in forms
+    assert ("up-sampling 4x4 s2 16->8", "four 2x2 convs + pixel shuffle") in forms
     # quick mode: chunk 2 of 4 particles, so a row's per-step time is 2 chunks x its calls
     conv = next(row for row in res["rows"] if row["layer"] == "conv3x3 8->8" and row["form"] == "grouped conv")
     assert conv["ms_per_step"] == pytest.approx(conv["ms_per_call"] * 6 * 2, rel=0.01, abs=0.1)
     assert "ms/step" in proc.stdout
+    fwd = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu", "--forward-only",
+                          "--no-compile", "--out", str(tmp_path / "fwd.json")], capture_output=True, text=True,
+                         timeout=180, cwd=ROOT)
+    assert fwd.returncode == 0 and "forward only" in fwd.stdout, fwd.stdout[-2000:] + fwd.stderr[-2000:]
