@@ -15,11 +15,12 @@ of 21 x 144 x 360 inputs, 1 output, batch 12, S = 30 particles, nf = 48), for ea
 4. reports peak device memory and achieved TFLOP/s (FLOP counts of design/model.md).
 
 Imports only torch and gracefill.nn / gracefill.svgd / gracefill.svgd_reference (no xarray).
-Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][@CHUNK]``:
+Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][+graphs][@CHUNK]``:
 ``cl`` channels-last activations, ``compile`` torch.compile of the ensemble, ``bench``
 cudnn.benchmark on for that variant, ``plain`` 1 x 1 layers as grouped convolutions (the
 published code's layers) instead of batched matmuls, ``subpixel`` up-sampling as 3 x 3 conv +
-pixel shuffle instead of grouped transposed convolutions, CHUNK the training particle chunk
+pixel shuffle instead of grouped transposed convolutions, ``graphs`` inductor's CUDA graphs for
+the compiled variants, CHUNK the training particle chunk
 (``all`` or 0: no chunking). Reference loops take the same tokens without a chunk; speed-ups are
 against the fastest reference loop of a precision.
 
@@ -61,7 +62,7 @@ PUBLISHED = {"rrdb_epoch_s": 90.4, "predict_225_s": 253.0}
 # --------------------------------------------------------------------------- options
 # variant option token -> Variant field, in the order names are written
 OPTION_TOKENS = {"cl": "channels_last", "compile": "compile", "bench": "cudnn_benchmark", "plain": "plain_layers",
-                 "subpixel": "subpixel"}
+                 "subpixel": "subpixel", "graphs": "cuda_graphs"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Variant:
     chunk: int | None = None
     plain_layers: bool = False
     subpixel: bool = False
+    cuda_graphs: bool = False
 
     @property
     def name(self) -> str:
@@ -113,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="headline variant: torch.compile the ensemble")
     ap.add_argument("--chunk", default=None, help="training particle chunk of the engine (default: all particles)")
     ap.add_argument("--variants", default=None,
-                    help="comma list of engine variants PREC[+cl][+compile][+bench][+plain][+subpixel][@CHUNK]; "
+                    help="comma list of engine variants PREC[+cl][+compile][+bench][+plain][+subpixel][+graphs][@CHUNK]; "
                          "default: the headline one")
     ap.add_argument("--ref-variants", default=None,
                     help="comma list of reference loops PREC[+cl][+bench][+plain][+subpixel] "
@@ -209,6 +211,20 @@ def cudnn_benchmark(on: bool):
         yield
     finally:
         torch.backends.cudnn.benchmark = previous
+
+
+@contextlib.contextmanager
+def cuda_graphs(on: bool):
+    """Inductor records its compiled graphs as CUDA graphs (``triton.cudagraphs``; the
+    ``reduce-overhead`` mode of torch.compile) while a variant with ``graphs`` runs."""
+    import torch._inductor.config as inductor_config
+
+    previous = inductor_config.triton.cudagraphs
+    inductor_config.triton.cudagraphs = previous or on
+    try:
+        yield
+    finally:
+        inductor_config.triton.cudagraphs = previous
 
 
 @contextlib.contextmanager
@@ -576,7 +592,7 @@ def bench_engine(args, backbone: str, variant: Variant, data: Data, device, prof
     s, b = args.particles, args.batch
     pchunk = None if args.predict_chunk in ("all", "0", None) else int(args.predict_chunk)
     res: dict = {"variant": variant.name}
-    with cudnn_benchmark(variant.cudnn_benchmark), layer_forms(variant):
+    with cudnn_benchmark(variant.cudnn_benchmark), layer_forms(variant), cuda_graphs(variant.cuda_graphs):
         reset_peak(device)
         base = torch.cuda.memory_allocated(device) / 1e9 if device.type == "cuda" else None
         ens = make_ensemble(args, backbone, device, variant.channels_last, seed=args.seed + 1)

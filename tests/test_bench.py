@@ -63,8 +63,9 @@ def test_bench_variant_parsing():
     assert v.name == "bf16+cl+bench@5"
     with pytest.raises(SystemExit):
         bench_train.parse_variant("fp16")
-    forms = bench_train.parse_variant("bf16+compile+plain+subpixel@6")
-    assert (forms.plain_layers, forms.subpixel, forms.name) == (True, True, "bf16+compile+plain+subpixel@6")
+    forms = bench_train.parse_variant("bf16+compile+plain+subpixel+graphs@6")
+    assert (forms.plain_layers, forms.subpixel, forms.cuda_graphs) == (True, True, True)
+    assert forms.name == "bf16+compile+plain+subpixel+graphs@6"
     refs = {"fp32": {"s_per_epoch": 9.0, "predict": {"s_total": 2.0}},
             "fp32+plain": {"s_per_epoch": 7.0, "predict": {"s_total": 3.0}},
             "bf16": {"error": "out of memory"}}
