@@ -21,6 +21,7 @@ stalled server fails instead of hanging. A tqdm bar shows the progress.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,6 +54,22 @@ class _Transient(Exception):
 def is_transient_status(status: int) -> bool:
     """An HTTP status worth another attempt: a server error or "too many requests"."""
     return status >= 500 or status == 429
+
+
+@contextlib.contextmanager
+def _http_session(session=None):
+    """``session`` as given (the caller closes it), or a new one closed on exit; either way
+    with the project's User-Agent unless one is set."""
+    import requests
+
+    own = session is None
+    session = session or requests.Session()
+    session.headers.setdefault("User-Agent", USER_AGENT)
+    try:
+        yield session
+    finally:
+        if own:
+            session.close()
 
 
 def redact(url: str) -> str:
@@ -151,18 +168,13 @@ def download(
     Skips the download when ``path`` is already complete (its sidecar matches). ``verify``
     raises `UserError` (or any exception) for a file that is not what was expected.
     """
-    import requests
-
     path = Path(path)
     shown = redact(url)
     if is_complete(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(path)
-    own_session = session is None
-    session = session or requests.Session()
-    session.headers.setdefault("User-Agent", USER_AGENT)
-    try:
+    with _http_session(session) as session:
         restarted = False
         attempt = 0
         while True:
@@ -184,9 +196,6 @@ def download(
                     restarted = True
                     continue
                 raise DownloadError(f"{shown}: downloaded file failed verification: {message}") from None
-    finally:
-        if own_session:
-            session.close()
 
 
 def _meta_path(part: Path) -> Path:
@@ -303,10 +312,7 @@ def newest_link(page: str, pattern: str, *, timeout: tuple[float, float] = DEFAU
     import requests
 
     shown = redact(page)
-    own_session = session is None
-    session = session or requests.Session()
-    session.headers.setdefault("User-Agent", USER_AGENT)
-    try:
+    with _http_session(session) as session:
         for attempt in range(1, max(1, retries) + 1):
             try:
                 response = session.get(page, timeout=timeout, allow_redirects=True)
@@ -321,9 +327,6 @@ def newest_link(page: str, pattern: str, *, timeout: tuple[float, float] = DEFAU
             if attempt == max(1, retries):
                 raise DownloadError(f"{shown}: {problem} (gave up after {attempt} attempt(s); rerun to retry)")
             time.sleep(backoff * attempt)
-    finally:
-        if own_session:
-            session.close()
     found = {}  # lower-case name -> URL
     for href in _HREF.findall(response.text):
         name = unquote(Path(urlsplit(href).path).name).lower()
