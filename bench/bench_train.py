@@ -204,42 +204,26 @@ def autocast(device: torch.device, precision: str):
 
 
 @contextlib.contextmanager
-def cudnn_benchmark(on: bool):
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = previous or on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-
-
-@contextlib.contextmanager
-def cuda_graphs(on: bool):
-    """Inductor records its compiled graphs as CUDA graphs (``triton.cudagraphs``; the
-    ``reduce-overhead`` mode of torch.compile) while a variant with ``graphs`` runs."""
+def variant_settings(spec: Variant):
+    """The global switches of a variant while it runs, restored afterwards (same values either
+    way): ``bench`` cudnn.benchmark; ``plain`` 1 x 1 layers as grouped convolutions (the
+    published code's layers; the engine before the fourth session) instead of batched matmuls;
+    ``subpixel`` up-sampling as 3 x 3 conv + pixel shuffle instead of the grouped transposed
+    convolution; ``graphs`` inductor records its compiled graphs as CUDA graphs
+    (``triton.cudagraphs``, the ``reduce-overhead`` mode of torch.compile)."""
     import torch._inductor.config as inductor_config
 
-    previous = inductor_config.triton.cudagraphs
-    inductor_config.triton.cudagraphs = previous or on
-    try:
-        yield
-    finally:
-        inductor_config.triton.cudagraphs = previous
-
-
-@contextlib.contextmanager
-def layer_forms(spec: Variant):
-    """Layer forms of a variant (same values either way): ``plain`` 1 x 1 layers as grouped
-    convolutions (the published code's layers; the engine before the fourth session) instead
-    of batched matmuls; ``subpixel`` up-sampling as 3 x 3 conv + pixel shuffle instead of the
-    grouped transposed convolution."""
-    previous = EnsembleConv2d.pointwise_matmul, EnsembleConvTranspose2d.subpixel
+    previous = (torch.backends.cudnn.benchmark, EnsembleConv2d.pointwise_matmul, EnsembleConvTranspose2d.subpixel,
+                inductor_config.triton.cudagraphs)
+    torch.backends.cudnn.benchmark = previous[0] or spec.cudnn_benchmark
     EnsembleConv2d.pointwise_matmul = not spec.plain_layers
     EnsembleConvTranspose2d.subpixel = spec.subpixel
+    inductor_config.triton.cudagraphs = previous[3] or spec.cuda_graphs
     try:
         yield
     finally:
-        EnsembleConv2d.pointwise_matmul, EnsembleConvTranspose2d.subpixel = previous
+        (torch.backends.cudnn.benchmark, EnsembleConv2d.pointwise_matmul, EnsembleConvTranspose2d.subpixel,
+         inductor_config.triton.cudagraphs) = previous
 
 
 @contextlib.contextmanager
@@ -513,7 +497,7 @@ def bench_reference(args, backbone: str, spec: Variant, data: Data, device) -> d
     """Per-particle loop: training steps and batch-1 per-particle prediction."""
     fl = flops(args, backbone)
     s, b = args.particles, args.batch
-    with cudnn_benchmark(spec.cudnn_benchmark), layer_forms(spec):
+    with variant_settings(spec):
         reset_peak(device)
         ens = make_ensemble(args, backbone, device, spec.channels_last, seed=args.seed + 1)
         ref = ReferenceSVGD(ens, data.n_train)
@@ -592,7 +576,7 @@ def bench_engine(args, backbone: str, variant: Variant, data: Data, device, prof
     s, b = args.particles, args.batch
     pchunk = None if args.predict_chunk in ("all", "0", None) else int(args.predict_chunk)
     res: dict = {"variant": variant.name}
-    with cudnn_benchmark(variant.cudnn_benchmark), layer_forms(variant), cuda_graphs(variant.cuda_graphs):
+    with variant_settings(variant):
         reset_peak(device)
         base = torch.cuda.memory_allocated(device) / 1e9 if device.type == "cuda" else None
         ens = make_ensemble(args, backbone, device, variant.channels_last, seed=args.seed + 1)

@@ -177,7 +177,7 @@ class Conv3x3Grouped(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
         cfg = ctx.configs
-        dx = conv3x3_grouped_input_grad(dy, weight.to(dy.dtype), ctx.groups, **cfg.get("input_grad", {}))
+        dx = conv3x3_grouped_input_grad(dy, weight, ctx.groups, **cfg.get("input_grad", {}))  # cast to dy's dtype
         dw = conv3x3_grouped_weight_grad(x, dy, ctx.groups, **cfg.get("weight_grad", {})).to(weight.dtype)
         return dx, dw, None, None
 

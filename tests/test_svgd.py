@@ -420,4 +420,3 @@ def test_compiled_engine_one_graph_per_chunk_size_same_values(channels_last):
     torch.testing.assert_close(ragged, eager.predict(x[:1]), **tol)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
     assert list(twin.state_dict()) == list(ens.state_dict())  # checkpoints stay loadable eagerly
-
