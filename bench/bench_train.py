@@ -15,12 +15,14 @@ of 21 x 144 x 360 inputs, 1 output, batch 12, S = 30 particles, nf = 48), for ea
 4. reports peak device memory and achieved TFLOP/s (FLOP counts of design/model.md).
 
 Imports only torch and gracefill.nn / gracefill.svgd / gracefill.svgd_reference (no xarray).
-Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][+graphs][@CHUNK]``:
+Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]``:
 ``cl`` channels-last activations, ``compile`` torch.compile of the ensemble, ``bench``
 cudnn.benchmark on for that variant, ``plain`` 1 x 1 layers as grouped convolutions (the
 published code's layers) instead of batched matmuls, ``subpixel`` up-sampling as 3 x 3 conv +
 pixel shuffle instead of grouped transposed convolutions, ``graphs`` inductor's CUDA graphs for
-the compiled variants, CHUNK the training particle chunk
+the compiled variants, ``shared`` not the engine but the shared-weight bound (one network whose
+batch holds every particle's copy of the samples: the same FLOP and activations on cuDNN's dense
+kernels, see :class:`SharedWeightBound`), CHUNK the training particle chunk
 (``all`` or 0: no chunking). Reference loops take the same tokens without a chunk; speed-ups are
 against the fastest reference loop of a precision.
 
@@ -62,7 +64,7 @@ PUBLISHED = {"rrdb_epoch_s": 90.4, "predict_225_s": 253.0}
 # --------------------------------------------------------------------------- options
 # variant option token -> Variant field, in the order names are written
 OPTION_TOKENS = {"cl": "channels_last", "compile": "compile", "bench": "cudnn_benchmark", "plain": "plain_layers",
-                 "subpixel": "subpixel", "graphs": "cuda_graphs"}
+                 "subpixel": "subpixel", "graphs": "cuda_graphs", "shared": "shared_weights"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Variant:
     plain_layers: bool = False
     subpixel: bool = False
     cuda_graphs: bool = False
+    shared_weights: bool = False
 
     @property
     def name(self) -> str:
@@ -273,6 +276,50 @@ def make_engine(ensemble, num_train: int, variant: Variant, predict_chunk: int |
     # as gracefill.train.build_engine with the paper's settings (defaults of SVGD)
     return SVGD(ensemble, num_train, particle_chunk=variant.chunk, autocast_dtype=variant.autocast_dtype,
                 predict_chunk=predict_chunk, log_beta_init=log_beta_init, compile_ensemble=variant.compile)
+
+
+class SharedWeightBound:
+    """What batching the particles could reach at best with the same kernels: one network
+    (S = 1) trained on a batch that holds every particle's copy of the samples (chunk x batch
+    samples per pass, S / chunk passes accumulated per step, one fused Adam step), predicting
+    with every particle's copy in one batch. Same FLOP and activation sizes as the engine, but
+    dense convolutions instead of grouped ones and no SVGD kernel (0.3 s per RRDB epoch,
+    design/model.md); a masked MSE stands in for the likelihood. Offers the engine's ``step``
+    and ``predict`` so that the engine's timing code runs it unchanged."""
+
+    def __init__(self, args, backbone: str, device: torch.device, variant: Variant, seed: int):
+        self.num_particles = args.particles
+        self.chunk = variant.chunk or args.particles
+        self.predict_chunk = args.particles
+        self._predict_batch = None  # read and reset by time_engine_prediction, as on the engine
+        self.net = make_ensemble(args, backbone, device, variant.channels_last, seed, particles=1)
+        self.forward = torch.compile(self.net, dynamic=False) if variant.compile else self.net
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3, fused=device.type == "cuda")
+        self.device, self.precision = device, variant.precision
+
+    def _copies(self, chunk: int) -> list[int]:
+        return [min(chunk, self.num_particles - start) for start in range(0, self.num_particles, chunk)]
+
+    def step(self, x, y, mask) -> dict:
+        self.net.train()
+        n_y = mask.sum()
+        sse_sum = torch.zeros((), device=x.device)
+        for n in self._copies(self.chunk):
+            with autocast(self.device, self.precision):
+                out = self.forward(x.repeat(n, 1, 1, 1))[0]
+            sse = ((out.float() - y.repeat(n, 1, 1, 1)).square() * mask.repeat(n, 1, 1, 1)).sum()
+            (sse / n_y).backward()
+            sse_sum = sse_sum + sse.detach()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"sse_mean": sse_sum / self.num_particles, "n_y": n_y}
+
+    def predict(self, x) -> torch.Tensor:
+        """(S, B, Cout, H, W): the one network's output for each particle's copy of ``x``."""
+        self.net.eval()
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            outs = [self.forward(x.repeat(n, 1, 1, 1))[0] for n in self._copies(self.predict_chunk)]
+        return torch.cat(outs).unflatten(0, (self.num_particles, x.shape[0]))
 
 
 def flops(args, backbone: str) -> tuple[float, float] | None:
@@ -579,8 +626,12 @@ def bench_engine(args, backbone: str, variant: Variant, data: Data, device, prof
     with variant_settings(variant):
         reset_peak(device)
         base = torch.cuda.memory_allocated(device) / 1e9 if device.type == "cuda" else None
-        ens = make_ensemble(args, backbone, device, variant.channels_last, seed=args.seed + 1)
-        engine = make_engine(ens, data.n_train, variant, pchunk or s)
+        if variant.shared_weights:
+            engine = SharedWeightBound(args, backbone, device, variant, seed=args.seed + 1)
+        else:
+            ens = make_ensemble(args, backbone, device, variant.channels_last, seed=args.seed + 1)
+            engine = make_engine(ens, data.n_train, variant, pchunk or s)
+            del ens
         res.update(time_training(engine.step, data, args, args.warmup, args.steps, device))
         res["peak_gb"] = peak_gb(device)
         res["resident_before_gb"] = base
@@ -596,7 +647,7 @@ def bench_engine(args, backbone: str, variant: Variant, data: Data, device, prof
         by_batch = [time_engine_prediction(engine, data, args, n_pred, pb, fl, device) for pb in args.predict_batches]
         res["predict"] = min(by_batch, key=lambda p: p["s_total"])
         res["predict_by_batch"] = by_batch
-        del engine, ens
+        del engine
     return res
 
 
@@ -641,8 +692,10 @@ def build_table(out: dict) -> list[dict]:
             if "error" in eng:
                 rows.append({"backbone": backbone, "trainer": f"engine {name}", "error": eng["error"]})
                 continue
-            prec = name.split("@")[0].split("+")[0]
-            row = {"backbone": backbone, "trainer": f"engine {name}", "s_per_epoch": eng["s_per_epoch"],
+            tokens = name.split("@")[0].split("+")
+            prec = tokens[0]
+            label = "shared-weight bound" if "shared" in tokens else "engine"
+            row = {"backbone": backbone, "trainer": f"{label} {name}", "s_per_epoch": eng["s_per_epoch"],
                    "peak_gb": eng["peak_gb"], "train_tflops": eng.get("tflops"),
                    "predict_s": eng["predict"]["s_total"], "predict_tflops": eng["predict"].get("tflops"),
                    "predict_batch": eng["predict"]["predict_batch"], "predict_peak_gb": eng["predict"]["peak_gb"],
@@ -687,10 +740,12 @@ def print_table(out: dict) -> None:
         "extrapolated; the engine is timed on all months or on --predict-timed-months and extrapolated (see the "
         "JSON), at each --predict-batch size, and the fastest is shown (months/call). 'x ref fp32': speed-up "
         "over the fastest fp32 reference loop, 'x ref same': over the fastest reference loop of the same "
-        "precision, both in this run. TFLOP/s from model.md's FLOP counts. peak GB: "
+        "precision, both in this run. 'shared-weight bound' rows: not a trainer but one network on every "
+        "particle's copy of the batch (dense convolutions, same FLOP; the best that batching can reach with "
+        "these kernels). TFLOP/s from model.md's FLOP counts. peak GB: "
         "torch.cuda.max_memory_allocated, synthetic data resident on the device included.")
     for row in out["table"]:
-        if row["backbone"] == "rrdb" and row["trainer"].startswith("engine") and row.get("s_per_epoch") \
+        if row["backbone"] == "rrdb" and not row["trainer"].startswith("reference") and row.get("s_per_epoch") \
                 and row.get("predict_s"):
             log(f"rrdb {row['trainer']} against the published code's H100 times (issue 7: "
                 f"{PUBLISHED['rrdb_epoch_s']} s/epoch, {PUBLISHED['predict_225_s']} s to predict): "

@@ -11,6 +11,8 @@
 #   bash bench/run_device.sh layers-eager forms   # layer table without compiled rows; layer forms, eager
 #   bash bench/run_device.sh triton-conv      # Triton grouped 3x3 convolution prototype vs cuDNN
 #   bash bench/run_device.sh cudnn-grouped    # grouped 3x3 convolutions: layouts x cuDNN algorithm choice
+#   bash bench/run_device.sh shared-cbam shared-rrdb-eager   # the shared-weight bound against the engine (~7 min)
+#   bash bench/run_device.sh shared-rrdb-compiled            # the compiled RRDB bound, channels-last (~6 min cold)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
@@ -63,12 +65,26 @@ for stage in "$@"; do
             --ref-variants fp32,fp32+plain --rrdb-variants bf16+compile@6,bf16@6 \
             --cbam-variants bf16+compile@all,bf16@all --full-predict bf16+compile@6,bf16@6,bf16+compile@all,bf16@all \
             --predict-batch 25 --out "$OUT/table.json" ;;
+    shared-cbam)  # the shared-weight bound (dense convolutions, same FLOP) against the engine in one process;
+        # compiled channels-last in a process of its own (a device-side assert would end the others)
+        run shared_cbam 330 python3 -u bench/bench_train.py --backbone cbam --no-check --cbam-ref-variants fp32+plain \
+            --cbam-variants bf16+compile@all,bf16@all,bf16+shared@all,bf16+cl+shared@all,bf16+compile+shared@all \
+            --predict-batch 25 --out "$OUT/shared_cbam.json"
+        run shared_cbam_cl 150 python3 -u bench/bench_train.py --backbone cbam --no-check --skip-reference \
+            --cbam-variants bf16+compile+cl+shared@all --predict-batch 25 --out "$OUT/shared_cbam_cl.json" ;;
+    shared-rrdb-eager)
+        run shared_rrdb_eager 300 python3 -u bench/bench_train.py --backbone rrdb --no-check --rrdb-ref-variants fp32+plain \
+            --rrdb-variants bf16@6,bf16+shared@6,bf16+cl+shared@6 --predict-batch 25 --out "$OUT/shared_rrdb_eager.json" ;;
+    shared-rrdb-compiled)
+        run shared_rrdb_compiled 590 python3 -u bench/bench_train.py --backbone rrdb --no-check \
+            --rrdb-ref-variants fp32+plain --rrdb-variants bf16+compile+cl+shared@6 --predict-batch 25 \
+            --out "$OUT/shared_rrdb_compiled.json" ;;
     rrdb)
         run rrdb 590 python3 -u bench/bench_train.py --backbone rrdb --profile --rrdb-ref-variants fp32 \
             --rrdb-variants "$RRDB_VARIANTS" --full-predict "$RRDB_VARIANTS" --predict-batch 25 \
             --out "$OUT/rrdb.json" ;;
     *)
-        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, cudnn-grouped, layers30, table, cbam, rrdb)" >&2
+        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, cudnn-grouped, layers30, table, cbam, rrdb, shared-cbam, shared-rrdb-eager, shared-rrdb-compiled)" >&2
         exit 2 ;;
     esac
 done

@@ -22,7 +22,8 @@ BENCH = ROOT / "bench" / "bench_train.py"
 
 def test_bench_quick_cpu_writes_table(tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--variants",
+                           "fp32@all,fp32+shared@1", "--out", str(out)],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -43,6 +44,9 @@ def test_bench_quick_cpu_writes_table(tmp_path):
         assert eng["predict"]["s_total"] > 0 and eng["s_per_epoch"] > 0
     rows = {(row["backbone"], row["trainer"]) for row in res["table"]}
     assert ("rrdb", "engine fp32@all") in rows and ("cbam", "reference loop fp32") in rows
+    assert ("cbam", "shared-weight bound fp32+shared@1") in rows
+    bound = next(row for row in res["table"] if row["trainer"] == "shared-weight bound fp32+shared@1")
+    assert bound["s_per_epoch"] > 0 and bound["predict_s"] > 0 and "speedup_epoch_vs_fp32" in bound
     speed = [row for row in res["table"] if row["trainer"] == "engine fp32@all"]
     assert all("speedup_epoch_vs_fp32" in row and "predict_speedup_vs_fp32" in row for row in speed)
     assert "| backbone" in proc.stdout
@@ -63,13 +67,46 @@ def test_bench_variant_parsing():
     assert v.name == "bf16+cl+bench@5"
     with pytest.raises(SystemExit):
         bench_train.parse_variant("fp16")
-    forms = bench_train.parse_variant("bf16+compile+plain+subpixel+graphs@6")
-    assert (forms.plain_layers, forms.subpixel, forms.cuda_graphs) == (True, True, True)
-    assert forms.name == "bf16+compile+plain+subpixel+graphs@6"
+    forms = bench_train.parse_variant("bf16+compile+plain+subpixel+graphs+shared@6")
+    assert (forms.plain_layers, forms.subpixel, forms.cuda_graphs, forms.shared_weights) == (True, True, True, True)
+    assert forms.name == "bf16+compile+plain+subpixel+graphs+shared@6"
     refs = {"fp32": {"s_per_epoch": 9.0, "predict": {"s_total": 2.0}},
             "fp32+plain": {"s_per_epoch": 7.0, "predict": {"s_total": 3.0}},
             "bf16": {"error": "out of memory"}}
     assert bench_train.fastest_references(refs) == {"fp32": {"s_per_epoch": 7.0, "predict_s": 2.0}}
+
+
+def test_shared_weight_bound_predicts_copies_and_chunks_alike():
+    """The shared-weight bound gives every particle the one network's output, and a step over
+    chunks of copies equals one step over all copies (repeated samples leave the BatchNorm batch
+    statistics unchanged)."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    args = bench_train.parse_args(["--quick", "--device", "cpu"])
+    args.particles = 3
+    device = torch.device("cpu")
+    x = torch.randn(2, args.in_channels, 8, 16)
+    y = torch.randn(2, 1, 8, 16)
+    mask = torch.rand(2, 1, 8, 16) > 0.3
+    after = []
+    for chunk in (1, None):
+        bound = bench_train.SharedWeightBound(args, "cbam", device, bench_train.Variant("fp32", chunk=chunk), seed=3)
+        pred = bound.predict(x)
+        assert pred.shape == (3, 2, 1, 8, 16)
+        with torch.no_grad():
+            one = bound.net(x)[0]
+        for k in range(3):
+            torch.testing.assert_close(pred[k], one)
+        stats = bound.step(x, y, mask)
+        assert stats["n_y"] == mask.sum()
+        bound.net.train()
+        with torch.no_grad():
+            after.append((stats["sse_mean"], bound.net(x)[0]))
+    torch.testing.assert_close(after[0][0], after[1][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(after[0][1], after[1][1], rtol=1e-4, atol=1e-5)
 
 
 def test_bench_layer_forms_and_prediction_batches(tmp_path):
