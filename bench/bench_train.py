@@ -103,6 +103,10 @@ def parse_variant(text: str, default_chunk: int | None = None) -> Variant:
     return Variant(tokens[0], chunk=c, **{field: token in tokens for token, field in OPTION_TOKENS.items()})
 
 
+def trainer_label(variant: Variant) -> str:
+    return "shared-weight bound" if variant.shared_weights else "engine"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", default="rrdb,cbam", help="rrdb, cbam or a comma list (default both)")
@@ -689,12 +693,12 @@ def build_table(out: dict) -> list[dict]:
                          "epoch_extrapolated_from_steps": ref["timed_steps"],
                          "predict_extrapolated_from_months": ref["predict"]["timed_months"]})
         for name, eng in r.get("engine", {}).items():
+            variant = parse_variant(name)
+            label = trainer_label(variant)
             if "error" in eng:
-                rows.append({"backbone": backbone, "trainer": f"engine {name}", "error": eng["error"]})
+                rows.append({"backbone": backbone, "trainer": f"{label} {name}", "error": eng["error"]})
                 continue
-            tokens = name.split("@")[0].split("+")
-            prec = tokens[0]
-            label = "shared-weight bound" if "shared" in tokens else "engine"
+            prec = variant.precision
             row = {"backbone": backbone, "trainer": f"{label} {name}", "s_per_epoch": eng["s_per_epoch"],
                    "peak_gb": eng["peak_gb"], "train_tflops": eng.get("tflops"),
                    "predict_s": eng["predict"]["s_total"], "predict_tflops": eng["predict"].get("tflops"),
@@ -850,11 +854,11 @@ def main(argv=None) -> dict:
                 r = {"variant": variant.name, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             out["results"][backbone]["engine"][variant.name] = r
             if "error" not in r:
-                log(f"[{backbone}] engine {variant.name} ({time.perf_counter() - t0:.0f} s): {r['s_per_step']:.3f} s/step, "
+                log(f"[{backbone}] {trainer_label(variant)} {variant.name} ({time.perf_counter() - t0:.0f} s): {r['s_per_step']:.3f} s/step, "
                     f"{r['s_per_epoch']:.2f} s/epoch (warm-up {r['warmup_s']:.1f} s), peak {fmt(r['peak_gb'])} GB, "
                     f"predict {r['predict']['s_total']:.2f} s, syncs/step {r['host_syncs_per_step']}")
             else:
-                log(f"[{backbone}] engine {variant.name}: {r['error']}")
+                log(f"[{backbone}] {trainer_label(variant)} {variant.name}: {r['error']}")
             save()
             gc.collect()
             if device.type == "cuda":
