@@ -122,7 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="headline variant: torch.compile the ensemble")
     ap.add_argument("--chunk", default=None, help="training particle chunk of the engine (default: all particles)")
     ap.add_argument("--variants", default=None,
-                    help="comma list of engine variants PREC[+cl][+compile][+bench][+plain][+subpixel][+graphs][@CHUNK]; "
+                    help="comma list of engine variants PREC[+cl][+compile][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]; "
                          "default: the headline one")
     ap.add_argument("--ref-variants", default=None,
                     help="comma list of reference loops PREC[+cl][+bench][+plain][+subpixel] "

@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "bench_train.py"
 
 
+def _bench_train():
+    """The bench script as a module (it lives outside the package)."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return bench_train
+
+
 def test_bench_quick_cpu_writes_table(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--variants",
@@ -55,11 +65,7 @@ def test_bench_quick_cpu_writes_table(tmp_path):
 
 
 def test_bench_variant_parsing():
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        import bench_train
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    bench_train = _bench_train()
     v = bench_train.parse_variant("bf16+cl+bench@5")
     assert (v.precision, v.channels_last, v.compile, v.cudnn_benchmark, v.chunk) == ("bf16", True, False, True, 5)
     assert bench_train.parse_variant("fp32@all", default_chunk=3).chunk is None
@@ -80,11 +86,7 @@ def test_shared_weight_bound_predicts_copies_and_chunks_alike():
     """The shared-weight bound gives every particle the one network's output, and a step over
     chunks of copies equals one step over all copies (repeated samples leave the BatchNorm batch
     statistics unchanged)."""
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        import bench_train
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    bench_train = _bench_train()
     args = bench_train.parse_args(["--quick", "--device", "cpu"])
     args.particles = 3
     device = torch.device("cpu")
