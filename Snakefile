@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/validation.smk"
 include: "workflow/rules/plots.smk"
 
 

@@ -18,7 +18,9 @@ def test_defaults_fill_every_section():
     cfg = validate({})
     assert cfg["grid"]["resolution"] == 2.0
     assert cfg["predictors"]["names"] == ["sTWSA", "CWSC", "P", "T", "CWB", "CPA", "CCWB"]
-    assert cfg["split"] == {"train_start": "2002-04", "train_end": "2014-03", "gap_start": "2017-07", "gap_end": "2018-05"}
+    assert cfg["split"] == {"train_start": "2002-04", "train_end": "2014-03", "gap_start": "2017-07", "gap_end": "2018-05",
+                            "pseudo_gap_start": None, "pseudo_gap_end": None}
+    assert cfg["evaluation"]["folds"] == {"count": 3, "min_fit_months": 60, "min_validation_months": 36}
     assert cfg["sources"]["synthetic"]["drought"]["enabled"] is True
 
 
@@ -56,6 +58,11 @@ BAD_CONFIGS = [
     ({"training": {"device": "tpu"}}, "training.device", "matching"),
     ({"drought": {"thresholds": [-2.0, -0.5]}}, "drought.thresholds", "decreasing"),
     ({"run": "my run/1"}, "run", "matching"),
+    ({"split": {"pseudo_gap_start": "2019-01"}}, "split.pseudo_gap_end", "both split.pseudo_gap_start"),
+    ({"split": {"pseudo_gap_start": "2017-08", "pseudo_gap_end": "2018-02"}}, "split.pseudo_gap_start", "outside the gap"),
+    ({"split": {"pseudo_gap_start": "2019-05", "pseudo_gap_end": "2019-01"}}, "split.pseudo_gap_end", "not before"),
+    ({"evaluation": {"folds": {"min_fit_months": 130}}}, "evaluation.folds", "fit the training window"),
+    ({"evaluation": {"folds": {"count": 0}}}, "evaluation.folds.count", ">= 1"),
     ({"figures": {"points": [{"name": "Pole", "lat": 89.0, "lon": 0.0}]}}, "figures.points.0", "inside the grid"),
 ]
 

@@ -82,6 +82,33 @@ def test_tensors_layout_splits_and_missing_months():
         assert var.attrs.get("long_name") and var.attrs.get("units"), name
 
 
+def test_pseudo_gap_months_are_held_out_of_training_and_test():
+    land, area = grid()
+    cfg = dict(CFG, split=dict(CFG["split"], pseudo_gap_start="2010-01", pseudo_gap_end="2010-11"))
+    ds = build_tensors(inputs(), target_field(observed_months()), land, area, cfg)
+    split = pd.Series(ds["split"].values, index=mo.month_labels(MONTHS))
+    held = mo.month_labels(mo.month_range("2010-01", "2010-11"))
+    assert (split[held] == mo.SPLIT_FLAGS["pseudo_gap"]).all()
+    assert ds.attrs["pseudo_gap_months"] == 11 and ds.attrs["train_window"] == "2002-04..2014-03"
+    assert np.isfinite(ds["target"].sel(time="2010-05-01").values[land.values.astype(bool)]).all()  # kept for scoring
+    base = build_tensors(inputs(), target_field(observed_months()), land, area, CFG)
+    assert ds.attrs["train_months"] == base.attrs["train_months"] - 11
+    # a pseudo-gap after the training window takes test months, never missing or gap months
+    labels = mo.split_labels(MONTHS, MONTHS.isin(observed_months()), np.ones(len(MONTHS), bool), ("2002-04", "2014-03"),
+                             ("2017-07", "2018-05"), ("2018-06", "2019-04"))
+    labels = pd.Series(labels, index=mo.month_labels(MONTHS))
+    assert labels["2018-06"] == mo.SPLIT_FLAGS["pseudo_gap"] and labels["2018-08"] == mo.SPLIT_FLAGS["missing"]
+    assert labels["2019-05"] == mo.SPLIT_FLAGS["test"]
+
+
+def test_fold_ends_spread_from_the_shortest_fit_to_the_last_validation_window():
+    assert mo.fold_ends("2002-04", "2014-03", 3, 60, 36) == ["2007-03", "2009-03", "2011-03"]
+    assert mo.fold_ends("2002-04", "2014-03", 1, 60, 36) == ["2007-03"]
+    assert mo.months_between("2014-03", "2017-07") == 40 and mo.shift_month("2014-03", 13) == "2015-04"
+    with pytest.raises(ValueError, match="cannot hold 2 fold"):
+        mo.fold_ends("2002-04", "2008-03", 2, 60, 36)
+
+
 def test_target_detrended_with_training_trend_and_converted_to_cm():
     land, area = grid()
     ds = build_tensors(inputs(), target_field(observed_months()), land, area, CFG)

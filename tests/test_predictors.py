@@ -104,3 +104,100 @@ def test_wrong_units_are_refused():
     fields = {name: series(np.ones(36), name, "mm month-1") for name in pr.REQUIRED_FIELDS}
     with pytest.raises(ValueError, match=r"field temperature: units 'mm month-1', expected 'K'"):
         pr.build_predictors(fields, np.arange(36) < 24)
+
+
+def clim_anomaly(x, n_base=24):
+    clim = np.array([np.nanmean(x[:n_base][m::12]) for m in range(12)])
+    return x - np.tile(clim, len(x) // 12)
+
+
+def ew_reference(anom, tau):
+    a, state, out = np.exp(-1 / tau), 0.0, []
+    for v in anom:
+        if np.isfinite(v):
+            state = a * state + (1 - a) * v
+        out.append(state if np.isfinite(v) else np.nan)
+    return np.array(out)
+
+
+def test_ew_anomaly_recursion_nan_and_causality():
+    rng = np.random.default_rng(1)
+    values = 50 + 20 * np.sin(np.arange(36) / 12 * 2 * np.pi) + rng.normal(scale=5, size=36)
+    values[30] = np.nan                                  # a missing month outside the baseline
+    baseline = np.arange(36) < 24
+    out = pr.ew_anomaly(series(values, "precipitation", "mm month-1"), baseline, 6)
+    expected = ew_reference(clim_anomaly(values), 6)
+    np.testing.assert_allclose(out.values[:, 0, 0], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out.values[:, 0, 1], 2 * expected, rtol=1e-12, atol=1e-12)
+    # the NaN month leaves the state unchanged: month 31 continues from month 29
+    a = np.exp(-1 / 6)
+    assert np.isnan(out.values[30]).all()
+    assert out.values[31, 0, 0] == pytest.approx(a * expected[29] + (1 - a) * clim_anomaly(values)[31])
+    assert out.attrs["units"] == "mm month-1" and out.attrs["time_scale_months"] == 6.0
+    assert out.dims == ("time", "lat", "lon")
+    # causal: changing months after 26 (outside the baseline) leaves months up to 26 unchanged
+    later = values.copy()
+    later[27:] += 100.0
+    changed = pr.ew_anomaly(series(later, "precipitation", "mm month-1"), baseline, 6)
+    np.testing.assert_array_equal(changed.values[:27], out.values[:27])
+    # a weighted mean of anomalies started at 0: never beyond the largest anomaly so far
+    anom = np.abs(clim_anomaly(values))
+    assert (np.abs(expected[:30]) <= np.maximum.accumulate(anom[:30]) + 1e-12).all()
+    for bad in (0, -3, np.nan, "12"):
+        with pytest.raises(ValueError, match="time_scale_months"):
+            pr.ew_anomaly(series(values, "precipitation", "mm month-1"), baseline, bad)
+
+
+def memory_fields(p):
+    rng = np.random.default_rng(2)
+    et = rng.uniform(10, 60, 36)
+    r = rng.uniform(0, 20, 36)
+    storage = rng.uniform(300, 400, 36)
+    fields = {
+        "precipitation": series(p, "precipitation", "mm month-1"),
+        "evaporation": series(et, "evaporation", "mm month-1"),
+        "runoff": series(r, "runoff", "mm month-1"),
+        "land_water_storage": series(storage, "land_water_storage", "mm"),
+    }
+    return fields, et, r, storage
+
+
+def test_memory_features_names_units_values():
+    p = np.random.default_rng(3).uniform(20, 120, 36)
+    fields, et, r, storage = memory_fields(p)
+    baseline = np.arange(36) < 24
+    feat = pr.memory_features(fields, baseline, time_scales=(3, 12))
+    names = ["sTWSA", "P_ew3", "P_ew12", "CWB_ew3", "CWB_ew12", "WSC_ew3", "WSC_ew12"]
+    assert list(feat["feature"].values) == names
+    assert feat.dims == ("time", "feature", "lat", "lon") and feat.dtype == np.float32
+    assert list(feat["feature_units"].values) == ["mm"] + ["mm month-1"] * 6
+    assert list(feat["feature_time_scale"].values) == [0, 3, 12, 3, 12, 3, 12]
+    expected = {
+        "sTWSA": storage - storage[:24].mean(),
+        "P_ew3": ew_reference(clim_anomaly(p), 3),
+        "CWB_ew12": ew_reference(clim_anomaly(p - et), 12),
+        "WSC_ew3": ew_reference(clim_anomaly(p - et - r), 3),
+    }
+    for name, values in expected.items():
+        np.testing.assert_allclose(feat.sel(feature=name).values[:, 0, 0], values, rtol=1e-5, atol=1e-3)
+    assert pr.memory_features(fields, baseline).sizes["feature"] == 1 + 3 * len(pr.MEMORY_TIME_SCALES)
+    with pytest.raises(ValueError, match="runoff"):
+        pr.memory_features({k: v for k, v in fields.items() if k != "runoff"}, baseline)
+    with pytest.raises(ValueError, match="field evaporation: units"):
+        pr.memory_features(dict(fields, evaporation=fields["evaporation"].assign_attrs(units="mm")), baseline)
+    for bad in ((), (3, 3), (0, 12), (np.inf,)):
+        with pytest.raises(ValueError, match="time_scales"):
+            pr.memory_features(fields, baseline, time_scales=bad)
+
+
+def test_memory_features_stay_in_range_where_running_sums_drift():
+    seasonal = 50 + 30 * np.sin(np.arange(36) / 12 * 2 * np.pi)
+    wet = seasonal + np.where(np.arange(36) >= 24, 10.0, 0.0)   # a persistently wet test year
+    fields, *_ = memory_fields(wet)
+    baseline = np.arange(36) < 24
+    feat = pr.memory_features(fields, baseline, time_scales=(12,))
+    cpa = pr.build_predictors(dict(fields, temperature=series(np.full(36, 280.0), "temperature", "K")),
+                              baseline, names=("CPA",))["CPA"]
+    assert cpa.values[-1, 0, 0] == pytest.approx(120.0, abs=1e-3)          # +10 mm per month, summed
+    p_ew = feat.sel(feature="P_ew12").values[:, 0, 0]
+    assert np.allclose(p_ew[:24], 0.0, atol=1e-5) and 0 < p_ew[-1] < 10.0   # bounded by the anomaly

@@ -82,13 +82,35 @@ def test_scores_table_compares_bcnn_and_baselines(test_run):
     import pandas as pd
 
     table = pd.read_csv(test_run / "results/test/evaluation/scores.csv")
-    assert set(table["method"]) == {"bcnn", "climatology_trend", "regression", "land_model"}
-    assert set(table["period"]) == {"test", "gap"}
-    bcnn = table[(table["method"] == "bcnn") & (table["period"] == "test")].iloc[0]
-    assert 0 < bcnn["coverage_50"] <= bcnn["coverage_90"] <= bcnn["coverage_95"] <= 1
-    assert np.isfinite(bcnn[["mnlp", "crps", "nse_median", "r_median", "rmse_median"]].astype(float)).all()
+    assert set(table["method"]) == {"bcnn", "climatology_trend", "regression", "memory_regression", "land_model"}
+    assert set(table["period"]) == {"validation", "test", "pseudo_gap", "gap", "missing"}
+    assert len(table) == 25
+    # every method is scored as a distribution: the baselines with spreads fitted on the folds
+    for _, row in table.iterrows():
+        assert 0 < row["coverage_50"] <= row["coverage_90"] <= row["coverage_95"] <= 1, row["method"]
+        assert np.isfinite(row[["mnlp", "crps", "nse_median", "r_median", "rmse_median"]].astype(float)).all()
+    assert (table.loc[table["period"] == "pseudo_gap", "months"] == 11).all()
+    validation = table[table["period"] == "validation"]["months"]
+    assert (validation > 100).all()   # three folds' validation months pooled
     maps = xr.open_dataset(test_run / "results/test/evaluation/score_maps.nc")
     assert set(maps["method"].values) == set(table["method"]) and maps["r"].attrs["units"] == "1"
+    spreads = xr.open_dataset(test_run / "results/test/evaluation/baseline_spreads.nc")
+    assert {"regression_cell_variance", "land_model_lead_factor"} <= set(spreads.data_vars)
+
+
+def test_validation_folds_end_at_the_training_window(test_run):
+    import pandas as pd
+
+    from gracefill.months import SPLIT_FLAGS
+
+    folds = sorted((test_run / "results/test/validation").glob("fold_*"))
+    assert [f.name for f in folds] == ["fold_2007-03", "fold_2009-03", "fold_2011-03"]
+    for fold in folds:
+        rec = xr.open_dataset(fold / "reconstruction.nc")
+        assert pd.Timestamp(rec["time"].values[-1]) == pd.Timestamp("2014-03")
+        assert rec.attrs["train_window"] == f"2002-04..{fold.name[5:]}"
+        validation = pd.DatetimeIndex(rec["time"].values[rec["split"].values == SPLIT_FLAGS["test"]])
+        assert validation.min() > pd.Timestamp(fold.name[5:]) and validation.max() <= pd.Timestamp("2014-03")
 
 
 def test_drought_outputs(test_run):
@@ -103,7 +125,8 @@ def test_drought_outputs(test_run):
     assert {"onset", "duration", "severity", "peak_deficit"} <= set(events.columns)
     assert (events["duration"] >= 3).all()
     detection = pd.read_csv(test_run / "results/test/drought/detection.csv")
-    assert 0 <= detection["hit_rate"].iloc[0] <= 1
+    assert list(detection["period"]) == ["gap", "pseudo_gap"]
+    assert ((detection["hit_rate"].fillna(0) >= 0) & (detection["hit_rate"].fillna(0) <= 1)).all()
 
 
 def test_second_dry_run_has_nothing_to_do(test_run):

@@ -7,6 +7,8 @@ known (the synthetic twin experiment), the gap months against truth.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -14,35 +16,48 @@ import xarray as xr
 from gracefill import baselines as bl
 from gracefill import drought as dr
 from gracefill import metrics as me
+from gracefill import months as mo
+from gracefill import predictors as pr
 from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS
 
-BASELINES = ("climatology_trend", "regression", "land_model")
+BASELINES = ("climatology_trend", "regression", "memory_regression", "land_model")
 
 
 def _months(ds: xr.Dataset, flag: str) -> np.ndarray:
     return np.flatnonzero(ds["split"].values == SPLIT_FLAGS[flag])
 
 
-def baseline_predictions(tensors: xr.Dataset, land_storage_mm: xr.DataArray, ridge: float) -> xr.Dataset:
-    """The three baselines for every month, in the target's units, trend added back.
+def baseline_predictions(tensors: xr.Dataset, fields_mm: dict[str, xr.DataArray], ridge: float,
+                         memory: dict) -> xr.Dataset:
+    """The four baselines for every month, in the target's units, trend added back.
 
-    (a) climatology + trend and (b) per-cell regression on the same lagged inputs are fitted on
-    the training months; (c) is the land model's storage anomaly with a per-cell offset matching
-    GRACE's mean over the training months (the two anomalies refer to different base periods).
+    (a) climatology + trend, (b) per-cell ridge regression on the same lagged inputs and (d)
+    per-cell ridge regression on memory features (``memory``: time_scales and ridge; features
+    from ``fields_mm``, the regridded precipitation, evaporation, runoff and land water storage)
+    are fitted on the training months; (c) is the land model's storage anomaly with a per-cell
+    offset matching GRACE's mean over the training months (the two anomalies refer to different
+    base periods).
     """
     units = tensors["target"].attrs["units"]
     train = tensors["split"].values == SPLIT_FLAGS["train"]
+    months = pd.DatetimeIndex(tensors["time"].values)
+    window = mo.in_window(months, *tensors.attrs["train_window"].split(".."))
     trend = (tensors["target_trend_offset"] + tensors["target_trend_slope"] * tensors["month_index"]).transpose("time", "lat", "lon")
     observed = (tensors["target"] + trend).assign_attrs(units=units)
     land = tensors["land_mask"].astype(bool)
+    fields = {name: da.assign_coords(time=tensors["time"].values) for name, da in fields_mm.items()}
     clim = bl.climatology_trend(observed, train)
     regression = bl.regression(tensors["inputs"], tensors["target"], train, ridge=ridge) + trend
-    storage = land_storage_mm.assign_coords(time=tensors["time"].values)
+    features = pr.memory_features(fields, window, memory["time_scales"])
+    memory_regression = bl.memory_regression(features, tensors["target"], train, ridge=memory["ridge"]) + trend
+    storage = fields["land_water_storage"]
     land_model = bl.land_model(storage - storage.isel(time=np.flatnonzero(train)).mean("time"),
                                observed, train, fit="offset")
     out = xr.Dataset({
         "climatology_trend": clim.assign_attrs(long_name="baseline: monthly climatology + linear trend (training months)"),
-        "regression": regression.assign_attrs(long_name="baseline: per-cell linear regression on the lagged predictors"),
+        "regression": regression.assign_attrs(long_name="baseline: per-cell ridge regression on the lagged predictors"),
+        "memory_regression": memory_regression.assign_attrs(
+            long_name="baseline: per-cell ridge regression on memory features (exponentially weighted anomalies)"),
         "land_model": land_model.assign_attrs(long_name="baseline: land-model storage anomaly, offset to GRACE"),
     })
     for name in out.data_vars:
@@ -59,62 +74,201 @@ def _summary(maps: xr.Dataset, area: xr.DataArray) -> dict:
     return row
 
 
-def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArray, levels, bins: int):
-    """Score table, score maps, calibration table and spread-skill table.
+@dataclass
+class Forecast:
+    """One method's predictive distribution on some months: particles (with their noise variance)
+    when kept, else a Gaussian N(mean, std^2); std None for a point forecast."""
+
+    mean: xr.DataArray
+    std: xr.DataArray | None = None
+    samples: xr.DataArray | None = None
+    noise_var: np.ndarray | None = None
+
+    def isel(self, index: np.ndarray) -> "Forecast":
+        pick = (lambda da: None if da is None else da.isel(time=index))
+        return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var)
+
+
+def fit_window_end(ds: xr.Dataset) -> str:
+    """Last month of the window the file's methods were fitted on ("YYYY-MM")."""
+    window = ds.attrs.get("train_window")
+    if not window:
+        raise ValueError("the reconstruction has no 'train_window' attribute; rebuild it with this version")
+    return window.split("..")[1]
+
+
+def lead_months(ds: xr.Dataset, index: np.ndarray) -> np.ndarray:
+    """Months from the end of the fit window to each month of ``index`` (at least 1)."""
+    end = fit_window_end(ds)
+    months = pd.DatetimeIndex(ds["time"].values[index])
+    return np.maximum([mo.months_between(end, m) for m in months], 1).astype(np.int64)
+
+
+def period_months(rec: xr.Dataset, period: str) -> np.ndarray:
+    """Indices of a period's months: its split label; ``missing`` counts only months after the
+    first observed one (months before GRACE are not 'missing inside the record')."""
+    index = _months(rec, period)
+    if period == "missing":
+        observed = np.flatnonzero(rec["split"].values == SPLIT_FLAGS["train"])
+        index = index[index > observed[0]] if observed.size else index[:0]
+    return index
+
+
+def bcnn_forecast(rec: xr.Dataset) -> Forecast:
+    samples = rec["twsa_samples"] if "twsa_samples" in rec else None
+    return Forecast(rec["twsa"], rec["twsa_std"], samples, np.exp(-rec["log_beta"].values.astype(np.float64)))
+
+
+def _as_samples(da: xr.DataArray) -> xr.DataArray:
+    """Months renumbered 0..n-1, so that months of several folds stack without aligning."""
+    return da.drop_vars("time").assign_coords(time=np.arange(da.sizes["time"]))
+
+
+def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
+    return xr.concat([a.drop_vars("time", errors="ignore") for a in arrays], dim="time", coords="minimal",
+                     compat="override", join="override")
+
+
+def validation_errors(folds: list[tuple[xr.Dataset, xr.Dataset]], names, skip: int | None = None):
+    """Each baseline's errors (prediction - GRACE) on the folds' validation months, pooled over
+    folds (fold ``skip`` left out), with the lead of each month: {name: (errors, leads)}."""
+    out = {}
+    for k, (rec, base) in enumerate(folds):
+        if k == skip:
+            continue
+        index = _months(rec, "test")  # a fold's test months are its validation months
+        obs = rec["observed_twsa"].isel(time=index)
+        for name in names:
+            err = _as_samples(base[name].isel(time=index) - obs).rename(time="sample")
+            out.setdefault(name, []).append((err, lead_months(rec, index)))
+    return {name: (xr.concat([e for e, _ in parts], "sample"), np.concatenate([lead for _, lead in parts]))
+            for name, parts in out.items()}
+
+
+def fit_baseline_spreads(folds, names, lead_bin_months: int, skip: int | None = None) -> dict[str, xr.Dataset]:
+    """Each baseline's Gaussian predictive spread, fitted on the folds' validation errors only."""
+    units = folds[0][0]["twsa"].attrs["units"]
+    spreads = {}
+    for name, (errors, leads) in validation_errors(folds, names, skip).items():
+        spreads[name] = bl.fit_spread(errors.assign_attrs(units=units), leads, lead_bin_months=lead_bin_months)
+    return spreads
+
+
+def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, names, spreads) -> dict[str, Forecast]:
+    leads = lead_months(rec, index)
+    out = {}
+    for name in names:
+        mean = base[name].isel(time=index)
+        std = bl.predict_spread(spreads[name], leads, time=mean["time"]) if name in spreads else None
+        out[name] = Forecast(mean, std)
+    return out
+
+
+def _probabilistic(forecast: Forecast, obs: xr.DataArray):
+    """Per-value CRPS, negative log density and PIT of one forecast (None where it has no spread)."""
+    if forecast.samples is not None:
+        return (me.crps_ensemble(forecast.samples, obs, forecast.noise_var),
+                me.nlp_mixture(forecast.samples, forecast.noise_var, obs),
+                me.pit_samples(forecast.samples, obs, forecast.noise_var))
+    if forecast.std is not None:
+        return (me.crps_gaussian(forecast.mean, forecast.std, obs), me.nlp_gaussian(forecast.mean, forecast.std, obs),
+                me.pit_gaussian(forecast.mean, forecast.std, obs))
+    return None
+
+
+def score_period(segments, period: str, area: xr.DataArray, levels, bins: int):
+    """Scores of every method over a period's segments (observations and forecasts of some months,
+    e.g. one per validation fold), pooled: per-cell R, NSE, RMSE over all the period's months,
+    mean CRPS and MNLP over all values, coverage of the central intervals, spread-skill (BCNN)."""
+    units = segments[0][0].attrs["units"]
+    obs = _stack([o for o, _ in segments]).assign_attrs(units=units)
+    rows, maps, calibration, spread = [], [], [], None
+    for method in segments[0][1]:
+        forecasts = [f[method] for _, f in segments]
+        pred = _stack([f.mean for f in forecasts]).assign_attrs(units=units)
+        score = me.score_maps(pred, obs)
+        maps.append(score.expand_dims(method=[method], period=[period]))
+        row = {"method": method, "period": period, "months": int(obs.sizes["time"]), **_summary(score, area)}
+        parts = [_probabilistic(f, o.assign_attrs(units=units)) for f, (o, _) in zip(forecasts, segments)]
+        if all(p is not None for p in parts):
+            crps, nlp, pit = (_stack([p[i] for p in parts]) for i in range(3))
+            row["crps"] = float(crps.mean())
+            row["mnlp"] = float(nlp.mean())
+            coverage = me.coverage_from_pit(pit, levels)
+            for level, value in zip(coverage["level"].values, coverage.values):
+                row[f"coverage_{int(round(level * 100))}"] = float(value)
+                calibration.append({"method": method, "period": period, "nominal": float(level), "observed": float(value)})
+        if method == "bcnn":
+            std = _stack([f.std for f in forecasts]).assign_attrs(units=units)
+            spread = me.spread_skill(pred, std, obs, n_bins=bins).to_dataframe().reset_index()
+            spread.insert(0, "period", period)
+        rows.append(row)
+    return rows, maps, calibration, spread
+
+
+def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArray, levels, bins: int,
+             folds: list[tuple[xr.Dataset, xr.Dataset]], lead_bin_months: int = 12):
+    """Scores of the BCNN and every baseline on each period, and the baselines' fitted spreads.
+
+    ``folds`` holds each validation fold's (reconstruction, baselines). Periods: validation (the
+    folds' validation months, pooled), test and pseudo_gap (against GRACE), gap and missing (against
+    the truth, synthetic worlds only). The baselines' Gaussian spreads are fitted on the folds'
+    validation errors: on all folds for the later periods, on the other folds for each fold's own
+    validation months (so no spread is scored on the errors it was fitted on, when there are
+    two folds or more).
 
     Returns (table DataFrame: one row per method and period; maps Dataset (method, period, lat,
-    lon); calibration DataFrame (method, period, nominal, observed); spread-skill DataFrame).
+    lon); calibration DataFrame (method, period, nominal, observed); spread-skill DataFrame of the
+    BCNN; spreads Dataset of the baselines).
     """
+    if not folds:
+        raise ValueError("evaluation needs at least one validation fold")
     rec = reconstruction
     units = rec["twsa"].attrs["units"]
-    periods = {"test": (_months(rec, "test"), rec["observed_twsa"])}
-    if "truth" in rec:
-        periods["gap"] = (_months(rec, "gap"), rec["truth"])
-    rows, maps, calibration, spread = [], [], [], []
-    noise_var = np.exp(-rec["log_beta"].values.astype(np.float64))
-    for period, (index, reference) in periods.items():
-        if index.size == 0:
-            continue
+    names = [name for name in BASELINES if name in baselines]
+    spreads = fit_baseline_spreads(folds, names, lead_bin_months)
+
+    def segment(ds, base, index, reference, fitted):
         obs = reference.isel(time=index).assign_attrs(units=units)
-        methods = {"bcnn": rec["twsa"]} | {name: baselines[name] for name in BASELINES}
-        for method, prediction in methods.items():
-            pred = prediction.isel(time=index).assign_attrs(units=units)
-            score = me.score_maps(pred, obs)
-            maps.append(score.expand_dims(method=[method], period=[period]))
-            row = {"method": method, "period": period, "months": int(index.size), **_summary(score, area)}
-            if method == "bcnn":
-                row.update(_uncertainty_scores(rec, index, obs, noise_var, levels, bins, calibration, spread, period))
-            else:
-                zero = xr.zeros_like(pred)
-                row["crps"] = float(me.crps_gaussian(pred, zero, obs).mean())
-            rows.append(row)
-    table = pd.DataFrame(rows)
+        forecasts = {"bcnn": bcnn_forecast(ds).isel(index)} | baseline_forecasts(base, ds, index, names, fitted)
+        return obs, forecasts
+
+    periods = {"validation": []}
+    for k, (fold_rec, fold_base) in enumerate(folds):
+        fitted = fit_baseline_spreads(folds, names, lead_bin_months, skip=k) if len(folds) > 1 else spreads
+        index = _months(fold_rec, "test")
+        if index.size:
+            periods["validation"].append(segment(fold_rec, fold_base, index, fold_rec["observed_twsa"], fitted))
+    references = {"test": rec["observed_twsa"], "pseudo_gap": rec["observed_twsa"]}
+    if "truth" in rec:
+        references |= {"gap": rec["truth"], "missing": rec["truth"]}
+    for period, reference in references.items():
+        index = period_months(rec, period)
+        if index.size:
+            periods[period] = [segment(rec, baselines, index, reference, spreads)]
+    rows, maps, calibration, spread = [], [], [], []
+    for period, segments in periods.items():
+        if not segments:
+            continue
+        r, m, c, s = score_period(segments, period, area, levels, bins)
+        rows += r
+        maps += m
+        calibration += c
+        spread.append(s)
     score_maps = xr.combine_by_coords(maps) if maps else xr.Dataset()
-    return table, score_maps, pd.DataFrame(calibration), pd.concat(spread, ignore_index=True) if spread else pd.DataFrame()
+    return (pd.DataFrame(rows), score_maps, pd.DataFrame(calibration),
+            pd.concat(spread, ignore_index=True) if spread else pd.DataFrame(), spreads_dataset(spreads))
 
 
-def _uncertainty_scores(rec, index, obs, noise_var, levels, bins, calibration, spread, period) -> dict:
-    """MNLP, CRPS and interval coverage of the particle mixture (Gaussian when no samples)."""
-    units = obs.attrs["units"]
-    mean = rec["twsa"].isel(time=index).assign_attrs(units=units)
-    std = rec["twsa_std"].isel(time=index).assign_attrs(units=units)
-    if "twsa_samples" in rec:
-        samples = rec["twsa_samples"].isel(time=index).assign_attrs(units=units)
-        mnlp = float(me.mnlp_mixture(samples, noise_var, obs))
-        crps = float(me.crps_ensemble(samples, obs, noise_var).mean())
-        coverage = me.coverage_samples(samples, obs, noise_var, levels=levels)
-    else:
-        mnlp = float(me.mnlp_gaussian(mean, std, obs))
-        crps = float(me.crps_gaussian(mean, std, obs).mean())
-        coverage = me.coverage_gaussian(mean, std, obs, levels=levels)
-    row = {"mnlp": mnlp, "crps": crps}
-    for level, value in zip(coverage["level"].values, coverage.values):
-        row[f"coverage_{int(round(level * 100))}"] = float(value)
-        calibration.append({"method": "bcnn", "period": period, "nominal": float(level), "observed": float(value)})
-    table = me.spread_skill(mean, std, obs, n_bins=bins).to_dataframe().reset_index()
-    table.insert(0, "period", period)
-    spread.append(table)
-    return row
+def spreads_dataset(spreads: dict[str, xr.Dataset]) -> xr.Dataset:
+    """The baselines' fitted spreads in one file, variables prefixed by the baseline's name."""
+    out = xr.Dataset()
+    for name, fitted in spreads.items():
+        fitted = fitted.rename(lead_bin=f"{name}_lead_bin")
+        for var in fitted.data_vars:
+            out[f"{name}_{var}"] = fitted[var]
+    out.attrs["title"] = "gracefill baseline predictive spreads (fitted on the validation folds)"
+    return out
 
 
 def analyse_droughts(rec: xr.Dataset, cfg: dict):
@@ -146,16 +300,24 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict):
     })
     events = dr.drought_events(deficit, index, min_duration=d["min_duration"], criterion=d["event_criterion"],
                                threshold=threshold)
-    detection = None
+    detection = []
+
+    def detect(period, predicted, reference_index, months):
+        scores = dr.detection_scores(predicted.isel(time=months), reference_index.isel(time=months), threshold=threshold)
+        detection.append({"period": period, "threshold": threshold, **{k: float(v) for k, v in scores.data_vars.items()}})
+
     if "truth" in rec:
         truth_ref = dr.drought_reference(rec["truth"], baseline)
         truth_index = dr.wsdi(dr.storage_deficit(rec["truth"], reference=truth_ref), reference=truth_ref)
         fields["wsdi_truth"] = truth_index.assign_attrs(long_name="WSDI of the synthetic world's true storage")
-        gap = _months(rec, "gap")
-        scores = dr.detection_scores(index.isel(time=gap), truth_index.isel(time=gap), threshold=threshold)
-        detection = pd.DataFrame([{"period": "gap", "threshold": threshold,
-                                   **{k: float(v) for k, v in scores.data_vars.items()}}])
-    return fields, events, detection
+        detect("gap", index, truth_index, _months(rec, "gap"))
+    held_out = _months(rec, "pseudo_gap")
+    if held_out.size:  # the pseudo-gap filled by the reconstruction, against its own observations
+        mask = xr.DataArray(rec["split"].values == SPLIT_FLAGS["pseudo_gap"], dims="time", coords={"time": rec["time"]})
+        refilled = filled.where(~mask, rec["twsa"])
+        detect("pseudo_gap", dr.wsdi(dr.storage_deficit(refilled, reference=reference), reference=reference), index,
+               held_out)
+    return fields, events, pd.DataFrame(detection) if detection else None
 
 
 def gaussian_drought_probability(mean: xr.DataArray, std: xr.DataArray, reference: xr.Dataset, threshold: float):

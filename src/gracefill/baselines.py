@@ -1,17 +1,27 @@
 """Reference predictions the Bayesian CNN must beat, each fitted on training months only.
 
 (a) :func:`climatology_trend`: per cell, a linear trend plus a monthly climatology.
-(b) :func:`regression`: per-cell multiple linear regression on the CNN's own lagged input stack.
+(b) :func:`regression`: per-cell ridge regression on the CNN's own lagged input stack.
 (c) :func:`land_model`: the land model's sTWSA itself, in the target's units, optionally with a
     per-cell offset or gain fitted on the training months.
+(d) :func:`memory_regression`: per-cell ridge regression on stationary memory features
+    (exponentially weighted anomalies, :func:`gracefill.predictors.memory_features`).
 
 The fits are per-cell least squares, vectorised over cells (batched normal equations on
 centred, standardised predictors); only the training months enter them, so nothing outside
 the training window can change a fit. A cell gets NaN when it has fewer valid training months
-than ``min_months`` or when its predictors are collinear there (rank deficient without ridge).
+than ``min_months``. Collinear predictors do not give NaN: a cell's standardised system (ridge
+included) is solved by an eigen-decomposition truncated at condition number
+:data:`MAX_CONDITION`, i.e. directions the training months barely vary along are dropped
+instead of getting huge, out-of-sample explosive coefficients (a predictor constant over a
+cell's training months gets coefficient 0).
+
+:func:`fit_spread` and :func:`predict_spread` turn any point baseline into a Gaussian predictive
+distribution whose spread is fitted on validation residuals only.
 """
 from __future__ import annotations
 
+import numbers
 from types import MappingProxyType
 
 import numpy as np
@@ -24,7 +34,11 @@ from gracefill import months as mo
 LENGTH_UNITS_MM = MappingProxyType({"mm": 1.0, "kg m-2": 1.0, "cm": 10.0, "m": 1000.0})
 FIT_MODES = ("none", "offset", "gain")
 _CELL_BLOCK = 4096          # cells per block of the batched fit (bounds memory)
-_RCOND = 1e-10              # relative eigenvalue below which a cell's system counts as singular
+#: largest condition number of a cell's standardised system (ridge included) solved as it is;
+#: eigen-directions with eigenvalue below (largest eigenvalue) / MAX_CONDITION are dropped
+MAX_CONDITION = 1e3
+#: default ridge of the regressions, on the correlation-like matrix of the standardised predictors
+DEFAULT_RIDGE = 0.1
 
 
 # --------------------------------------------------------------------------- helpers
@@ -71,12 +85,20 @@ def _month_index(time: xr.DataArray) -> np.ndarray:
 
 
 def _fit_block(x: np.ndarray, y: np.ndarray, ridge: float,
-               min_months: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               min_months: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Least squares y = a + x @ b per cell. x (cell, time, p), y (cell, time), NaN rows dropped.
 
     Predictors are centred and scaled per cell; ``ridge`` is added to the diagonal of their
-    correlation-like matrix (so it is scale-free); the intercept is not penalised.
-    Returns (b (cell, p), a (cell,), n (cell,)); NaN where too few months or singular.
+    correlation-like matrix A (so it is scale-free); the intercept is not penalised.
+    Condition guard: A = V diag(e) V^T is inverted on the eigen-directions with
+    e >= e_max / MAX_CONDITION only (truncated eigen-decomposition: coefficient 0 along the
+    dropped directions, the minimum-norm solution). A direction with in-sample variance e can
+    get a standardised coefficient up to sd(y) / sqrt(e), which multiplies any out-of-sample
+    departure along it; near-collinear predictors (lags of a running sum, float32 rounding of
+    exact identities) have e ~ 0, so without the guard they get huge opposite coefficients.
+    A cell within the limit is solved exactly; a predictor constant over a cell's months gets
+    coefficient 0. Returns (b (cell, p), a (cell,), n (cell,), rank (cell,): directions kept);
+    b and a are NaN where a cell has fewer than ``min_months`` valid months.
     """
     valid = np.isfinite(y) & np.isfinite(x).all(axis=-1)
     w = valid.astype(np.float64)
@@ -96,23 +118,28 @@ def _fit_block(x: np.ndarray, y: np.ndarray, ridge: float,
     rhs = (zt @ yc[..., None])[..., 0] / nn[:, None]
     p = x.shape[-1]
     a = a + ridge * np.eye(p)
-    evals, evecs = np.linalg.eigh(a)
-    ok = (n >= min_months) & (evals[:, 0] > _RCOND * np.maximum(evals[:, -1], 1e-300))
-    inv = np.where(ok[:, None], 1.0 / np.where(evals > 0, evals, 1.0), np.nan)
+    evals, evecs = np.linalg.eigh(a)                               # ascending
+    keep = (evals > 0) & (evals >= evals[:, -1:] / MAX_CONDITION)
+    inv = np.where(keep, 1.0 / np.where(keep, evals, 1.0), 0.0)
+    inv = np.where((n >= min_months)[:, None], inv, np.nan)
     proj = np.einsum("ckj,ck->cj", evecs, rhs)
     beta_z = np.einsum("cij,cj->ci", evecs, inv * proj)
     coef = beta_z / scale
     intercept = ybar - (coef * xbar).sum(axis=1)
-    return coef, intercept, n
+    return coef, intercept, n, keep.sum(axis=1)
 
 
 def _fit_cells(x_tcc: np.ndarray, y_tc: np.ndarray, ridge: float, min_months: int):
-    """Batched fit over cells in blocks. x (time, p, cell) or (time, p) shared; y (time, cell)."""
+    """Batched fit over cells in blocks. x (time, p, cell) or (time, p) shared; y (time, cell).
+
+    Returns (coef (cell, p), intercept (cell,), valid months (cell,), directions kept (cell,)).
+    """
     n_cell = y_tc.shape[1]
     p = x_tcc.shape[1]
     coef = np.full((n_cell, p), np.nan)
     intercept = np.full(n_cell, np.nan)
     count = np.zeros(n_cell, dtype=np.int64)
+    rank = np.zeros(n_cell, dtype=np.int64)
     active = np.flatnonzero(np.isfinite(y_tc).any(axis=0))      # cells with any valid target
     for i in range(0, active.size, _CELL_BLOCK):
         cells = active[i:i + _CELL_BLOCK]
@@ -121,12 +148,13 @@ def _fit_cells(x_tcc: np.ndarray, y_tc: np.ndarray, ridge: float, min_months: in
             x = np.broadcast_to(x_tcc.astype(np.float64), (cells.size, *x_tcc.shape))
         else:
             x = np.moveaxis(x_tcc[:, :, cells], 2, 0).astype(np.float64)
-        coef[cells], intercept[cells], count[cells] = _fit_block(x, y, ridge, min_months)
-    return coef, intercept, count
+        coef[cells], intercept[cells], count[cells], rank[cells] = _fit_block(x, y, ridge, min_months)
+    return coef, intercept, count, rank
 
 
 def _check_ridge(ridge) -> float:
-    if not np.isscalar(ridge) or not np.isfinite(ridge) or ridge < 0:
+    if (not isinstance(ridge, numbers.Real) or isinstance(ridge, (bool, np.bool_))
+            or not np.isfinite(ridge) or ridge < 0):
         raise ValueError(f"ridge must be a non-negative number, got {ridge!r}")
     return float(ridge)
 
@@ -150,7 +178,10 @@ def fit_climatology_trend(target: xr.DataArray, train, min_months: int = 24) -> 
     design = np.column_stack([t, (cal[:, None] == np.arange(1, 12)[None, :]).astype(np.float64)])
     ny, nx = target.sizes["lat"], target.sizes["lon"]
     y = target.values[mask].reshape(int(mask.sum()), -1)
-    coef, intercept, count = _fit_cells(design[mask], y, 0.0, min_months)
+    coef, intercept, count, _ = _fit_cells(design[mask], y, 0.0, min_months)
+    valid = np.isfinite(y).astype(np.float64)
+    seen = ((cal[mask][:, None] == np.arange(12)[None, :]).astype(np.float64).T @ valid) > 0   # (12, cell)
+    coef[~seen.all(axis=0)] = np.nan          # a calendar month without data: no climatology
     raw = np.concatenate([np.zeros((coef.shape[0], 1)), coef[:, 1:]], axis=1)       # Jan = reference
     raw = np.where(np.isfinite(coef[:, :1]), raw, np.nan)
     smean = raw.mean(axis=1)
@@ -193,16 +224,22 @@ def climatology_trend(target: xr.DataArray, train, time: xr.DataArray | None = N
 
 
 # --------------------------------------------------------------------------- (b) per-cell regression
-def fit_regression(inputs: xr.DataArray, target: xr.DataArray, train, ridge: float = 0.0,
+def fit_regression(inputs: xr.DataArray, target: xr.DataArray, train, ridge: float = DEFAULT_RIDGE,
                    min_months: int | None = None) -> xr.Dataset:
     """Per-cell multiple linear regression target ~ intercept + sum_c coef_c * input_c.
 
     ``inputs`` (time, channel, lat, lon) is the CNN's lagged input stack; ``target`` (time,
     lat, lon) may lack months of ``inputs.time`` (they count as missing); ``train`` is a boolean
     mask over ``inputs.time``. Months where the target or any channel is NaN are left out per
-    cell. ``ridge`` >= 0 penalises the coefficients of the standardised predictors (a small
-    value, e.g. 1e-3, tames collinear lags); 0 is ordinary least squares. A cell needs
-    ``min_months`` (default channels + 2) valid training months.
+    cell. ``ridge`` >= 0 penalises the coefficients of the standardised predictors: ridge r is
+    added to the diagonal of their correlation matrix, a N(0, sigma^2 / (n r)) prior on each
+    standardised coefficient (n training months, sigma the residual SD); the fit along an
+    eigen-direction of variance e shrinks by e / (e + r). The default 0.1 (a prior SD of about
+    sigma / 3.6 at n = 133) costs an uncorrelated predictor about 10 % and damps the
+    near-collinear differences of the 21 lags of running sums strongly; 0 is least squares,
+    with the :data:`MAX_CONDITION` guard dropping (near-)singular directions. A cell needs
+    ``min_months`` (default channels + 2) valid training months; ``rank`` counts the
+    eigen-directions of its standardised system the guard kept (channels when it did not act).
     """
     inputs = _check(inputs, "inputs", ("time", "channel", "lat", "lon"))
     target = _check(target, "target", ("time", "lat", "lon"))
@@ -223,7 +260,7 @@ def fit_regression(inputs: xr.DataArray, target: xr.DataArray, train, ridge: flo
     ny, nx = inputs.sizes["lat"], inputs.sizes["lon"]
     x = inputs.values[idx].reshape(idx.size, p, ny * nx)
     y = tgt.values[idx].reshape(idx.size, ny * nx)
-    coef, intercept, count = _fit_cells(x, y, ridge, min_months)
+    coef, intercept, count, rank = _fit_cells(x, y, ridge, min_months)
     units = target.attrs.get("units", "1")
     coords = {k: v for k, v in inputs.coords.items() if k != "time" and "time" not in v.dims}
     return xr.Dataset(
@@ -232,8 +269,11 @@ def fit_regression(inputs: xr.DataArray, target: xr.DataArray, train, ridge: flo
                      {"units": f"{units} per input unit", "long_name": "regression coefficient of each input channel"}),
             "intercept": (("lat", "lon"), intercept.reshape(ny, nx), {"units": units, "long_name": "intercept"}),
             "n_train": (("lat", "lon"), count.reshape(ny, nx), {"units": "1", "long_name": "valid training months"}),
+            "rank": (("lat", "lon"), rank.reshape(ny, nx),
+                     {"units": "1",
+                      "long_name": "eigen-directions of the standardised system kept by the condition guard"}),
         },
-        coords=coords, attrs={"ridge": ridge, "min_months": min_months},
+        coords=coords, attrs={"ridge": ridge, "min_months": min_months, "max_condition": MAX_CONDITION},
     )
 
 
@@ -244,16 +284,32 @@ def predict_regression(fit: xr.Dataset, inputs: xr.DataArray) -> xr.DataArray:
         raise ValueError(f"inputs have {inputs.sizes['channel']} channels, the fit {fit.sizes['channel']}")
     coef = fit["coef"].drop_vars([c for c in fit["coef"].coords if c not in ("lat", "lon")])
     x = inputs.drop_vars([c for c in inputs.coords if "channel" in inputs[c].dims])
-    out = xr.dot(x.astype(np.float64), coef, dim="channel") + fit["intercept"]
-    return out.transpose("time", "lat", "lon").assign_attrs(
-        units=fit["intercept"].attrs["units"], long_name="per-cell linear regression baseline")
+    out = (xr.dot(x.astype(np.float64), coef, dim="channel") + fit["intercept"]).transpose("time", "lat", "lon")
+    out.attrs = {"units": fit["intercept"].attrs["units"], "long_name": "per-cell linear regression baseline"}
+    return out
 
 
-def regression(inputs: xr.DataArray, target: xr.DataArray, train, ridge: float = 0.0,
+def regression(inputs: xr.DataArray, target: xr.DataArray, train, ridge: float = DEFAULT_RIDGE,
                min_months: int | None = None) -> xr.DataArray:
     """Baseline (b): :func:`fit_regression` on the training months, predicted for every month of
     ``inputs`` (NaN where a channel is missing)."""
     return predict_regression(fit_regression(inputs, target, train, ridge, min_months), inputs)
+
+
+# --------------------------------------------------------------------------- (d) memory-feature regression
+def memory_regression(features: xr.DataArray, target: xr.DataArray, train, ridge: float = DEFAULT_RIDGE,
+                      min_months: int | None = None) -> xr.DataArray:
+    """Baseline (d): per-cell ridge regression of ``target`` on memory features, fitted on the
+    ``train`` months (boolean mask over ``features.time``) and predicted for every month.
+
+    ``features`` (time, feature, lat, lon), e.g. :func:`gracefill.predictors.memory_features`:
+    exponentially weighted anomalies that stay in their training range out of sample, unlike
+    the running sums of the lagged stack. The fit is :func:`fit_regression` (same ridge,
+    condition guard and ``min_months``, default features + 2) with ``feature`` as the channels.
+    """
+    features = _check(features, "features", ("time", "feature", "lat", "lon"))
+    out = regression(features.rename(feature="channel"), target, train, ridge, min_months)
+    return out.assign_attrs(long_name="per-cell ridge regression on memory features baseline")
 
 
 # --------------------------------------------------------------------------- (c) the land model
@@ -305,3 +361,146 @@ def land_model(stwsa: xr.DataArray, target: xr.DataArray, train=None, fit: str =
             sim = regression(stack, tgt, mask, ridge=0.0, min_months=3)
             long_name += " (per-cell gain and offset fitted on training months)"
     return sim.assign_attrs(units=units, long_name=long_name)
+
+
+# --------------------------------------------------------------------------- predictive spreads
+def _leads(lead_months, n: int | None, allow_nan: bool) -> np.ndarray:
+    """Leads in months as float64 (1-D, length ``n`` when given, finite values >= 1)."""
+    values = np.asarray(lead_months.values if isinstance(lead_months, xr.DataArray) else lead_months)
+    if values.ndim != 1 or (n is not None and values.shape[0] != n):
+        expected = f"{n} leads" if n is not None else "leads"
+        raise ValueError(f"lead_months must be a 1-D array of {expected} in months, got shape {values.shape}")
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"lead_months must be numbers of months, got dtype {values.dtype}")
+    values = values.astype(np.float64)
+    if np.isnan(values).any() and not allow_nan:
+        raise ValueError("lead_months has NaN; every validation sample needs its lead")
+    given = values[~np.isnan(values)]
+    if np.isinf(given).any() or (given < 1).any():
+        raise ValueError(f"lead_months must be finite and >= 1 (months since the end of the fit window), "
+                         f"got minimum {given.min() if given.size else np.nan}")
+    return values
+
+
+def fit_spread(residuals: xr.DataArray, lead_months, lead_bin_months: float = 12,
+               min_count: int = 12) -> xr.Dataset:
+    """Gaussian predictive variance of a point baseline, fitted on validation residuals only.
+
+    ``residuals`` (sample, lat, lon): validation errors (prediction minus observation) pooled
+    over forward-chaining folds, NaN where there is no value; ``lead_months`` (1-D over sample):
+    months since the end of each sample's fit window, >= 1. Model: variance(cell, lead) =
+    cell_variance(cell) * lead_factor(bin of lead). cell_variance is the cell's mean squared
+    residual over all its samples (the error is taken as zero-mean: a bias counts as spread);
+    lead_factor is the mean over cells (unweighted) of the cell's mean squared residual in the
+    bin divided by its cell_variance, pooled because one cell has too few samples per bin.
+    Bins are ``lead_bin_months`` wide from lead 1; a bin with fewer than ``min_count`` samples
+    holding a value is merged into the previous one (a first bin into the next); leads past the
+    last bin use the last. Only ``residuals`` and ``lead_months`` enter the fit.
+
+    Returns a Dataset: ``cell_variance`` (lat, lon; NaN without residuals), ``n_valid`` (lat,
+    lon), ``lead_factor``, ``lead_lower``, ``lead_upper`` (inclusive / exclusive lead in months)
+    and ``n_samples`` over ``lead_bin``; attrs ``units`` (the residuals' units), the settings.
+    """
+    residuals = _check(residuals, "residuals", ("sample", "lat", "lon"))
+    n_sample = residuals.sizes["sample"]
+    leads = _leads(lead_months, n_sample, allow_nan=False)
+    if (not isinstance(lead_bin_months, numbers.Real) or isinstance(lead_bin_months, (bool, np.bool_))
+            or not np.isfinite(lead_bin_months) or lead_bin_months <= 0):
+        raise ValueError(f"lead_bin_months must be a positive number of months, got {lead_bin_months!r}")
+    if isinstance(min_count, (bool, np.bool_)) or not isinstance(min_count, (int, np.integer)) or min_count < 1:
+        raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
+    r = residuals.values.reshape(n_sample, -1).astype(np.float64)
+    valid = np.isfinite(r)
+    has_value = valid.any(axis=1)
+    if not has_value.any():
+        raise ValueError("residuals has no finite value")
+    raw = np.floor((leads - 1.0) / lead_bin_months).astype(np.int64)
+    n_raw = int(raw[has_value].max()) + 1
+    counts = np.bincount(raw[has_value], minlength=n_raw)
+    group_of_raw, group_counts = np.empty(n_raw, dtype=np.int64), []     # merge sparse bins
+    for k in range(n_raw):
+        if group_counts and counts[k] < min_count:
+            group_counts[-1] += int(counts[k])
+        else:
+            group_counts.append(int(counts[k]))
+        group_of_raw[k] = len(group_counts) - 1
+    if len(group_counts) > 1 and group_counts[0] < min_count:
+        first = group_counts.pop(0)
+        group_counts[0] += first
+        group_of_raw = np.maximum(group_of_raw - 1, 0)
+    n_group = len(group_counts)
+    first_raw = np.array([np.flatnonzero(group_of_raw == g)[0] for g in range(n_group)])
+    last_raw = np.array([np.flatnonzero(group_of_raw == g)[-1] for g in range(n_group)])
+
+    sq = np.where(valid, r, 0.0) ** 2
+    n_cell = valid.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cell_var = np.where(n_cell > 0, sq.sum(axis=0) / n_cell, np.nan)
+        group = group_of_raw[np.clip(raw, 0, n_raw - 1)]
+        onehot = ((group[:, None] == np.arange(n_group)[None, :]) & has_value[:, None]).astype(np.float64)
+        n_bin = onehot.T @ valid.astype(np.float64)                          # (group, cell)
+        bin_var = np.where(n_bin > 0, (onehot.T @ sq) / n_bin, np.nan)
+        ratio = np.where((n_bin > 0) & (cell_var > 0), bin_var / cell_var, np.nan)
+    contributing = np.isfinite(ratio).sum(axis=1)
+    factor = np.where(contributing > 0, np.nansum(ratio, axis=1) / np.maximum(contributing, 1), 1.0)
+
+    units = residuals.attrs.get("units", "1")
+    ny, nx = residuals.sizes["lat"], residuals.sizes["lon"]
+    coords = {d: residuals[d] for d in ("lat", "lon") if d in residuals.coords}
+    return xr.Dataset(
+        {
+            "cell_variance": (("lat", "lon"), cell_var.reshape(ny, nx),
+                              {"units": "1" if units == "1" else f"{units}2" if " " not in units else f"({units})2",
+                               "long_name": "mean squared validation residual of the cell"}),
+            "n_valid": (("lat", "lon"), n_cell.reshape(ny, nx),
+                        {"units": "1", "long_name": "validation residuals of the cell"}),
+            "lead_factor": ("lead_bin", factor,
+                            {"units": "1", "long_name": "variance factor of the lead bin, mean over cells"}),
+            "lead_lower": ("lead_bin", 1.0 + lead_bin_months * first_raw,
+                           {"units": "month", "long_name": "first lead of the bin (inclusive)"}),
+            "lead_upper": ("lead_bin", 1.0 + lead_bin_months * (last_raw + 1),
+                           {"units": "month", "long_name": "end of the bin (exclusive; the last bin also "
+                                                           "serves longer leads)"}),
+            "n_samples": ("lead_bin", np.asarray(group_counts, dtype=np.int64),
+                          {"units": "1", "long_name": "validation samples with a value in the bin"}),
+        },
+        coords={**coords, "lead_bin": np.arange(n_group)},
+        attrs={"units": units, "lead_bin_months": float(lead_bin_months), "min_count": int(min_count),
+               "comment": "predictive variance = cell_variance * lead_factor of the lead's bin"},
+    )
+
+
+def predict_spread(spread: xr.Dataset, lead_months, time=None) -> xr.DataArray:
+    """Predictive standard deviation sqrt(cell_variance * lead_factor) (time, lat, lon) of a
+    :func:`fit_spread` result, in the residuals' units.
+
+    ``lead_months``: the lead (months since the end of the fit window, >= 1) of each month to
+    predict, a DataArray over ``time`` or a 1-D array whose month stamps ``time`` may give (a
+    NaN lead, e.g. a training month, gives NaN). Leads past the last fitted bin use the last
+    bin; cells without validation residuals are NaN.
+    """
+    needed = ("cell_variance", "lead_factor", "lead_lower")
+    if not isinstance(spread, xr.Dataset) or any(v not in spread for v in needed):
+        raise ValueError(f"spread must be a fit_spread Dataset with {', '.join(needed)}")
+    if isinstance(lead_months, xr.DataArray):
+        if lead_months.dims != ("time",):
+            raise ValueError(f"lead_months must be over time, got dims {lead_months.dims}")
+        if time is None and "time" in lead_months.coords:
+            time = lead_months["time"].values
+    leads = _leads(lead_months, None, allow_nan=True)
+    if time is not None:
+        time = np.asarray(time.values if isinstance(time, (xr.DataArray, pd.Index)) else time)
+        if time.shape != leads.shape:
+            raise ValueError(f"time must hold the {leads.size} months of lead_months, got shape {time.shape}")
+    lower = spread["lead_lower"].values
+    ok = ~np.isnan(leads)
+    index = np.clip(np.searchsorted(lower, np.where(ok, leads, 1.0), side="right") - 1, 0, lower.size - 1)
+    factor = np.where(ok, spread["lead_factor"].values[index], np.nan)
+    var = spread["cell_variance"].transpose("lat", "lon")
+    std = np.sqrt(factor[:, None, None] * var.values[None])
+    coords = {"lat": var["lat"], "lon": var["lon"]} if "lat" in var.coords else {}
+    if time is not None:
+        coords["time"] = ("time", time)
+    return xr.DataArray(std, dims=("time", "lat", "lon"), coords=coords,
+                        attrs={"units": spread.attrs.get("units", "1"),
+                               "long_name": "predictive standard deviation fitted on validation residuals"})

@@ -221,33 +221,57 @@ def predict(args) -> None:
 
 
 def baselines(args) -> None:
-    """Climatology + trend, per-cell regression and the land model, for every month."""
+    """Climatology + trend, per-cell regressions (lagged inputs, memory features) and the land model."""
     from gracefill.analysis import baseline_predictions
+    from gracefill.predictors import MEMORY_FIELDS
 
     cfg = _config(args)
     tensors = open_dataset(args.tensors, required=TRAIN_TENSORS).load()
-    storage = open_dataset(args.land_storage, required=("land_water_storage",))["land_water_storage"]
     months = pd.DatetimeIndex(tensors["time"].values)
-    storage = storage.assign_coords(time=mo.to_month_start(storage["time"].values)).reindex(time=months).load()
+    paths = {Path(p).stem: p for p in args.fields}
+    missing = [name for name in MEMORY_FIELDS if name not in paths]
+    if missing:
+        raise UserError(f"--fields: no file for {', '.join(missing)} (expected files named <variable>.nc)")
+    fields = {}
+    for name in MEMORY_FIELDS:
+        da = open_dataset(paths[name], required=(name,))[name]
+        da = da.assign_coords(time=mo.to_month_start(da["time"].values))
+        absent = months.difference(pd.DatetimeIndex(da["time"].values))
+        if len(absent):
+            raise UserError(f"{paths[name]}: {name} lacks {len(absent)} month(s) of the tensors, first {absent[0]:%Y-%m}")
+        fields[name] = da.sel(time=months).load()
+    ev = cfg["evaluation"]
     with blame(args.tensors):
-        out = baseline_predictions(tensors, storage, cfg["evaluation"]["regression_ridge"])
-    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.land_storage], args.stage))
+        out = baseline_predictions(tensors, fields, ev["regression_ridge"], ev["memory_regression"])
+    out.attrs.update(config_mod.provenance(cfg, [args.tensors, *args.fields], args.stage))
     write_netcdf(out, args.output)
 
 
 def evaluate(args) -> None:
-    """Scores of the BCNN and the baselines: maps, a tidy table, calibration and spread-skill."""
+    """Scores of the BCNN and the baselines on every period: maps, a tidy table, calibration,
+    spread-skill and the baselines' spreads fitted on the validation folds."""
     from gracefill.analysis import evaluate as run_evaluation
 
     cfg = _config(args)
-    rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "split", "log_beta")).load()
+    required = ("twsa", "twsa_std", "observed_twsa", "split", "log_beta")
+    rec = open_dataset(args.reconstruction, required=required).load()
     base = open_dataset(args.baselines).load()
     area = open_dataset(args.grid, required=("cell_area", "land_mask"))["cell_area"].load()
+    if len(args.fold_reconstructions) != len(args.fold_baselines):
+        raise UserError(f"--fold-reconstructions ({len(args.fold_reconstructions)} files) and --fold-baselines "
+                        f"({len(args.fold_baselines)} files): expected one of each per validation fold")
+    folds = [(open_dataset(r, required=required).load(), open_dataset(b).load())
+             for r, b in zip(args.fold_reconstructions, args.fold_baselines)]
     ev = cfg["evaluation"]
-    table, maps, calibration, spread = run_evaluation(rec, base, area, ev["interval_levels"], ev["spread_skill_bins"])
-    maps.attrs.update({"title": "gracefill score maps (test months vs GRACE; gap months vs truth where known)",
-                       **config_mod.provenance(cfg, [args.reconstruction, args.baselines], args.stage)})
+    with blame(args.reconstruction):
+        table, maps, calibration, spread, spreads = run_evaluation(
+            rec, base, area, ev["interval_levels"], ev["spread_skill_bins"], folds, ev["spread_lead_bin_months"])
+    inputs = [args.reconstruction, args.baselines, *args.fold_reconstructions, *args.fold_baselines]
+    maps.attrs.update({"title": "gracefill score maps (validation folds and test months vs GRACE; gap and missing "
+                                "months vs truth where known)", **config_mod.provenance(cfg, inputs, args.stage)})
     write_netcdf(maps, args.maps)
+    spreads.attrs.update(config_mod.provenance(cfg, args.fold_reconstructions + args.fold_baselines, args.stage))
+    write_netcdf(spreads, args.spreads)
     for frame, path in ((table, args.table), (calibration, args.calibration), (spread, args.spread_skill)):
         write_csv(frame, path)
     log.info("scores:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -294,7 +318,9 @@ def plot(args) -> None:
         fig = plots.bar_comparison(table, dpi=dpi)
     elif figure == "calibration":
         table = pd.read_csv(inputs["calibration"])
-        fig = plots.calibration_plot({f"BCNN, {p} months": g for p, g in table.groupby("period")}, dpi=dpi)
+        lines = table[(table["method"] == "bcnn") | (table["period"] == "test")]
+        fig = plots.calibration_plot({f"{method}, {period} months": g for (method, period), g
+                                      in lines.groupby(["method", "period"], sort=False)}, dpi=dpi)
     elif figure == "monthly_panels":
         fig = _monthly_panels(open_dataset(inputs["reconstruction"]), fig_cfg, dpi)
     elif figure in ("gap_wsdi", "gap_drought_probability"):
@@ -371,6 +397,62 @@ FIGURES = ("training_curves", "score_maps", "baselines", "calibration", "monthly
            "gap_drought_probability", "timeseries", "gap_animation")
 
 
+def benchmark(args) -> None:
+    """Run this config on every world of benchmark.worlds (Snakemake) and summarise the scores."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from gracefill import benchmark as bm
+    from gracefill.io import atomic_path
+
+    if not args.config:
+        raise UserError("--config: the benchmark needs a config file (e.g. configs/benchmark.yaml)")
+    raw = bm.merge(config_mod.read(args.base_config), config_mod.read(args.config))
+    try:
+        cfg = config_mod.validate(raw)
+    except UserError as exc:
+        raise UserError(f"{args.config}: {exc}") from None
+    bench = cfg["benchmark"]
+    worlds = bm.world_configs(raw, bench["worlds"])
+    out = Path(args.out or f"results/{cfg['run']}/benchmark")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    results = {}
+    for name, world in worlds.items():
+        try:
+            run = config_mod.validate(world)["run"]
+        except UserError as exc:
+            raise UserError(f"{args.config}: benchmark world {name!r}: {exc}") from None
+        world_file = out / "worlds" / f"{name}.yaml"
+        world_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(world_file) as tmp:
+            tmp.write_text(yaml.safe_dump(world, sort_keys=False))
+        scores, detection = Path(f"results/{run}/evaluation/scores.csv"), Path(f"results/{run}/drought/detection.csv")
+        if not args.summarise_only:
+            log.info("world %s: snakemake run %s", name, run)
+            command = [sys.executable, "-m", "snakemake", "--snakefile", args.snakefile, "--cores", str(args.cores),
+                       "--configfile", str(world_file), "--rerun-incomplete", str(scores), str(detection)]
+            if subprocess.run(command, env=env).returncode != 0:
+                raise UserError(f"benchmark world {name!r}: the workflow failed; see results/{run}/logs/")
+        for path in (scores, detection):
+            if not path.exists():
+                raise UserError(f"{path}: missing; run the benchmark without --summarise-only first")
+        frame = pd.read_csv(detection) if detection.stat().st_size > 1 else None
+        results[name] = (pd.read_csv(scores), frame if frame is not None and len(frame) else None)
+    long = bm.collect(results)
+    samples, interval = bench["bootstrap_samples"], bench["interval"]
+    table = bm.summarise(long, samples, interval, seed=cfg["seed"])
+    write_csv(long, out / "worlds.csv")
+    write_csv(table, out / "table.csv")
+    write_csv(bm.differences(long, samples, interval, seed=cfg["seed"]), out / "differences.csv")
+    text = (f"Mean over {len(worlds)} worlds [{interval:.0%} bootstrap interval across worlds]\n\n"
+            f"{bm.markdown(table)}\n")
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(text)
+    print(text)
+
+
 def check_config(args) -> None:
     """Validate a config file and print its effective (default-filled) form."""
     cfg = _config(args)
@@ -392,6 +474,7 @@ STAGES = {
     "evaluate": evaluate,
     "drought": drought,
     "plot": plot,
+    "benchmark": benchmark,
     "check_config": check_config,
     **sources_cli.STEPS,  # download, retrieve_* and normalise_* of the real sources
 }
@@ -445,7 +528,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p = stage("baselines")
     p.add_argument("--tensors", required=True)
-    p.add_argument("--land-storage", required=True, help="regridded land_water_storage.nc")
+    p.add_argument("--fields", nargs="+", required=True,
+                   help="regridded precipitation.nc, evaporation.nc, runoff.nc and land_water_storage.nc")
     p.add_argument("--output", required=True)
     p = stage("evaluate")
     p.add_argument("--reconstruction", required=True)
@@ -455,6 +539,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True)
     p.add_argument("--calibration", required=True)
     p.add_argument("--spread-skill", required=True)
+    p.add_argument("--spreads", required=True, help="the baselines' spreads fitted on the validation folds (NetCDF)")
+    p.add_argument("--fold-reconstructions", nargs="+", required=True, help="reconstruction.nc of each validation fold")
+    p.add_argument("--fold-baselines", nargs="+", required=True, help="baselines.nc of each validation fold, same order")
     p = stage("drought")
     p.add_argument("--reconstruction", required=True)
     p.add_argument("--fields", required=True)
@@ -464,6 +551,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", required=True, choices=FIGURES)
     p.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="an input file of the figure")
     p.add_argument("--output", required=True)
+    p = stage("benchmark")
+    p.add_argument("--cores", type=int, default=2, help="cores for each world's Snakemake run")
+    p.add_argument("--snakefile", default="Snakefile", help="the workflow (run from the repository root)")
+    p.add_argument("--base-config", default="config.yaml",
+                   help="the config the Snakefile reads first; --config is applied over it")
+    p.add_argument("--out", help="folder of the tables (default results/<run>/benchmark)")
+    p.add_argument("--summarise-only", action="store_true", help="summarise the worlds' finished runs, run nothing")
     p = stage("check_config")
     p.add_argument("--show", action="store_true", help="print the effective config")
     sources_cli.add_steps(sub)

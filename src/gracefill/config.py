@@ -116,6 +116,22 @@ def _check_semantics(cfg: dict, points_given: bool = True) -> None:
     _require(split["train_end"] < split["gap_start"], "split.train_end", split["train_end"],
              f"a month before the gap (split.gap_start = {split['gap_start']}); the gap is never trained on")
 
+    pseudo = (split["pseudo_gap_start"], split["pseudo_gap_end"])
+    if any(pseudo):
+        _require(all(pseudo), "split.pseudo_gap_start" if not pseudo[0] else "split.pseudo_gap_end", None,
+                 "both split.pseudo_gap_start and split.pseudo_gap_end, or neither")
+        inside_period("split", "pseudo_gap_start")
+        inside_period("split", "pseudo_gap_end")
+        _require(pseudo[0] <= pseudo[1], "split.pseudo_gap_end", pseudo[1], "a month not before split.pseudo_gap_start")
+        _require(pseudo[1] < split["gap_start"] or pseudo[0] > split["gap_end"], "split.pseudo_gap_start", pseudo[0],
+                 f"a pseudo-gap outside the gap {split['gap_start']}..{split['gap_end']}")
+    folds = cfg["evaluation"]["folds"]
+    try:
+        fold_ends(cfg)
+    except ValueError:
+        raise UserError(f"config key 'evaluation.folds': {json.dumps(folds)} is invalid: expected folds that fit the "
+                        f"training window {split['train_start']}..{split['train_end']} (fewer or shorter folds)") from None
+
     synthetic = cfg["sources"]["synthetic"]
     native = synthetic["native_resolution"]
     ratio = res / native
@@ -151,6 +167,31 @@ def inside_grid(point: dict, grid: dict) -> bool:
     return grid["lat_min"] <= point["lat"] <= grid["lat_max"] and grid["lon_min"] <= point["lon"] <= grid["lon_max"]
 
 
+def fold_ends(cfg: dict) -> list[str]:
+    """Last fit month of each validation fold ("YYYY-MM"), from ``evaluation.folds``."""
+    from gracefill.months import fold_ends as ends
+
+    folds, split = cfg["evaluation"]["folds"], cfg["split"]
+    return ends(split["train_start"], split["train_end"], folds["count"], folds["min_fit_months"],
+                folds["min_validation_months"])
+
+
+def fold_config(cfg: dict, fold_end: str) -> dict:
+    """The config of one validation fold: fit on ``split.train_start..fold_end``, validate on the
+    training-window months after it, and end the period at ``split.train_end`` so that no later
+    month (test, gap, pseudo-gap after it) can reach the fold. A pseudo-gap outside the fold's
+    period is dropped."""
+    fold = copy.deepcopy(cfg)
+    split = fold["split"]
+    if fold_end not in fold_ends(cfg):
+        raise UserError(f"validation fold {fold_end!r}: expected one of {', '.join(fold_ends(cfg))}")
+    fold["period"]["end"] = split["train_end"]
+    if split["pseudo_gap_start"] and split["pseudo_gap_start"] > split["train_end"]:
+        split["pseudo_gap_start"] = split["pseudo_gap_end"] = None
+    split["train_end"] = fold_end
+    return fold
+
+
 def validate(config: dict | None, *, relations: bool = True) -> dict:
     """Return a validated copy of ``config`` with every default filled in; raise UserError otherwise.
 
@@ -169,8 +210,8 @@ def validate(config: dict | None, *, relations: bool = True) -> dict:
     return cfg
 
 
-def load(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
+def read(path: str | Path) -> dict:
+    """A YAML config file as written (no defaults filled, not validated)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -180,6 +221,12 @@ def load(path: str | Path) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}:{where} not valid YAML") from None
+    return raw if raw is not None else {}
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    raw = read(path)
     try:
         return validate(raw)
     except UserError as exc:

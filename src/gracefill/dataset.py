@@ -15,6 +15,12 @@ from gracefill.predictors import detrend
 UNIT_FACTORS_FROM_MM = {"mm": 1.0, "cm": 0.1}
 
 
+def pseudo_gap_window(split_cfg: dict) -> tuple[str, str] | None:
+    """(start, end) of the configured pseudo-gap, or None."""
+    start, end = split_cfg.get("pseudo_gap_start"), split_cfg.get("pseudo_gap_end")
+    return (start, end) if start and end else None
+
+
 def stack_lags(predictors: xr.Dataset, names, lags: int) -> xr.DataArray:
     """Input stack (time, channel, lat, lon), predictor-major: p1 lag 0..L-1, p2 lag 0..L-1, ...
 
@@ -80,7 +86,8 @@ def build_tensors(
     has_inputs = np.arange(len(months)) >= lags - 1
     split = mo.split_labels(months, observed, has_inputs,
                             (split_cfg["train_start"], split_cfg["train_end"]),
-                            (split_cfg["gap_start"], split_cfg["gap_end"]))
+                            (split_cfg["gap_start"], split_cfg["gap_end"]),
+                            pseudo_gap_window(split_cfg))
     train = split == mo.SPLIT_FLAGS["train"]
     if not train.any():
         raise ValueError("the training split is empty: no observed month with a full input stack "
@@ -148,6 +155,8 @@ def build_tensors(
         "test_months": int((split == mo.SPLIT_FLAGS["test"]).sum()),
         "gap_months": int((split == mo.SPLIT_FLAGS["gap"]).sum()),
         "missing_months": int((split == mo.SPLIT_FLAGS["missing"]).sum()),
+        "pseudo_gap_months": int((split == mo.SPLIT_FLAGS["pseudo_gap"]).sum()),
+        "train_window": f"{split_cfg['train_start']}..{split_cfg['train_end']}",
         "detrended": int(bool(cfg["predictors"]["detrend"])),
         "normalised": int(bool(cfg["predictors"]["normalise"])),
         "comment": "reconstruction = prediction + target_trend_offset + target_trend_slope * month_index",

@@ -382,7 +382,8 @@ def pit_samples(samples: xr.DataArray, obs: xr.DataArray, noise_var=None) -> xr.
     return out.assign_attrs(units="1", long_name="probability integral transform (particle predictive)")
 
 
-def _coverage_from_pit(pit: xr.DataArray, levels, dim) -> xr.DataArray:
+def coverage_from_pit(pit: xr.DataArray, levels, dim=None) -> xr.DataArray:
+    """Share of values whose PIT lies in the central interval of each level (the interval covers obs)."""
     lv = _check_levels(levels)
     dims = _dims(dim, pit)
     level = xr.DataArray(lv, dims="level", coords={"level": lv}, attrs={"units": "1", "long_name": "nominal coverage"})
@@ -398,7 +399,7 @@ def coverage_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray,
 
     Reduced over ``dim`` (None: all values); result has a leading ``level`` dim. Units "1".
     """
-    return _coverage_from_pit(pit_gaussian(mean, std, obs), levels, dim)
+    return coverage_from_pit(pit_gaussian(mean, std, obs), levels, dim)
 
 
 def coverage_samples(samples: xr.DataArray, obs: xr.DataArray, noise_var=None,
@@ -409,7 +410,7 @@ def coverage_samples(samples: xr.DataArray, obs: xr.DataArray, noise_var=None,
     ``noise_var``, the empirical particle CDF without) is within [(1 - l)/2, (1 + l)/2]; this
     avoids inverting the mixture CDF. Reduced over ``dim`` (None: all values); leading ``level``.
     """
-    return _coverage_from_pit(pit_samples(samples, obs, noise_var), levels, dim)
+    return coverage_from_pit(pit_samples(samples, obs, noise_var), levels, dim)
 
 
 def spread_skill(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray, n_bins: int = 10,

@@ -16,8 +16,9 @@ GRACE_MISSING_MONTHS = (
 )
 GRACE_FIRST_MONTH = "2002-04"
 
-#: CF flag values of the ``split`` variable written into the tensors file.
-SPLIT_FLAGS = {"unused": 0, "train": 1, "test": 2, "gap": 3, "missing": 4}
+#: CF flag values of the ``split`` variable written into the tensors file. ``pseudo_gap``: observed
+#: months held out of training and test, scored like the gap against their observations.
+SPLIT_FLAGS = {"unused": 0, "train": 1, "test": 2, "gap": 3, "missing": 4, "pseudo_gap": 5}
 #: CF flag values of the ``month_flag`` variable of the reconstruction: GRACE's status of a month.
 MONTH_FLAGS = {"observed": 0, "missing": 1, "gap": 2}
 
@@ -58,23 +59,56 @@ def split_labels(
     has_inputs: np.ndarray,
     train: tuple[str, str],
     gap: tuple[str, str],
+    pseudo_gap: tuple[str, str] | None = None,
 ) -> np.ndarray:
     """Label every month with a SPLIT_FLAGS value.
 
     train: observed months inside the training window; test: observed months after it;
-    gap: the inter-mission gap; missing: other months without a target; unused: months without
-    a complete lagged input stack, or observed months before the training window.
+    gap: the inter-mission gap; pseudo_gap: observed months of the ``pseudo_gap`` window, held
+    out of both; missing: other months without a target; unused: months without a complete
+    lagged input stack, or observed months before the training window.
     """
     train_window = in_window(months, *train)
     after_train = np.asarray(months > pd.Timestamp(train[1]))
     gap_window = in_window(months, *gap)
+    held_out = in_window(months, *pseudo_gap) & observed if pseudo_gap else np.zeros(len(months), dtype=bool)
     labels = np.full(len(months), SPLIT_FLAGS["unused"], dtype=np.int8)
     labels[~observed] = SPLIT_FLAGS["missing"]
     labels[gap_window] = SPLIT_FLAGS["gap"]
     labels[observed & train_window] = SPLIT_FLAGS["train"]
     labels[observed & after_train & ~gap_window] = SPLIT_FLAGS["test"]
+    labels[held_out & ~gap_window] = SPLIT_FLAGS["pseudo_gap"]
     labels[~has_inputs] = SPLIT_FLAGS["unused"]
     return labels
+
+
+def months_between(start: str | pd.Timestamp, end: str | pd.Timestamp) -> int:
+    """Whole months from ``start`` to ``end`` (negative when ``end`` is earlier)."""
+    a, b = pd.Timestamp(start), pd.Timestamp(end)
+    return (b.year - a.year) * 12 + b.month - a.month
+
+
+def shift_month(month: str | pd.Timestamp, n: int) -> str:
+    """The month ``n`` months after ``month`` as "YYYY-MM"."""
+    return (pd.Timestamp(month).to_period("M") + n).strftime("%Y-%m")
+
+
+def fold_ends(train_start: str, train_end: str, count: int, min_fit_months: int,
+              min_validation_months: int) -> list[str]:
+    """Last fit month of each forward-chaining validation fold inside the training window.
+
+    Fold k fits on ``train_start..end_k`` and is validated on the training-window months after
+    ``end_k``, so its leads reach ``train_end - end_k``. The ends are spread evenly from the
+    first month that leaves ``min_fit_months`` to fit to the last that leaves
+    ``min_validation_months`` to validate: the folds' leads grow like the test period's.
+    """
+    first = min_fit_months - 1
+    last = months_between(train_start, train_end) - min_validation_months
+    if count < 1 or last < first:
+        raise ValueError(f"the training window {train_start}..{train_end} cannot hold {count} fold(s) with "
+                         f"{min_fit_months} fit and {min_validation_months} validation months")
+    offsets = [first] if count == 1 else np.linspace(first, last, count).round().astype(int).tolist()
+    return [shift_month(train_start, int(k)) for k in offsets]
 
 
 def split_attrs() -> dict:

@@ -77,6 +77,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
         out["truth"] = ds["truth"]
     out.attrs.update({"title": "gracefill reconstruction", "particles": s, "backbone": settings["backbone"],
                       "epochs_trained": int(checkpoint["epoch"]), "target_units": units,
+                      **({"train_window": ds.attrs["train_window"]} if "train_window" in ds.attrs else {}),
                       "comment": "twsa_std**2 = twsa_std_epistemic**2 + twsa_std_aleatoric**2"})
     return out
 

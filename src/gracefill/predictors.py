@@ -16,8 +16,13 @@ Every climatology, mean and trend is fitted on a *baseline* of months given by a
 "Anomaly" is the departure from the baseline monthly climatology (one mean per calendar month),
 so the fluxes carry no seasonal cycle; running sums start at the first month of the period.
 sTWSA keeps its seasonal cycle, as the GRACE target does.
+
+:func:`memory_features` gives stationary alternatives to the running sums for regression
+baselines: exponentially weighted anomalies (:func:`ew_anomaly`) at several time scales.
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import xarray as xr
@@ -36,6 +41,19 @@ LONG_NAMES = {
 
 #: regridded variables each predictor needs
 REQUIRED_FIELDS = ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage")
+#: units each regridded field must have
+FIELD_UNITS = {"precipitation": "mm month-1", "evaporation": "mm month-1", "runoff": "mm month-1",
+               "temperature": "K", "land_water_storage": "mm"}
+#: regridded variables the memory features need
+MEMORY_FIELDS = ("precipitation", "evaporation", "runoff", "land_water_storage")
+#: default e-folding time scales (months) of the memory features
+MEMORY_TIME_SCALES = (3, 6, 12, 24, 48)
+#: the anomalous fluxes the memory features smooth: name -> long name
+MEMORY_FLUXES = {
+    "P": "precipitation anomaly",
+    "CWB": "climatic water balance (P - ET) anomaly",
+    "WSC": "water storage change (P - ET - R) anomaly",
+}
 
 
 def _baseline(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
@@ -116,6 +134,16 @@ def detrend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.
     return out, offset, slope
 
 
+def _check_fields(fields: dict[str, xr.DataArray], required: tuple[str, ...], purpose: str) -> None:
+    missing = [f for f in required if f not in fields]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)} for the {purpose}")
+    for name in required:
+        got = fields[name].attrs.get("units")
+        if got != FIELD_UNITS[name]:
+            raise ValueError(f"field {name}: units {got!r}, expected {FIELD_UNITS[name]!r}")
+
+
 def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, names=PREDICTOR_NAMES) -> xr.Dataset:
     """The predictors ``names`` from regridded fields (mm/month fluxes, K, mm storage).
 
@@ -123,15 +151,7 @@ def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, name
     and land_water_storage on one (time, lat, lon) grid. ``baseline`` marks the months whose
     climatology and mean define the anomalies (the training months).
     """
-    missing = [f for f in REQUIRED_FIELDS if f not in fields]
-    if missing:
-        raise ValueError(f"missing field(s) {', '.join(missing)} for the predictors")
-    expected_units = {"precipitation": "mm month-1", "evaporation": "mm month-1", "runoff": "mm month-1",
-                      "temperature": "K", "land_water_storage": "mm"}
-    for name, units in expected_units.items():
-        got = fields[name].attrs.get("units")
-        if got != units:
-            raise ValueError(f"field {name}: units {got!r}, expected {units!r}")
+    _check_fields(fields, REQUIRED_FIELDS, "predictors")
     p, et, r = fields["precipitation"], fields["evaporation"], fields["runoff"]
     p_anom = anomaly(p, baseline)
     cwb_anom = anomaly(p - et, baseline).assign_attrs(units="mm month-1")
@@ -151,3 +171,88 @@ def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, name
         da.attrs = {"units": da.attrs.get("units", "1"), "long_name": LONG_NAMES[name]}
         out[name] = da.rename(name)
     return xr.Dataset(out)
+
+
+def ew_anomaly(da: xr.DataArray, baseline: np.ndarray, time_scale_months: float) -> xr.DataArray:
+    """Exponentially weighted average of the anomaly of ``da`` (departure from the baseline
+    monthly climatology, :func:`anomaly`); a memory of the last ~``time_scale_months`` months.
+
+    x_t = a x_{t-1} + (1 - a) anom_t with a = exp(-1 / time_scale_months), x = 0 before the
+    first month. Causal: month t depends on the anomalies of t and earlier months only (the
+    climatology is the baseline's, as for every predictor). A NaN anomaly leaves the state
+    unchanged (no decay, no update) and gives NaN that month, so a cell that is never valid
+    stays NaN; months absent from the time axis count the same way (one step per time stamp,
+    which must increase). Unlike a running sum, x is a weighted mean of anomalies (and of the
+    initial 0), never beyond the largest anomaly so far, so it does not drift; the first
+    ~``time_scale_months`` months are damped towards 0 (spin-up). Not detrended; units those
+    of the anomaly.
+    """
+    if (not isinstance(time_scale_months, numbers.Real) or isinstance(time_scale_months, (bool, np.bool_))
+            or not np.isfinite(time_scale_months) or time_scale_months <= 0):
+        raise ValueError(f"time_scale_months must be a positive number of months, got {time_scale_months!r}")
+    if "time" not in da.dims:
+        raise ValueError(f"da must have a time dimension, got dims {da.dims}")
+    index = da.indexes.get("time")
+    if index is not None and not (index.is_monotonic_increasing and index.is_unique):
+        raise ValueError("da.time must be strictly increasing")
+    anom = anomaly(da, baseline).transpose("time", ...)
+    a = float(np.exp(-1.0 / time_scale_months))
+    values = anom.values.astype(np.float64)
+    out = np.full_like(values, np.nan)
+    state = np.zeros(values.shape[1:])
+    for t in range(values.shape[0]):          # recursion over months, vectorised over cells
+        valid = np.isfinite(values[t])
+        state = np.where(valid, a * state + (1.0 - a) * np.where(valid, values[t], 0.0), state)
+        out[t] = np.where(valid, state, np.nan)
+    dtype = anom.dtype if np.issubdtype(anom.dtype, np.floating) else np.float64
+    result = anom.copy(data=out.astype(dtype)).transpose(*da.dims)
+    result.attrs = dict(anom.attrs, time_scale_months=float(time_scale_months),
+                        long_name=f"exponentially weighted anomaly ({time_scale_months:g}-month time scale)")
+    return result
+
+
+def memory_features(fields: dict[str, xr.DataArray], baseline: np.ndarray,
+                    time_scales=MEMORY_TIME_SCALES) -> xr.DataArray:
+    """Stationary memory features (time, feature, lat, lon) for regression baselines.
+
+    Features: "sTWSA" (land-model storage minus its baseline mean, :func:`mean_anomaly`, mm)
+    and, per time scale tau in ``time_scales`` (months), the :func:`ew_anomaly` of precipitation
+    "P_ew<tau>", of the climatic water balance P - ET "CWB_ew<tau>" and of the water storage
+    change P - ET - R "WSC_ew<tau>" (mm month-1). They carry the same memory as the running
+    sums CPA, CCWB and CWSC but are stationary by construction: a running sum of anomalies
+    random-walks away from its training range, so a regression on it extrapolates out of
+    sample, while an exponentially weighted mean stays within the anomalies' range (after a
+    spin-up of ~tau months from 0 at the first month, see :func:`ew_anomaly`).
+    ``fields`` as for :func:`build_predictors` (temperature not needed); anomalies and means
+    are fitted on ``baseline``. float32; units per feature in the ``feature_units`` coordinate,
+    time scales (0 for sTWSA) in ``feature_time_scale``.
+    """
+    _check_fields(fields, MEMORY_FIELDS, "memory features")
+    scales = np.atleast_1d(np.asarray(time_scales))
+    if (scales.ndim != 1 or scales.size == 0 or scales.dtype == bool or not np.issubdtype(scales.dtype, np.number)
+            or not np.isfinite(scales).all() or (scales <= 0).any() or np.unique(scales).size != scales.size):
+        raise ValueError(f"time_scales must be distinct positive numbers of months, got {time_scales!r}")
+    p, et, r = fields["precipitation"], fields["evaporation"], fields["runoff"]
+    fluxes = {"P": p, "CWB": (p - et).assign_attrs(units="mm month-1"),
+              "WSC": (p - et - r).assign_attrs(units="mm month-1")}
+    storage = mean_anomaly(fields["land_water_storage"], baseline)
+    layers, names, units, taus, long_names = [storage], ["sTWSA"], ["mm"], [0.0], [LONG_NAMES["sTWSA"]]
+    for flux, da in fluxes.items():
+        for tau in scales.tolist():
+            layers.append(ew_anomaly(da, baseline, tau))
+            names.append(f"{flux}_ew{tau:g}")
+            units.append("mm month-1")
+            taus.append(float(tau))
+            long_names.append(f"{MEMORY_FLUXES[flux]}, exponentially weighted over {tau:g} months")
+    layers = [layer.transpose("time", "lat", "lon").astype(np.float32).drop_vars("feature", errors="ignore")
+              for layer in layers]
+    out = xr.concat(layers, dim="feature", coords="minimal", compat="override", join="exact")
+    out = out.transpose("time", "feature", "lat", "lon").assign_coords(
+        feature=("feature", names),
+        feature_units=("feature", units),
+        feature_time_scale=("feature", taus, {"units": "month", "long_name": "e-folding time scale (0: none)"}),
+        feature_long_name=("feature", long_names),
+    )
+    out.attrs = {"long_name": "memory features (exponentially weighted anomalies, storage anomaly)",
+                 "comment": "units per feature in feature_units"}
+    return out.rename("memory_features")

@@ -3,10 +3,10 @@
 
 rule baselines:
     message:
-        "Fitting the baselines (climatology + trend, regression, land model)"
+        "Fitting the baselines (climatology + trend, regressions on lagged inputs and memory features, land model)"
     input:
         tensors=f"{RESULTS}/tensors.nc",
-        land_storage=f"{RESULTS}/regridded/land_water_storage.nc",
+        fields=expand(f"{RESULTS}/regridded/{{variable}}.nc", variable=MEMORY_FIELDS),
     output:
         f"{RESULTS}/evaluation/baselines.nc",
     params:
@@ -19,18 +19,21 @@ rule baselines:
         "../../envs/gracefill.yaml"
     shell:
         "gracefill baselines --config-json {params.cfg:q} --tensors {input.tensors:q} "
-        "--land-storage {input.land_storage:q} --output {output:q} > {log:q} 2>&1"
+        "--fields {input.fields:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
     message:
-        "Scoring the reconstruction and the baselines"
+        "Scoring the reconstruction and the baselines on the validation folds and every period"
     input:
         reconstruction=f"{RESULTS}/reconstruction.nc",
         baselines=f"{RESULTS}/evaluation/baselines.nc",
         grid=f"{RESULTS}/grid.nc",
+        fold_reconstructions=fold_files("reconstruction.nc"),
+        fold_baselines=fold_files("baselines.nc"),
     output:
         maps=f"{RESULTS}/evaluation/score_maps.nc",
+        spreads=f"{RESULTS}/evaluation/baseline_spreads.nc",
         table=report(f"{RESULTS}/evaluation/scores.csv", caption="../report/scores.rst", category="Evaluation"),
         calibration=f"{RESULTS}/evaluation/calibration.csv",
         spread_skill=f"{RESULTS}/evaluation/spread_skill.csv",
@@ -45,7 +48,8 @@ rule evaluate:
     shell:
         "gracefill evaluate --config-json {params.cfg:q} --reconstruction {input.reconstruction:q} "
         "--baselines {input.baselines:q} --grid {input.grid:q} --maps {output.maps:q} --table {output.table:q} "
-        "--calibration {output.calibration:q} --spread-skill {output.spread_skill:q} > {log:q} 2>&1"
+        "--calibration {output.calibration:q} --spread-skill {output.spread_skill:q} --spreads {output.spreads:q} "
+        "--fold-reconstructions {input.fold_reconstructions:q} --fold-baselines {input.fold_baselines:q} > {log:q} 2>&1"
 
 
 rule drought:

@@ -3,8 +3,9 @@ import json
 import shlex
 import sys
 
-from gracefill.config import validate, subset
+from gracefill.config import fold_config, fold_ends, subset, validate
 from gracefill.io import UserError
+from gracefill.predictors import MEMORY_FIELDS
 
 try:
     config = validate(config)
@@ -31,6 +32,26 @@ def stage_config(*sections):
     """The config sections a stage uses, as JSON; rules pass it as a param so that a change of
     those sections (and only those) reruns the stage."""
     return json.dumps(subset(config, *sections), sort_keys=True, separators=(",", ":"))
+
+
+# Forward-chaining validation folds, named by the last month of their fit window.
+FOLDS = fold_ends(config)
+FOLD_RESULTS = f"{RESULTS}/validation/fold_{{fold}}"
+
+
+def fold_stage_config(*sections):
+    """stage_config of one validation fold's config (see gracefill.config.fold_config)."""
+
+    def fold_sections(wildcards):
+        fold = fold_config(config, wildcards.fold)
+        return json.dumps(subset(fold, *sections), sort_keys=True, separators=(",", ":"))
+
+    return fold_sections
+
+
+def fold_files(name):
+    """One file of every validation fold."""
+    return expand(f"{FOLD_RESULTS}/{name}", fold=FOLDS)
 
 
 # The source of each raw product: the GRACE target and the predictors come from the configured
