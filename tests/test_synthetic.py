@@ -18,10 +18,12 @@ CSR_MISSING = (
 DROUGHT = dict(lat_min=34.0, lat_max=44.0, lon_min=-96.0, lon_max=-82.0, start="2017-07", end="2018-05", depth_mm=100.0)
 SEED = 0
 VARIABLES = {
-    "grace": ("twsa",),
+    "grace": ("twsa", "uncertainty"),
     "era5land": ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage"),
-    "truth": ("twsa_true",),
+    "truth": ("twsa_true", "twsa_direct_deficit"),
 }
+DETERMINISTIC = {("truth", "twsa_direct_deficit")}  # the drought's direct part draws nothing from the seed
+DROUGHT_WINDOW = slice(DROUGHT["start"], DROUGHT["end"])
 
 
 def observed_mask(months: pd.DatetimeIndex) -> np.ndarray:
@@ -43,6 +45,12 @@ def world():
 
 
 @pytest.fixture(scope="module")
+def calm():
+    """The same seed without the drought."""
+    return make(drought=None)
+
+
+@pytest.fixture(scope="module")
 def land():
     lat2d, lon2d = np.meshgrid(LAT, LON, indexing="ij")
     return syn.land_mask(lat2d, lon2d)
@@ -50,6 +58,13 @@ def land():
 
 def box_sel(lat_min, lat_max, lon_min, lon_max):
     return dict(lat=slice(lat_min, lat_max), lon=slice(lon_min, lon_max))
+
+
+DROUGHT_BOX = box_sel(DROUGHT["lat_min"], DROUGHT["lat_max"], DROUGHT["lon_min"], DROUGHT["lon_max"])
+
+
+def box_mean(da, box=DROUGHT_BOX):
+    return da.sel(**box).mean(("lat", "lon"))
 
 
 # --- land mask --------------------------------------------------------------------------
@@ -72,7 +87,8 @@ def test_different_seed_differs(world):
     other = make(seed=SEED + 1)
     for name, variables in VARIABLES.items():
         for var in variables:
-            assert not np.array_equal(world[name][var].values, other[name][var].values, equal_nan=True), (name, var)
+            same = np.array_equal(world[name][var].values, other[name][var].values, equal_nan=True)
+            assert same == ((name, var) in DETERMINISTIC), (name, var)
 
 
 # --- layout -----------------------------------------------------------------------------
@@ -165,15 +181,50 @@ def test_water_balance_closes_exactly():
     temperature = 270.0 + rng.uniform(-25, 25, nc) + seasonal + rng.normal(0, 2, (nt, nc))
     days = pd.date_range("2002-01-01", periods=nt, freq="MS").days_in_month.to_numpy()
     capacity = rng.uniform(150, 500, nc)
-    for tau in (rng.uniform(12, 48, nc), None):
-        out = syn.run_water_balance(precip, temperature, days, syn.BucketParams(capacity=capacity, tau_gw=tau))
+    tau_mixed = np.where(rng.uniform(size=nc) < 0.3, 0.0, rng.uniform(12, 48, nc))  # some cells without memory
+    results = {}
+    taus = {"memory": rng.uniform(12, 48, nc), "none": np.zeros(nc), "mixed": tau_mixed, "no store": None}
+    for name, tau in taus.items():
+        with np.errstate(divide="raise", invalid="raise", over="raise"):  # tau = 0 must not divide by zero
+            out = syn.run_water_balance(precip, temperature, days, syn.BucketParams(capacity=capacity, tau_gw=tau))
         storage = np.concatenate([out["storage_initial"][None], out["storage"]])
         np.testing.assert_allclose(np.diff(storage, axis=0), precip - out["et"] - out["runoff"], atol=1e-9)
         assert (out["et"] >= 0).all() and (out["runoff"] >= 0).all() and (out["soil"] >= -1e-9).all()
         assert (out["soil"] <= capacity + 1e-9).all() and (out["snow"] >= 0).all()
-        if tau is None:
-            assert (out["groundwater"] == 0).all()
+        results[name] = out
     assert out["snow"].max() > 10  # the cold cells hold snow
+    assert (results["no store"]["groundwater"] == 0).all() and (results["none"]["groundwater"] == 0).all()
+    assert results["memory"]["groundwater"].mean() > 10
+    # no memory: the month's recharge leaves as runoff in the same month, like the land model's drainage
+    np.testing.assert_allclose(results["none"]["runoff"], results["no store"]["runoff"], atol=1e-9)
+    np.testing.assert_array_equal(results["mixed"]["groundwater"][:, tau_mixed == 0], 0.0)
+
+
+def test_evapotranspiration_is_the_exact_monthly_dry_down():
+    soil = np.array([0.0, 50.0, 100.0, 300.0, 300.0, 80.0])
+    pet = np.array([100.0, 0.0, 70.0, 50.0, 250.0, 140.0])
+    wet = np.full(6, 140.0)
+    et = syn._evapotranspiration(soil, pet, wet)
+    expected = [
+        0.0,  # nothing to evaporate
+        0.0,  # no PET
+        100.0 * (1 - np.exp(-0.5)),  # below the wet level all month: exponential at rate PET / wet
+        50.0,  # above it all month: at potential
+        160.0 + 140.0 * (1 - np.exp(-(250.0 / 140.0) * (1 - 160.0 / 250.0))),  # at PET for 0.64 month, then decay
+        80.0 * (1 - np.exp(-1.0)),  # the soil never empties within a month
+    ]
+    np.testing.assert_allclose(et, expected, rtol=1e-12)
+
+
+def test_root_zone_grows_with_aridity():
+    p_clim = np.array([100.0, 100.0, 30.0, 5.0])[None, :].repeat(12, 0)  # mm/month
+    t_clim = np.full((12, 4), syn.FREEZE_K + 20.0)  # PET = 0.15 x 20 x 30.44 = 91 mm/month
+    t_clim[:, 0] = syn.FREEZE_K - 5.0  # frozen: no PET
+    factor = syn.root_zone_factor(p_clim, t_clim)
+    aridity = syn.PET_MM_PER_DAY_K * syn.DAYS_PER_MONTH * 20.0 / 30.0  # about 3: humid 1, desert clipped
+    exponent = syn.ROOT_ZONE_ARIDITY_EXPONENT
+    np.testing.assert_allclose(factor, [1.0, 1.0, aridity**exponent, syn.ROOT_ZONE_MAX_ARIDITY**exponent])
+    assert 1.0 < factor[2] < factor[3]
 
 
 def test_spinup_leaves_no_transient():
@@ -197,40 +248,149 @@ def test_land_model_balance_closes(world):
     np.testing.assert_allclose(ds, 0.5 * (flux[1:] + flux[:-1]), atol=0.05)
 
 
-def test_drought_in_truth(world):
+def test_drought_in_truth(world, calm):
     d = DROUGHT
     truth = world["truth"].twsa_true
-    dry = truth.sel(time=slice(d["start"], d["end"]))
-    box = box_sel(d["lat_min"], d["lat_max"], d["lon_min"], d["lon_max"])
-    inside = float(dry.sel(**box).mean())
+    dry = truth.sel(time=DROUGHT_WINDOW)
+    inside = float(box_mean(dry).mean())
     assert inside < -0.5 * d["depth_mm"]
     # against the same world without the drought (same seed: same random draws)
-    calm = make(drought=None)["truth"].twsa_true
-    diff = truth - calm
-    assert float(diff.sel(time=slice(d["start"], d["end"])).sel(**box).mean()) < -0.8 * d["depth_mm"]
-    far = diff.sel(time=slice(d["start"], d["end"])).sel(lon=slice(-128, -110))  # > 1000 km west of the box
+    diff = truth - calm["truth"].twsa_true
+    assert float(box_mean(diff.sel(time=DROUGHT_WINDOW)).mean()) < -1.2 * d["depth_mm"]  # direct part + fluxes
+    far = diff.sel(time=DROUGHT_WINDOW).sel(lon=slice(-128, -110))  # > 1000 km west of the box
     assert float(np.abs(far).max()) < 0.02 * d["depth_mm"]
     before = diff.sel(time=slice(None, "2016-12"))  # before the precipitation deficit starts
     assert float(np.abs(before).max()) < 1e-3
     # and a clearly lower storage in the box than around it
-    outside = dry.where(diff.sel(time=slice(d["start"], d["end"])).mean("time") > -1.0)
+    outside = dry.where(diff.sel(time=DROUGHT_WINDOW).mean("time") > -1.0)
     assert inside < float(outside.mean()) - 0.3 * d["depth_mm"]
-    # the predictors see it too: precipitation is low in the box during the drought
-    p = world["era5land"].precipitation
-    ratio = float(p.sel(time=slice(d["start"], d["end"])).sel(**box).mean()) / float(
-        make(drought=None)["era5land"].precipitation.sel(time=slice(d["start"], d["end"])).sel(**box).mean()
-    )
-    assert ratio < 0.7
+
+
+def test_drought_forcing_in_the_predictors(world, calm):
+    """Precipitation x (1 - precip_deficit) and temperature + warming_k over the box, lead months included."""
+    e, c = world["era5land"], calm["era5land"]
+    on = slice("2017-01", DROUGHT["end"])  # DROUGHT_LEAD_MONTHS before the start
+    ratio = box_mean(e.precipitation.sel(time=on)).sum() / box_mean(c.precipitation.sel(time=on)).sum()
+    assert float(ratio) == pytest.approx(1.0 - syn.DROUGHT_PRECIP_DEFICIT, abs=1e-4)
+    warm = (e.temperature - c.temperature).sel(**DROUGHT_BOX)
+    np.testing.assert_allclose(warm.sel(time=on).values[np.isfinite(warm.sel(time=on).values)],
+                               syn.DROUGHT_WARMING_K, atol=1e-4)
+    off = (e.temperature - c.temperature).drop_sel(time=warm.sel(time=on).time)
+    assert float(np.abs(off).max()) == 0.0
+    assert float(np.abs((e.temperature - c.temperature).sel(lon=slice(-128, -100))).max()) == 0.0
+
+
+def test_drought_through_fluxes_only_is_seen_by_the_land_model(calm):
+    """depth_mm = 0: the precipitation deficit and the warming alone lower the truth and the land model."""
+    dry = make(drought=dict(DROUGHT, depth_mm=0.0, precip_deficit=0.7, warming_k=2.0))
+    truth = box_mean(dry["truth"].twsa_true - calm["truth"].twsa_true).sel(time=DROUGHT_WINDOW)
+    land = box_mean(dry["era5land"].land_water_storage - calm["era5land"].land_water_storage).sel(time=DROUGHT_WINDOW)
+    assert float(truth.mean()) < -60.0 and float(truth.max()) < -30.0  # every drought month
+    assert float(land.mean()) < -40.0 and float(land.max()) < -20.0
+    assert float(land.mean()) < 0.5 * float(truth.mean())  # at least half the truth's fall
+    direct = dry["truth"].twsa_direct_deficit.values
+    assert np.nanmax(np.abs(direct)) == 0.0 and np.isnan(direct).any()
+    # a milder drought is milder; no flux forcing leaves the box alone
+    mild = make(drought=dict(DROUGHT, depth_mm=0.0, precip_deficit=0.3, warming_k=0.0))
+    mild_truth = box_mean(mild["truth"].twsa_true - calm["truth"].twsa_true).sel(time=DROUGHT_WINDOW)
+    assert float(truth.mean()) < float(mild_truth.mean()) < -10.0
+    none = make(drought=dict(DROUGHT, depth_mm=0.0, precip_deficit=0.0, warming_k=0.0))
+    for name, var in (("truth", "twsa_true"), ("era5land", "land_water_storage"), ("era5land", "temperature")):
+        np.testing.assert_allclose(none[name][var].values, calm[name][var].values, atol=1e-3)
+
+
+def test_direct_deficit_is_the_documented_ramp(world, calm):
+    """Box mean at GRACE resolution = -depth_mm x ramp: 0 until the lead start, linear to the start,
+    held to the end, back to 0 over DROUGHT_RECOVERY_MONTHS; and twsa_true minus it is the flux-only world."""
+    direct = world["truth"].twsa_direct_deficit
+    months = pd.DatetimeIndex(direct.time.values).to_period("M")
+    start, end = pd.Period(DROUGHT["start"], "M"), pd.Period(DROUGHT["end"], "M")
+    since_start = np.array([(m - start).n for m in months])
+    since_end = np.array([(m - end).n for m in months])
+    ramp = np.clip((since_start + syn.DROUGHT_LEAD_MONTHS) / syn.DROUGHT_LEAD_MONTHS, 0, 1)
+    ramp = np.where(since_end > 0, np.clip(1 - since_end / syn.DROUGHT_RECOVERY_MONTHS, 0, 1), ramp)
+    np.testing.assert_allclose(box_mean(direct).values, -DROUGHT["depth_mm"] * ramp, atol=1e-3)
+    assert ramp.max() == 1.0 and ramp[months == pd.Period("2017-04", "M")] == 0.5
+    assert float(direct.max()) <= 0.0 and float(direct.sel(lon=slice(-128, -110)).min()) > -1e-6
+    flux_only = make(drought=dict(DROUGHT, depth_mm=0.0))["truth"].twsa_true
+    np.testing.assert_allclose((world["truth"].twsa_true - direct).values, flux_only.values, atol=1e-3)
+    assert np.nanmax(np.abs(calm["truth"].twsa_direct_deficit.values)) == 0.0
 
 
 def test_grace_is_truth_plus_noise(world):
-    grace = world["grace"].twsa
-    resid = (grace - world["truth"].twsa_true.sel(time=grace.time)).values
-    resid = resid[np.isfinite(resid)]
-    assert 0.8 * syn.GRACE_NOISE_STD_MM < resid.std() < 1.2 * syn.GRACE_NOISE_STD_MM
-    assert abs(resid.mean()) < 1.0
+    grace = world["grace"]
+    resid = (grace.twsa - world["truth"].twsa_true.sel(time=grace.time)).values
+    z = resid / grace.uncertainty.values
+    ok = np.isfinite(z)
+    assert abs(float(z[ok].std()) - 1.0) < 0.05  # the noise has the std written as uncertainty
+    assert abs(float(resid[ok].mean())) < 1.0
+    assert abs(np.corrcoef(np.nan_to_num(z[1:]).ravel(), np.nan_to_num(z[:-1]).ravel())[0, 1]) < 0.05  # white in time
     truth_std = float(world["truth"].twsa_true.std("time").median())
     assert truth_std > 2 * syn.GRACE_NOISE_STD_MM  # signal well above the noise
+
+
+def test_heteroscedastic_noise(world):
+    """Noisier at low latitudes and in late GRACE, quieter for GRACE-FO; mean std = grace_noise_std_mm."""
+    grace = world["grace"]
+    unc = grace.uncertainty
+    assert unc.attrs["units"] == "mm"
+    resid = grace.twsa - world["truth"].twsa_true.sel(time=grace.time)
+    low, high = float(resid.sel(lat=slice(20, 30)).std()), float(resid.sel(lat=slice(42, 52)).std())
+    assert low > 1.2 * high
+    # uncertainty matches the empirical noise std, cell by cell
+    ratio = (resid.std("time") / np.sqrt((unc**2).mean("time"))).values
+    ratio = ratio[np.isfinite(ratio)]
+    assert abs(np.median(ratio) - 1.0) < 0.03 and np.quantile(np.abs(ratio - 1.0), 0.9) < 0.12
+    # area-weighted land mean over observed months is the requested mean std
+    area = np.cos(np.deg2rad(unc.lat)) * np.isfinite(unc)
+    assert float((unc * area).sum() / area.sum()) == pytest.approx(syn.GRACE_NOISE_STD_MM, rel=1e-4)
+    # the mission epochs: one static map times a per-month factor
+    land = np.isfinite(unc.values[0])
+    first, late, fo = (unc.sel(time=t).values[land] for t in ("2005-03-01", "2012-03-01", "2019-03-01"))
+    epochs = dict(syn.GRACE_NOISE_EPOCHS)
+    np.testing.assert_allclose(late / first, epochs["2011-01"] / epochs["2002-01"], rtol=1e-5)
+    np.testing.assert_allclose(fo / first, epochs["2018-06"] / epochs["2002-01"], rtol=1e-5)
+    assert epochs["2011-01"] > epochs["2002-01"] > epochs["2018-06"]
+    assert first.max() > 1.5 * first.min()
+    # homoscedastic: one std everywhere, and the same seed's noise field, scaled
+    flat = make(heteroscedastic_noise=False, grace_noise_std_mm=10.0)
+    u = flat["grace"].uncertainty.values
+    np.testing.assert_array_equal(u[np.isfinite(u)], np.float32(10.0))
+    flat_resid = (flat["grace"].twsa - flat["truth"].twsa_true.sel(time=grace.time)).values
+    assert 9.0 < np.nanstd(flat_resid) < 11.0
+    np.testing.assert_allclose(flat_resid / 10.0, resid.values / unc.values, atol=2e-3, equal_nan=True)
+
+
+def test_groundwater_memory_can_be_switched_off(world):
+    with np.errstate(divide="raise", invalid="raise"):
+        w = make(groundwater_tau_months=(0.0, 0.0))
+    assert w["truth"].attrs["groundwater_tau_months"] == "0..0"
+    for var in VARIABLES["era5land"]:  # the land model has no groundwater anyway
+        xr.testing.assert_identical(w["era5land"][var], world["era5land"][var])
+    # without groundwater memory storage anomalies fade faster: lower 6-month autocorrelation
+    def persistence(ds, lag=6):
+        x = ds["truth"].twsa_true
+        x = (x.groupby("time.month") - x.groupby("time.month").mean()).values
+        return np.nanmean(x[lag:] * x[:-lag]) / np.nanmean(x * x)
+
+    assert persistence(w) < persistence(world) - 0.1
+    assert not np.allclose(w["truth"].twsa_true.values, world["truth"].twsa_true.values, equal_nan=True)
+
+
+def test_storage_trends_can_be_switched_off(world):
+    w = make(storage_trends=False)
+    for var in VARIABLES["era5land"]:
+        xr.testing.assert_identical(w["era5land"][var], world["era5land"][var])
+    diff = world["truth"].twsa_true - w["truth"].twsa_true
+    box = next(b for b in syn.STORAGE_TREND_BOXES if b.name.startswith("California"))
+    series = box_mean(diff, box_sel(box.lat_min, box.lat_max, box.lon_min, box.lon_max)).values
+    years = np.arange(MONTHS.size) / 12.0
+    slope, offset = np.polyfit(years, series, 1)
+    assert slope < -0.3 * abs(box.rate_mm_per_year)
+    # linear over the whole period: it continues past the training months
+    np.testing.assert_allclose(series, slope * years + offset, atol=1e-3)
+    assert float(np.abs(diff.sel(lon=slice(-84, -64))).max()) < 1e-3  # far from every trend box
+    assert w["truth"].attrs["storage_trends"] == 0 and world["truth"].attrs["storage_trends"] == 1
 
 
 def test_noise_is_spatially_correlated():
@@ -264,6 +424,30 @@ def test_land_model_is_biased_and_misses_groundwater_trend(world):
 
 
 # --- errors and files -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(groundwater_tau_months=(-1.0, 10.0)), "groundwater_tau_months"),
+        (dict(groundwater_tau_months=(30.0, 10.0)), "groundwater_tau_months"),
+        (dict(groundwater_tau_months=(0.0, 500.0)), "groundwater_tau_months"),
+        (dict(groundwater_tau_months=(12.0,)), "groundwater_tau_months"),
+        (dict(groundwater_tau_months="long"), "groundwater_tau_months"),
+        (dict(grace_noise_std_mm=-1.0), "grace_noise_std_mm"),
+        (dict(grace_noise_std_mm=float("nan")), "grace_noise_std_mm"),
+        (dict(grace_noise_std_mm="loud"), "grace_noise_std_mm"),
+        (dict(drought=dict(DROUGHT, precip_deficit=1.0)), "precip_deficit"),
+        (dict(drought=dict(DROUGHT, precip_deficit=-0.1)), "precip_deficit"),
+        (dict(drought=dict(DROUGHT, warming_k=-1.0)), "warming_k"),
+        (dict(drought=dict(DROUGHT, warming_k=20.0)), "warming_k"),
+        (dict(drought=dict(DROUGHT, depth_mm=-5.0)), "depth_mm"),
+        (dict(drought=dict(DROUGHT, depth=5.0)), "unknown key.*depth"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
+
+
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="observed"):
         syn.generate_world(lat=LAT, lon=LON, months=MONTHS, observed=np.ones(5, bool), seed=0, drought=None)

@@ -59,7 +59,11 @@ def retrieve_synthetic(args) -> None:
     drought = {k: v for k, v in syn["drought"].items() if k != "enabled"} if syn["drought"]["enabled"] else None
     train = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
     world = synthetic.generate_world(lat=native.lat, lon=native.lon, months=months, observed=observed,
-                                     seed=cfg["seed"], drought=drought, train_months=train)
+                                     seed=cfg["seed"], drought=drought, train_months=train,
+                                     groundwater_tau_months=tuple(syn["groundwater_tau_months"]),
+                                     storage_trends=syn["storage_trends"],
+                                     grace_noise_std_mm=syn["grace_noise"]["std_mm"],
+                                     heteroscedastic_noise=syn["grace_noise"]["heteroscedastic"])
     for ds in world.values():
         ds.attrs.update(config_mod.provenance(cfg, [], args.stage))
     paths = synthetic.write_world(world, args.out_dir)

@@ -4,11 +4,13 @@
 normalised layout every source produces (dims ``(time, lat, lon)``, lat ascending, lon in
 -180..180, float32, NaN over ocean):
 
-``grace``    ``twsa`` (mm): GRACE-like TWSA, observed months only, attr ``months_missing``.
+``grace``    ``twsa`` (mm): GRACE-like TWSA and its noise std ``uncertainty`` (mm),
+             observed months only, attr ``months_missing``.
 ``era5land`` ``precipitation``, ``temperature``, ``evaporation``, ``runoff`` and
              ``land_water_storage``: what a reanalysis land model gives, all months.
 ``truth``    ``twsa_true`` (mm): the noise-free GRACE-resolution truth, all months, so the
-             workflow can score its gap reconstruction (twin experiment).
+             workflow can score its gap reconstruction (twin experiment), and
+             ``twsa_direct_deficit`` (mm): the drought's direct part of it (step 5).
 
 The model, step by step (every constant below is named at module level):
 
@@ -31,36 +33,60 @@ The model, step by step (every constant below is named at module level):
 3. Water balance (`run_water_balance`, per cell, vectorised, one step per month):
    snow falls below ``SNOW_T_HIGH_C`` (all snow below ``SNOW_T_LOW_C``) and melts by
    degree days; snow above ``ICE_THRESHOLD_MM`` drains as ice discharge; rain and melt
-   fill a soil bucket of capacity 150..500 mm; ET = PET x min(1, soil / (``ET_WET_FRACTION``
-   x capacity)) with PET linear in temperature above 0 C; saturation excess splits into
-   surface runoff and recharge; percolation adds recharge; a linear groundwater reservoir
-   (time constant 12..48 months) gives baseflow. Runoff = surface + baseflow + ice
+   fill a soil bucket of capacity 150..500 mm (random) x a root-zone factor growing with
+   aridity (annual PET / precipitation, clipped to 1..``ROOT_ZONE_MAX_ARIDITY``, to the
+   power ``ROOT_ZONE_ARIDITY_EXPONENT``: dry climates grow deeper root zones); ET follows
+   dS/dt = -PET x min(1, soil / (``ET_WET_FRACTION`` x capacity)), solved exactly over the
+   month (at PET, then an exponential dry-down), with PET linear in temperature above
+   0 C; saturation excess splits into surface runoff and recharge; percolation adds
+   recharge; a linear groundwater reservoir gives baseflow, its time constant drawn per
+   cell within ``groundwater_tau_months`` (default 12..48 months; 0 = no memory, the
+   month's recharge leaves as baseflow at once). Runoff = surface + baseflow + ice
    discharge. Storage = soil + snow + groundwater, and dS = P - ET - R holds exactly.
    Spin-up repeats the period's mean annual cycle, with the slow stores set to
    equilibrium after the first pass, so there is no initial transient.
 4. True storage = that water balance (monthly mean of the stores) + human and ice terms
    the fluxes do not see: linear trends in ``STORAGE_TREND_BOXES`` (groundwater depletion,
-   ice loss) + the drought's direct storage deficit.
-5. The drought (optional): precipitation x (1 - ``DROUGHT_PRECIP_DEFICIT``) over the box
-   from ``DROUGHT_LEAD_MONTHS`` before the start to the end, and a direct storage deficit
-   ramping linearly to ``depth_mm`` at the start, held to the end, recovering linearly
-   over ``DROUGHT_RECOVERY_MONTHS``. The direct deficit is scaled so that its box mean
-   at GRACE resolution (step 6) is ``depth_mm``; the precipitation deficit adds a
-   climate-dependent extra. The spin-up ignores the drought.
+   ice loss; linear in time over the whole period, so they continue past the training
+   months; off with ``storage_trends=False``) + the drought's direct storage deficit.
+5. The drought (optional), over its box from ``DROUGHT_LEAD_MONTHS`` before the start to
+   the end: precipitation x (1 - ``precip_deficit``) and temperature + ``warming_k``
+   (which raises PET, so ET, in the true water balance and in the land model, and shows
+   in the temperature predictor); defaults ``DROUGHT_PRECIP_DEFICIT`` and
+   ``DROUGHT_WARMING_K``. These flux-driven parts are seen by the predictors. On top, a
+   direct storage deficit (``depth_mm``, may be 0) that no predictor sees: ramping
+   linearly from 0 at the lead start to ``depth_mm`` at the start, held to the end,
+   recovering linearly over ``DROUGHT_RECOVERY_MONTHS``, scaled so that its box mean at
+   GRACE resolution (step 6) is ``depth_mm`` x that ramp. ``twsa_direct_deficit`` holds
+   this direct part at GRACE resolution, as an anomaly over the same baseline (so exactly
+   that ramp, <= 0, unless the drought overlaps the baseline months), and
+   ``twsa_true - twsa_direct_deficit`` is the world without it. The spin-up ignores the
+   drought.
 6. GRACE resolution: the true storage smoothed with a Gaussian of half-width
    ``GRACE_HALFWIDTH_KM`` (weight 1/2 at that distance), normalised over land (no ocean
    leakage); anomaly relative to the mean over the observed months of 2004-01..2009-12
    (as CSR), or, if the period has none, over the observed (training) months. ``grace``
-   adds measurement noise of std ``GRACE_NOISE_STD_MM``, correlated over
-   ``GRACE_NOISE_CORR_KM``, independent month to month; ``grace - truth`` is the noise.
+   adds measurement noise: correlated noise over ``GRACE_NOISE_CORR_KM``, independent
+   month to month, times a std (mm, written as ``uncertainty``). Homoscedastic: the std
+   is ``grace_noise_std_mm`` everywhere. Heteroscedastic (default): a static map,
+   1 + (``NOISE_LAT_CONTRAST`` - 1) cos^2(lat) (sparser ground tracks at low latitudes)
+   times exp(``NOISE_PATTERN_LOG_STD`` x correlated noise over ``NOISE_PATTERN_CORR_KM``),
+   times a per-month factor from ``GRACE_NOISE_EPOCHS`` (late GRACE noisier, GRACE-FO
+   quieter); scaled so that its mean over land area and observed months is
+   ``grace_noise_std_mm``. ``grace - truth`` is the noise.
 7. Land model (``era5land``): the same bucket run with biased parameters (capacity x
    ``LAND_MODEL_CAPACITY_FACTOR``, PET x ``LAND_MODEL_PET_FACTOR``), no groundwater store
    (drainage leaves as runoff at once), no human or ice terms and no direct drought
    deficit, forced by the precipitation it reports, which carries a forcing error of
-   ``PRECIP_FORCING_ERROR`` (log std) against the true precipitation. Its evaporation and
-   runoff are its own fluxes; ``land_water_storage`` is the absolute monthly-mean storage
-   (residual soil water ``LAND_MODEL_RESIDUAL_FRACTION`` x capacity + soil + snow), so
-   ``diff(land_water_storage)[t] = (F[t-1] + F[t]) / 2`` with ``F = P - ET - R``.
+   ``PRECIP_FORCING_ERROR`` (log std) against the true precipitation, and by the true
+   temperature. Its evaporation and runoff are its own fluxes; ``land_water_storage`` is
+   the absolute monthly-mean storage (residual soil water ``LAND_MODEL_RESIDUAL_FRACTION``
+   x capacity + soil + snow), so ``diff(land_water_storage)[t] = (F[t-1] + F[t]) / 2``
+   with ``F = P - ET - R``.
+
+Random draws come from one generator in a fixed order (static fields, indices, monthly
+fields, GRACE noise, then the noise-std pattern, drawn whatever the options), so the world
+is reproducible from the seed.
 """
 from __future__ import annotations
 
@@ -139,10 +165,16 @@ SNOW_T_HIGH_C = 2.0  # all rain above
 DEGREE_DAY_MM = 3.0  # melt, mm per day per K above 0 C
 PET_MM_PER_DAY_K = 0.15  # potential ET, mm per day per K above 0 C
 ET_WET_FRACTION = 0.7  # ET is at its potential above this fraction of capacity
+PET_FLOOR_MM = 1e-9  # keeps the time at potential finite when PET is 0
 PERCOLATION_RATE = 0.1  # per month, x (soil / capacity)^2, to groundwater
 SURFACE_RUNOFF_FRACTION = 0.5  # of saturation excess; the rest recharges
-CAPACITY_MIN_MM, CAPACITY_MAX_MM = 150.0, 500.0
-TAU_GW_MIN_MONTHS, TAU_GW_MAX_MONTHS = 12.0, 48.0
+CAPACITY_MIN_MM, CAPACITY_MAX_MM = 150.0, 500.0  # before the root-zone factor
+ROOT_ZONE_ARIDITY_EXPONENT = 0.5  # capacity x clip(aridity, 1, max) ** exponent: deeper roots where dry
+ROOT_ZONE_MAX_ARIDITY = 4.0  # aridity = annual PET / annual precipitation
+DAYS_PER_MONTH = 365.25 / 12.0
+TAU_GW_MIN_MONTHS, TAU_GW_MAX_MONTHS = 12.0, 48.0  # default range of the groundwater time constant
+TAU_GW_LIMIT_MONTHS = 240.0  # largest time constant accepted
+TAU_FLOOR_MONTHS = 1e-6  # time constants below drain fully within the month (no division by 0)
 ICE_THRESHOLD_MM = 1000.0  # snow above this drains as ice discharge
 TAU_ICE_MONTHS = 12.0
 SPINUP_YEARS = 5
@@ -158,15 +190,27 @@ FORCING_ERROR_AR1 = 0.3
 
 # --- GRACE ------------------------------------------------------------------------------
 GRACE_HALFWIDTH_KM = 300.0
-GRACE_NOISE_STD_MM = 15.0
+GRACE_NOISE_STD_MM = 15.0  # mean noise std over land area and observed months
 GRACE_NOISE_CORR_KM = 150.0
+NOISE_LAT_CONTRAST = 2.5  # noise std at the equator / at the poles (ground-track density)
+NOISE_PATTERN_LOG_STD = 0.25  # log std of the static random factor of the noise std
+NOISE_PATTERN_CORR_KM = 300.0
+GRACE_NOISE_EPOCHS = (  # (first month, relative noise std); months before the first use the first
+    ("2002-01", 1.0),  # GRACE
+    ("2011-01", 1.3),  # late GRACE: battery management, degraded accelerometer data
+    ("2018-06", 0.8),  # GRACE-FO
+)
 BASELINE_START, BASELINE_END = "2004-01", "2009-12"  # CSR: time_mean_removed 2004.0-2009.999
 
 # --- drought ----------------------------------------------------------------------------
 DROUGHT_LEAD_MONTHS = 6
 DROUGHT_RECOVERY_MONTHS = 6
-DROUGHT_PRECIP_DEFICIT = 0.5
+DROUGHT_PRECIP_DEFICIT = 0.7  # default fraction of precipitation removed
+DROUGHT_WARMING_K = 2.0  # default temperature anomaly over the box (K)
+DROUGHT_MAX_PRECIP_DEFICIT = 0.95
+DROUGHT_MAX_WARMING_K = 10.0
 DROUGHT_KEYS = ("lat_min", "lat_max", "lon_min", "lon_max", "start", "end", "depth_mm")
+DROUGHT_OPTIONAL_KEYS = ("precip_deficit", "warming_k")
 
 SOURCE_ATTR = "gracefill synthetic world"
 FLUX_UNITS = "mm month-1"  # monthly totals, mm of liquid water per calendar month
@@ -460,12 +504,39 @@ class BucketParams:
     """Parameters of the bucket model per cell; ``tau_gw=None`` means no groundwater store."""
 
     capacity: np.ndarray  # mm, soil bucket capacity
-    tau_gw: np.ndarray | None  # months, groundwater time constant
+    tau_gw: np.ndarray | None  # months, groundwater time constant (0: recharge leaves at once)
     pet_coef: float = PET_MM_PER_DAY_K
     et_wet_fraction: float = ET_WET_FRACTION
     percolation_rate: float = PERCOLATION_RATE
     surface_fraction: float = SURFACE_RUNOFF_FRACTION
     degree_day: float = DEGREE_DAY_MM
+
+
+def root_zone_factor(p_clim: np.ndarray, t_clim: np.ndarray) -> np.ndarray:
+    """Soil capacity factor: clip(aridity, 1, ROOT_ZONE_MAX_ARIDITY) ** ROOT_ZONE_ARIDITY_EXPONENT.
+
+    Aridity = annual PET (as in the water balance) / annual precipitation, from the
+    climatologies (12, lat, lon): drier climates grow deeper root zones.
+    """
+    pet = PET_MM_PER_DAY_K * DAYS_PER_MONTH * np.maximum(t_clim - FREEZE_K, 0.0).sum(axis=0)
+    aridity = pet / np.maximum(p_clim.sum(axis=0), PET_FLOOR_MM)
+    return np.clip(aridity, 1.0, ROOT_ZONE_MAX_ARIDITY) ** ROOT_ZONE_ARIDITY_EXPONENT
+
+
+def _outflow_fraction(tau: np.ndarray) -> np.ndarray:
+    """Fraction of a linear reservoir leaving in one month, 1 - exp(-1/tau); 1 for tau = 0."""
+    return 1.0 - np.exp(-1.0 / np.maximum(tau, TAU_FLOOR_MONTHS))
+
+
+def _evapotranspiration(soil: np.ndarray, pet: np.ndarray, wet: np.ndarray) -> np.ndarray:
+    """ET (mm) over one month: the exact solution of dS/dt = -PET min(1, S / wet) from S = ``soil``.
+
+    At PET while the soil holds more than ``wet``, then an exponential dry-down at rate
+    PET / wet per month, so the soil never empties within a month.
+    """
+    at_potential = np.clip((soil - wet) / np.maximum(pet, PET_FLOOR_MM), 0.0, 1.0)  # fraction of the month
+    decayed = np.minimum(soil, wet) * np.exp(-(pet / wet) * (1.0 - at_potential))
+    return soil - np.where(at_potential >= 1.0, soil - pet, decayed)
 
 
 def _bucket_step(soil, snow, gw, precip, temp, days, p: BucketParams):
@@ -481,7 +552,7 @@ def _bucket_step(soil, snow, gw, precip, temp, days, p: BucketParams):
     snow = snow - ice
     soil = soil + (precip - snowfall) + melt
     pet = p.pet_coef * days * warm
-    et = np.minimum(pet * np.minimum(soil / (p.et_wet_fraction * p.capacity), 1.0), soil)
+    et = _evapotranspiration(soil, pet, p.et_wet_fraction * p.capacity)
     soil = soil - et
     excess = np.maximum(soil - p.capacity, 0.0)
     soil = soil - excess
@@ -492,7 +563,7 @@ def _bucket_step(soil, snow, gw, precip, temp, days, p: BucketParams):
     if p.tau_gw is None:
         runoff = surface + recharge + ice
     else:
-        base = (gw + recharge) * (1.0 - np.exp(-1.0 / p.tau_gw))
+        base = (gw + recharge) * _outflow_fraction(p.tau_gw)
         gw = gw + recharge - base
         runoff = surface + base + ice
     return soil, snow, gw, et, runoff, recharge
@@ -539,7 +610,7 @@ def run_water_balance(
             recharge_sum += rch
         if cycle == 0:  # jump the slow stores to equilibrium, then let the remaining years settle
             if params.tau_gw is not None:
-                k = 1.0 - np.exp(-1.0 / params.tau_gw)
+                k = _outflow_fraction(params.tau_gw)
                 gw = recharge_sum / year * (1.0 - k) / k
             gain = (snow - snow_start) / year  # perennial accumulation per month
             k_ice = 1.0 - np.exp(-1.0 / TAU_ICE_MONTHS)
@@ -570,13 +641,19 @@ def _monthly_mean_storage(storage: np.ndarray, initial: np.ndarray) -> np.ndarra
 # the world
 # ======================================================================================
 def _check_drought(drought: dict | None) -> dict | None:
-    """Validate the drought dict; ValueError with one line naming the problem."""
+    """Validate the drought dict and fill the optional keys; ValueError with one line naming the problem."""
     if drought is None:
         return None
     missing = [k for k in DROUGHT_KEYS if k not in drought]
     if missing:
         raise ValueError(f"drought: missing key(s) {', '.join(missing)}; expected {', '.join(DROUGHT_KEYS)}")
-    d = dict(drought)
+    unknown = [k for k in drought if k not in DROUGHT_KEYS + DROUGHT_OPTIONAL_KEYS]
+    if unknown:
+        raise ValueError(
+            f"drought: unknown key(s) {', '.join(map(str, unknown))}; "
+            f"expected {', '.join(DROUGHT_KEYS + DROUGHT_OPTIONAL_KEYS)}"
+        )
+    d = {"precip_deficit": DROUGHT_PRECIP_DEFICIT, "warming_k": DROUGHT_WARMING_K, **drought}
     try:
         d["start"] = pd.Period(str(d["start"]), freq="M")
         d["end"] = pd.Period(str(d["end"]), freq="M")
@@ -584,21 +661,82 @@ def _check_drought(drought: dict | None) -> dict | None:
         raise ValueError(f"drought: start/end must be 'YYYY-MM', got {drought['start']!r}, {drought['end']!r}") from exc
     if d["end"] < d["start"] or float(d["lat_min"]) > float(d["lat_max"]):
         raise ValueError("drought: expected start <= end and lat_min <= lat_max")
-    if float(d["depth_mm"]) < 0:
+    if not float(d["depth_mm"]) >= 0:
         raise ValueError(f"drought: depth_mm must be >= 0 (a deficit size), got {d['depth_mm']}")
+    if not 0.0 <= float(d["precip_deficit"]) <= DROUGHT_MAX_PRECIP_DEFICIT:
+        raise ValueError(
+            f"drought: precip_deficit must lie in 0..{DROUGHT_MAX_PRECIP_DEFICIT}, got {d['precip_deficit']}"
+        )
+    if not 0.0 <= float(d["warming_k"]) <= DROUGHT_MAX_WARMING_K:
+        raise ValueError(f"drought: warming_k must lie in 0..{DROUGHT_MAX_WARMING_K} K, got {d['warming_k']}")
     return d
 
 
+def _check_tau(tau_range) -> tuple[float, float]:
+    """Validate ``groundwater_tau_months`` (min, max); ValueError naming it otherwise."""
+    try:
+        lo, hi = (float(x) for x in tau_range)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"groundwater_tau_months: expected two numbers (min, max), got {tau_range!r}") from exc
+    if not 0.0 <= lo <= hi <= TAU_GW_LIMIT_MONTHS:
+        raise ValueError(
+            f"groundwater_tau_months: expected 0 <= min <= max <= {TAU_GW_LIMIT_MONTHS:g}, got ({lo:g}, {hi:g})"
+        )
+    return lo, hi
+
+
+def _check_noise_std(value) -> float:
+    """Validate ``grace_noise_std_mm``; ValueError naming it otherwise."""
+    try:
+        std = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"grace_noise_std_mm: expected a number, got {value!r}") from exc
+    if not (np.isfinite(std) and std >= 0):
+        raise ValueError(f"grace_noise_std_mm: expected a finite number >= 0, got {value!r}")
+    return std
+
+
+def grace_noise_std(
+    grid: Grid,
+    months: pd.DatetimeIndex,
+    observed: np.ndarray,
+    pattern: np.ndarray,
+    std_mm: float,
+    heteroscedastic: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """GRACE noise std (mm) as a static map (lat, lon) and a per-month factor (time,).
+
+    Heteroscedastic: 1 + (NOISE_LAT_CONTRAST - 1) cos^2(lat), times exp(NOISE_PATTERN_LOG_STD
+    x ``pattern``) (unit-variance correlated noise), times the GRACE_NOISE_EPOCHS factor;
+    the map's land-area mean is ``std_mm`` and the factor's mean over observed months is 1.
+    Otherwise ``std_mm`` everywhere and a factor of 1.
+    """
+    if not heteroscedastic:
+        return np.full(grid.shape, float(std_mm)), np.ones(months.size)
+    lat2d = grid.lat2d()
+    std = (1.0 + (NOISE_LAT_CONTRAST - 1.0) * np.cos(np.deg2rad(lat2d)) ** 2) * np.exp(
+        NOISE_PATTERN_LOG_STD * pattern
+    )
+    area = np.cos(np.deg2rad(lat2d)) * grid.land
+    std *= std_mm / ((std * area).sum() / area.sum())
+    factor = np.full(months.size, GRACE_NOISE_EPOCHS[0][1])
+    for first, value in GRACE_NOISE_EPOCHS[1:]:
+        factor[np.asarray(months >= pd.Timestamp(first))] = value
+    if observed.any():
+        factor /= factor[observed].mean()
+    return std, factor
+
+
 def _drought_series(months: pd.DatetimeIndex, d: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Per-month drought weights: precipitation-deficit on/off and the storage-deficit ramp (0..1)."""
+    """Per-month drought weights: flux deficit (precipitation, warming) on/off and the storage-deficit ramp (0..1)."""
     index = months.year.to_numpy() * 12 + months.month.to_numpy()
     start_off = index - (d["start"].year * 12 + d["start"].month)  # months since start
     end_off = index - (d["end"].year * 12 + d["end"].month)  # months since end
-    precip_on = (start_off >= -DROUGHT_LEAD_MONTHS) & (end_off <= 0)
+    drought_on = (start_off >= -DROUGHT_LEAD_MONTHS) & (end_off <= 0)
     ramp = np.clip((start_off + DROUGHT_LEAD_MONTHS) / DROUGHT_LEAD_MONTHS, 0.0, 1.0)
     recovery = np.clip(1.0 - end_off / DROUGHT_RECOVERY_MONTHS, 0.0, 1.0)
     ramp = np.where(end_off > 0, recovery, ramp)
-    return precip_on, ramp
+    return drought_on, ramp
 
 
 def _baseline_months(months: pd.DatetimeIndex, observed: np.ndarray, train: np.ndarray | None) -> np.ndarray:
@@ -648,12 +786,21 @@ def generate_world(
     seed: int,
     drought: dict | None,
     train_months: np.ndarray | None = None,
+    groundwater_tau_months: tuple[float, float] = (TAU_GW_MIN_MONTHS, TAU_GW_MAX_MONTHS),
+    storage_trends: bool = True,
+    grace_noise_std_mm: float = GRACE_NOISE_STD_MM,
+    heteroscedastic_noise: bool = True,
 ) -> dict[str, xr.Dataset]:
     """Build the synthetic world; returns ``{"grace", "era5land", "truth"}`` datasets.
 
     ``observed`` (bool per month) selects GRACE's months; ``train_months`` (bool per month,
     optional) only serves as the anomaly baseline when the period has no observed month in
-    2004..2009. Everything follows from ``seed`` (one ``numpy.random.default_rng``).
+    2004..2009. ``drought``: keys DROUGHT_KEYS, optionally DROUGHT_OPTIONAL_KEYS (module
+    docstring, step 5). ``groundwater_tau_months`` (min, max) bounds the per-cell
+    groundwater time constant (0 = no memory); ``storage_trends`` switches the
+    STORAGE_TREND_BOXES trends; ``grace_noise_std_mm`` and ``heteroscedastic_noise`` set
+    the GRACE noise (step 6). Everything follows from ``seed`` (one
+    ``numpy.random.default_rng``).
     """
     months = pd.DatetimeIndex(months)
     nt = months.size
@@ -667,6 +814,8 @@ def generate_world(
     if nt < 2 or not (months.is_month_start.all() and months.is_monotonic_increasing):
         raise ValueError("months: expected at least 2 increasing month-start timestamps")
     d = _check_drought(drought)
+    tau_min, tau_max = _check_tau(groundwater_tau_months)
+    noise_std_mm = _check_noise_std(grace_noise_std_mm)
     grid = make_grid(lat, lon)
     land = grid.land
     if not land.any():
@@ -690,29 +839,34 @@ def generate_world(
         mode_patterns.append(pattern - (pattern * area).sum() / area.sum())
     u_cap = ndtr(correlated_noise(rng, grid, PATTERN_CORR_KM).astype(np.float64))
     u_tau = ndtr(correlated_noise(rng, grid, PATTERN_CORR_KM).astype(np.float64))
-    capacity = CAPACITY_MIN_MM + (CAPACITY_MAX_MM - CAPACITY_MIN_MM) * u_cap
-    tau_gw = TAU_GW_MIN_MONTHS + (TAU_GW_MAX_MONTHS - TAU_GW_MIN_MONTHS) * u_tau
+    p_clim = precipitation_climatology(grid, land_frac, p_pattern)
+    t_clim = temperature_climatology(grid, land_frac, t_pattern)
+    capacity = (CAPACITY_MIN_MM + (CAPACITY_MAX_MM - CAPACITY_MIN_MM) * u_cap) * root_zone_factor(p_clim, t_clim)
+    tau_gw = tau_min + (tau_max - tau_min) * u_tau
     enso = enso_index(rng, nt)
     modes = [ar1_index(rng, nt, phi) for phi in MODE_AR1]
     tropics = np.exp(-0.5 * (lat2d / ENSO_BAND_DEG) ** 2)
     enso_p = -tropics * (0.3 + 0.7 * np.cos(np.deg2rad(_lon_distance(grid.lon2d(), 120.0))))
 
     # ---- monthly fields ---------------------------------------------------------------
-    p_clim = precipitation_climatology(grid, land_frac, p_pattern)
-    t_clim = temperature_climatology(grid, land_frac, t_pattern)
     log_p = _ar1_in_place(correlated_noise(rng, grid, PRECIP_ANOM_CORR_KM, nt), PRECIP_AR1)
     t_anom = _ar1_in_place(correlated_noise(rng, grid, TEMP_ANOM_CORR_KM, nt), TEMP_AR1)
     f_err = _ar1_in_place(correlated_noise(rng, grid, FORCING_ERROR_CORR_KM, nt), FORCING_ERROR_AR1)
     grace_noise = correlated_noise(rng, grid, GRACE_NOISE_CORR_KM, nt)
+    noise_pattern = correlated_noise(rng, grid, NOISE_PATTERN_CORR_KM).astype(np.float64)  # drawn in any case
+    noise_map, noise_factor = grace_noise_std(
+        grid, months, observed, noise_pattern, noise_std_mm, bool(heteroscedastic_noise)
+    )
 
     t_std = TEMP_ANOM_STD_EQUATOR + (TEMP_ANOM_STD_POLE - TEMP_ANOM_STD_EQUATOR) * np.abs(lat2d) / 90.0
     warming = WARMING_K_PER_YEAR * (1.0 + np.abs(lat2d) / POLAR_AMPLIFICATION_DEG)
     if d is not None:
         drought_box = _box_mask(grid, *(float(d[k]) for k in ("lat_min", "lat_max", "lon_min", "lon_max")))
-        precip_on, ramp = _drought_series(months, d)
+        drought_on, ramp = _drought_series(months, d)
     else:
-        drought_box, precip_on, ramp = np.zeros(grid.shape, bool), np.zeros(nt, bool), np.zeros(nt)
-    log_drought = np.log1p(-DROUGHT_PRECIP_DEFICIT) * drought_box
+        drought_box, drought_on, ramp = np.zeros(grid.shape, bool), np.zeros(nt, bool), np.zeros(nt)
+    log_drought = np.log1p(-float(d["precip_deficit"]) if d is not None else 0.0) * drought_box
+    warm_drought = (float(d["warming_k"]) if d is not None else 0.0) * drought_box
 
     p_true = np.empty((nt, *grid.shape), dtype=np.float32)
     temp = np.empty((nt, *grid.shape), dtype=np.float32)
@@ -720,9 +874,11 @@ def generate_world(
         lp = PRECIP_ANOM_STD * log_p[t] - 0.5 * PRECIP_ANOM_STD**2 + ENSO_PRECIP_LOAD * enso[t] * enso_p
         for load, index, pattern in zip(MODE_PRECIP_LOAD, modes, mode_patterns):
             lp = lp + load * index[t] * pattern
-        lp = lp + p_trend * years[t] + (log_drought if precip_on[t] else 0.0)
+        lp = lp + p_trend * years[t] + (log_drought if drought_on[t] else 0.0)
         p_true[t] = p_clim[moy[t]] * np.exp(lp)
         temp[t] = t_clim[moy[t]] + t_std * t_anom[t] + ENSO_TEMP_LOAD * enso[t] * tropics + warming * years[t]
+        if drought_on[t]:
+            temp[t] += warm_drought
         # reanalysis precipitation: the truth times a forcing error (stored in place of f_err)
         f_err[t] = p_true[t] * np.exp(PRECIP_FORCING_ERROR * f_err[t] - 0.5 * PRECIP_FORCING_ERROR**2)
     p_era5 = f_err
@@ -730,8 +886,8 @@ def generate_world(
 
     # ---- water balance on land cells ---------------------------------------------------
     # spin-up on the mean annual cycle without the drought, so it cannot leak into the start
-    undo = np.exp(-np.outer(precip_on, log_drought[land]))
-    t_cycle = mean_annual_cycle(temp[:, land])
+    undo = np.exp(-np.outer(drought_on, log_drought[land]))
+    t_cycle = mean_annual_cycle(temp[:, land] - np.outer(drought_on, warm_drought[land]))
     true_wb = run_water_balance(
         p_true[:, land],
         temp[:, land],
@@ -753,27 +909,32 @@ def generate_world(
     # ---- true storage: water balance + human/ice trends + drought deficit ---------------
     storage = _monthly_mean_storage(true_wb["storage"], true_wb["storage_initial"])
     del true_wb
-    for box in STORAGE_TREND_BOXES:
+    for box in STORAGE_TREND_BOXES if storage_trends else ():
         mask = _box_mask(grid, box.lat_min, box.lat_max, box.lon_min, box.lon_max)[land]
         if mask.any():
             storage[:, mask] += box.rate_mm_per_year * years[:, None]
-    sigma_grace = GRACE_HALFWIDTH_KM * HALFWIDTH_TO_SIGMA
-    land_weight = smooth(land.astype(np.float64), grid, sigma_grace)[land]
-    in_box = drought_box[land]
-    if d is not None and in_box.any():
-        # scale the direct deficit so that its box mean at GRACE resolution is depth_mm
-        seen = smooth(np.where(land & drought_box, 1.0, 0.0), grid, sigma_grace)[land] / land_weight
-        storage -= float(d["depth_mm"]) / seen[in_box].mean() * ramp[:, None] * in_box[None, :]
 
     # ---- GRACE resolution, anomaly, noise ----------------------------------------------
+    sigma_grace = GRACE_HALFWIDTH_KM * HALFWIDTH_TO_SIGMA
+    land_weight = smooth(land.astype(np.float64), grid, sigma_grace)[land]
     full = np.zeros((nt, *grid.shape))
     full[:, land] = storage
     del storage
     smoothed = smooth(full, grid, sigma_grace)[:, land] / land_weight
     del full
+    # the direct drought deficit (separable in time, so smoothed once): box mean at GRACE
+    # resolution = depth_mm x ramp
+    direct = np.zeros_like(smoothed)
+    in_box = drought_box[land]
+    if d is not None and in_box.any():
+        seen = smooth(np.where(land & drought_box, 1.0, 0.0), grid, sigma_grace)[land] / land_weight
+        direct -= float(d["depth_mm"]) / seen[in_box].mean() * ramp[:, None] * seen[None, :]
     base = _baseline_months(months, observed, train_months)
-    twsa_true = smoothed - smoothed[base].mean(axis=0)
-    twsa = twsa_true[observed] + GRACE_NOISE_STD_MM * grace_noise[observed][:, land]
+    direct -= direct[base].mean(axis=0)
+    twsa_true = smoothed - smoothed[base].mean(axis=0) + direct
+    del smoothed
+    noise_std = noise_factor[observed, None] * noise_map[land][None, :]
+    twsa = twsa_true[observed] + noise_std * grace_noise[observed][:, land]
 
     # ---- datasets ----------------------------------------------------------------------
     times = months.to_numpy()
@@ -786,7 +947,8 @@ def generate_world(
         "none"
         if d is None
         else f"lat {d['lat_min']}..{d['lat_max']}, lon {d['lon_min']}..{d['lon_max']}, "
-        f"{d['start']}..{d['end']}, depth_mm {float(d['depth_mm'])}"
+        f"{d['start']}..{d['end']}, depth_mm {float(d['depth_mm'])}, "
+        f"precip_deficit {float(d['precip_deficit'])}, warming_k {float(d['warming_k'])}"
     )
     base_periods = months[base].to_period("M")
     baseline_attr = f"{base_periods[0]} to {base_periods[-1]} ({int(base.sum())} observed months)"
@@ -798,7 +960,12 @@ def generate_world(
                 ("time", "lat", "lon"),
                 _to_grid(twsa, land),
                 {"units": "mm", "long_name": "terrestrial water storage anomaly (GRACE-like, synthetic)"},
-            )
+            ),
+            "uncertainty": (
+                ("time", "lat", "lon"),
+                _to_grid(noise_std, land),
+                {"units": "mm", "long_name": "standard deviation of the measurement noise in twsa (1 sigma)"},
+            ),
         },
         coords=_coords(grid, times[observed]),
         attrs={
@@ -807,7 +974,16 @@ def generate_world(
             "months_missing": missing,
             "time_mean_removed": baseline_attr,
             "smoothing": f"Gaussian, half-width {GRACE_HALFWIDTH_KM:g} km, normalised over land",
-            "noise_std_mm": GRACE_NOISE_STD_MM,
+            "noise_std_mm": noise_std_mm,
+            "noise": (
+                f"correlated over {GRACE_NOISE_CORR_KM:g} km, independent month to month; std "
+                + (
+                    f"varying with latitude (equator/pole {NOISE_LAT_CONTRAST:g}), a random pattern and the "
+                    f"mission epoch, mean {noise_std_mm:g} mm over land area and observed months"
+                    if heteroscedastic_noise
+                    else f"{noise_std_mm:g} mm everywhere"
+                )
+            ),
             "drought": drought_attr,
         },
     )
@@ -817,7 +993,16 @@ def generate_world(
                 ("time", "lat", "lon"),
                 _to_grid(twsa_true, land),
                 {"units": "mm", "long_name": "true terrestrial water storage anomaly at GRACE resolution (noise-free)"},
-            )
+            ),
+            "twsa_direct_deficit": (
+                ("time", "lat", "lon"),
+                _to_grid(direct, land),
+                {
+                    "units": "mm",
+                    "long_name": "direct drought storage deficit included in twsa_true (at GRACE resolution)",
+                    "note": "not seen by any predictor; twsa_true - twsa_direct_deficit is the world without it",
+                },
+            ),
         },
         coords=_coords(grid, times),
         attrs={
@@ -825,6 +1010,8 @@ def generate_world(
             "title": "Synthetic true terrestrial water storage anomalies (twin experiment)",
             "time_mean_removed": baseline_attr,
             "drought": drought_attr,
+            "groundwater_tau_months": f"{tau_min:g}..{tau_max:g}",
+            "storage_trends": int(bool(storage_trends)),
         },
     )
     era5 = xr.Dataset(
