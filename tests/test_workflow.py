@@ -125,7 +125,7 @@ def test_drought_outputs(test_run):
     assert {"onset", "duration", "severity", "peak_deficit"} <= set(events.columns)
     assert (events["duration"] >= 3).all()
     detection = pd.read_csv(test_run / "results/test/drought/detection.csv")
-    assert list(detection["period"]) == ["gap", "pseudo_gap"]
+    assert list(detection["period"]) == ["gap", "gap_without_direct_part", "pseudo_gap"]
     assert ((detection["hit_rate"].fillna(0) >= 0) & (detection["hit_rate"].fillna(0) <= 1)).all()
 
 

@@ -271,9 +271,12 @@ def spreads_dataset(spreads: dict[str, xr.Dataset]) -> xr.Dataset:
     return out
 
 
-def analyse_droughts(rec: xr.Dataset, cfg: dict):
-    """WSDI, categories, probability, events and (synthetic) detection scores of the gap-filled series.
+def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray | None = None):
+    """WSDI, categories, probability, events and detection scores of the gap-filled series.
 
+    Detection of WSDI <= the first threshold: in the gap against the truth (synthetic), also
+    against the truth without the drought's direct part ``truth_direct_mm`` (mm; the part no
+    predictor sees) when given, and in the pseudo-gap against GRACE's own WSDI.
     Returns (fields Dataset over all months, events DataFrame, detection DataFrame or None).
     """
     d = cfg["drought"]
@@ -311,6 +314,13 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict):
         truth_index = dr.wsdi(dr.storage_deficit(rec["truth"], reference=truth_ref), reference=truth_ref)
         fields["wsdi_truth"] = truth_index.assign_attrs(long_name="WSDI of the synthetic world's true storage")
         detect("gap", index, truth_index, _months(rec, "gap"))
+        if truth_direct_mm is not None:
+            direct = bl.convert_units(truth_direct_mm.assign_coords(time=mo.to_month_start(truth_direct_mm["time"].values)),
+                                      rec["truth"].attrs["units"]).reindex(time=rec["time"].values)
+            visible = (rec["truth"] - direct).assign_attrs(rec["truth"].attrs)
+            visible_ref = dr.drought_reference(visible, baseline)
+            visible_index = dr.wsdi(dr.storage_deficit(visible, reference=visible_ref), reference=visible_ref)
+            detect("gap_without_direct_part", index, visible_index, _months(rec, "gap"))
     held_out = _months(rec, "pseudo_gap")
     if held_out.size:  # the pseudo-gap filled by the reconstruction, against its own observations
         mask = xr.DataArray(rec["split"].values == SPLIT_FLAGS["pseudo_gap"], dims="time", coords={"time": rec["time"]})

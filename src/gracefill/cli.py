@@ -287,8 +287,11 @@ def drought(args) -> None:
 
     cfg = _config(args)
     rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "month_flag", "split")).load()
+    direct = None
+    if args.truth_direct:
+        direct = open_dataset(args.truth_direct, required=("twsa_direct_deficit",))["twsa_direct_deficit"].load()
     with blame(args.reconstruction):
-        fields, events, detection = analyse_droughts(rec, cfg)
+        fields, events, detection = analyse_droughts(rec, cfg, direct)
     fields.attrs.update({"title": "gracefill drought analysis", **config_mod.provenance(cfg, [args.reconstruction], args.stage)})
     write_netcdf(fields, args.fields)
     write_csv(events, args.events)
@@ -551,6 +554,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", required=True)
     p.add_argument("--events", required=True)
     p.add_argument("--detection", required=True)
+    p.add_argument("--truth-direct", help="the synthetic drought's direct part (twsa_direct_deficit.nc), scored apart")
     p = stage("plot")
     p.add_argument("--figure", required=True, choices=FIGURES)
     p.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="an input file of the figure")

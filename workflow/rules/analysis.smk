@@ -57,12 +57,14 @@ rule drought:
         "Drought analysis of the gap-filled series"
     input:
         reconstruction=f"{RESULTS}/reconstruction.nc",
+        truth_direct=truth_direct_input,
     output:
         fields=f"{RESULTS}/drought/drought.nc",
         events=report(f"{RESULTS}/drought/events.csv", caption="../report/events.rst", category="Droughts"),
         detection=f"{RESULTS}/drought/detection.csv",
     params:
         cfg=stage_config("drought"),
+        truth_direct=truth_direct_option,
     log:
         f"{LOGS}/drought.log",
     benchmark:
@@ -70,5 +72,5 @@ rule drought:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "gracefill drought --config-json {params.cfg:q} --reconstruction {input.reconstruction:q} "
+        "gracefill drought --config-json {params.cfg:q} --reconstruction {input.reconstruction:q} {params.truth_direct} "
         "--fields {output.fields:q} --events {output.events:q} --detection {output.detection:q} > {log:q} 2>&1"

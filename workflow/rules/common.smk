@@ -22,7 +22,7 @@ RAW_SYNTHETIC = f"resources/raw/synthetic/{RUN}"
 RAW_PRODUCTS = {
     "grace": ["twsa"],
     "era5land": ["precipitation", "temperature", "evaporation", "runoff", "land_water_storage"],
-    "truth": ["twsa_true"],
+    "truth": ["twsa_true", "twsa_direct_deficit"],
 }
 PRODUCT_OF_VARIABLE = {v: product for product, variables in RAW_PRODUCTS.items() for v in variables}
 PREDICTOR_FIELDS = RAW_PRODUCTS["era5land"]
@@ -85,6 +85,17 @@ def truth_input(wildcards):
     if config["sources"]["target"] == "synthetic":
         return f"{RESULTS}/regridded/twsa_true.nc"
     return []
+
+
+def truth_direct_input(wildcards):
+    """The synthetic drought's direct part, regridded (scored apart: no predictor sees it)."""
+    if config["sources"]["target"] == "synthetic":
+        return f"{RESULTS}/regridded/twsa_direct_deficit.nc"
+    return []
+
+
+def truth_direct_option(wildcards, input):
+    return f"--truth-direct {shlex.quote(input.truth_direct)}" if input.get("truth_direct") else ""
 
 
 def truth_option(wildcards, input):
