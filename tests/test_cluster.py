@@ -111,6 +111,8 @@ def slurm_run(cluster, tmp_path_factory, request):
     return workdir, result.stdout
 
 
+#: the rules that train the network, and so ask Slurm for a GPU (profiles/slurm set-resources)
+GPU_RULES = ("train", "train_fold")
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
@@ -142,8 +144,8 @@ def test_every_job_went_through_slurm(cluster, slurm_run):
 def test_train_job_asked_slurm_for_a_gpu(cluster, slurm_run):
     _, output = slurm_run
     jobs = submissions(output)
-    train = [slurm_id for slurm_id, rule in jobs.items() if rule == "train"]
-    assert len(train) == 1, jobs
+    train = [slurm_id for slurm_id, rule in jobs.items() if rule in GPU_RULES]
+    assert sorted(jobs[i] for i in train) == ["train"] + ["train_fold"] * 3, jobs   # the run and its 3 folds
     ctld = (cluster.dir / "log" / "slurmctld.log").read_text()
 
     def gres_request(slurm_id: str) -> str | None:
@@ -151,11 +153,12 @@ def test_train_job_asked_slurm_for_a_gpu(cluster, slurm_run):
         match = re.search(rf"gres_job_state gres:gpu\S* type:\S+ job:{slurm_id}\b.*?\n((?:\S+\s+ .*\n)+)", ctld)
         return match.group(0) if match else None
 
-    request = gres_request(train[0])
-    assert request and "gres_per_job:1" in request, ctld[-3000:]
-    assert "cpus_per_gres:4" in request  # cpus_per_gpu of profiles/slurm
-    assert re.search(rf"sched: Allocate JobId={train[0]} NodeList=\S+ #CPUs=4\b", ctld)
-    others = [slurm_id for slurm_id, rule in jobs.items() if rule != "train"]
+    for slurm_id in train:
+        request = gres_request(slurm_id)
+        assert request and "gres_per_job:1" in request, ctld[-3000:]
+        assert "cpus_per_gres:4" in request  # cpus_per_gpu of profiles/slurm
+        assert re.search(rf"sched: Allocate JobId={slurm_id} NodeList=\S+ #CPUs=4\b", ctld)
+    others = [slurm_id for slurm_id, rule in jobs.items() if rule not in GPU_RULES]
     assert not [slurm_id for slurm_id in others if gres_request(slurm_id)], "a CPU job asked for a GPU"
 
 
