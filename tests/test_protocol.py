@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ def world(tmp_path_factory):
     return cfg, root
 
 
-def _poisoned(root, after: str, variables) -> "Path":
+def _poisoned(root: Path, after: str, variables) -> Path:
     """A copy of the regridded files with every month after ``after`` of ``variables`` poisoned."""
     out = root.parent / f"{root.name}-poisoned-{len(variables)}"
     shutil.copytree(root / "regridded", out / "regridded")

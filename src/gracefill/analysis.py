@@ -2,8 +2,10 @@
 baselines and drought, shared by the ``evaluate``, ``baselines`` and ``drought`` stages.
 
 Every method (the BCNN and each baseline) is scored by the same code, on the same months and
-cells, with the trend added back: test months against GRACE, and, where the world's truth is
-known (the synthetic twin experiment), the gap months against truth.
+cells, with the trend added back and as a predictive distribution: the validation folds' months
+and the test and pseudo-gap months against GRACE, and, where the world's truth is known (the
+synthetic twin experiment), the gap and missing months against truth. The baselines' spreads
+are fitted on the validation folds only.
 """
 from __future__ import annotations
 
@@ -310,17 +312,14 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray |
         detection.append({"period": period, "threshold": threshold, **{k: float(v) for k, v in scores.data_vars.items()}})
 
     if "truth" in rec:
-        truth_ref = dr.drought_reference(rec["truth"], baseline)
-        truth_index = dr.wsdi(dr.storage_deficit(rec["truth"], reference=truth_ref), reference=truth_ref)
+        truth_index = _own_wsdi(rec["truth"], baseline)
         fields["wsdi_truth"] = truth_index.assign_attrs(long_name="WSDI of the synthetic world's true storage")
         detect("gap", index, truth_index, _months(rec, "gap"))
         if truth_direct_mm is not None:
             direct = bl.convert_units(truth_direct_mm.assign_coords(time=mo.to_month_start(truth_direct_mm["time"].values)),
                                       rec["truth"].attrs["units"]).reindex(time=rec["time"].values)
             visible = (rec["truth"] - direct).assign_attrs(rec["truth"].attrs)
-            visible_ref = dr.drought_reference(visible, baseline)
-            visible_index = dr.wsdi(dr.storage_deficit(visible, reference=visible_ref), reference=visible_ref)
-            detect("gap_without_direct_part", index, visible_index, _months(rec, "gap"))
+            detect("gap_without_direct_part", index, _own_wsdi(visible, baseline), _months(rec, "gap"))
     held_out = _months(rec, "pseudo_gap")
     if held_out.size:  # the pseudo-gap filled by the reconstruction, against its own observations
         mask = xr.DataArray(rec["split"].values == SPLIT_FLAGS["pseudo_gap"], dims="time", coords={"time": rec["time"]})
@@ -328,6 +327,12 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray |
         detect("pseudo_gap", dr.wsdi(dr.storage_deficit(refilled, reference=reference), reference=reference), index,
                held_out)
     return fields, events, pd.DataFrame(detection) if detection else None
+
+
+def _own_wsdi(twsa: xr.DataArray, baseline) -> xr.DataArray:
+    """WSDI of a series against its own baseline climatology and spread."""
+    reference = dr.drought_reference(twsa, baseline)
+    return dr.wsdi(dr.storage_deficit(twsa, reference=reference), reference=reference)
 
 
 def gaussian_drought_probability(mean: xr.DataArray, std: xr.DataArray, reference: xr.Dataset, threshold: float):

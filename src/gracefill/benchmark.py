@@ -23,7 +23,7 @@ import pandas as pd
 METRICS = {"nse_median": False, "rmse_median": True, "r_median": False, "crps": True, "mnlp": True,
            "coverage_50": None, "coverage_90": None}
 DETECTION_METRICS = {"hit_rate": False, "false_alarm_ratio": True}
-PERIOD_ORDER = ("validation", "test", "pseudo_gap", "gap", "missing")
+PERIOD_ORDER = ("validation", "test", "pseudo_gap", "gap", "gap_without_direct_part", "missing")
 
 
 def merge(base: dict, override: dict) -> dict:
