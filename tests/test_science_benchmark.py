@@ -82,6 +82,8 @@ def test_markdown_table_has_a_row_per_period_and_method():
     lines = text.splitlines()
     assert lines[0].startswith("| period | method | nse_median | rmse_median | crps")
     assert len(lines) == 2 + 4 and "| test | bcnn | 0.55 [0.50, 0.60] |" in text
+    with_drought = bm.markdown(bm.summarise(bm.collect({"w1": (_scores(0.6, 0.5, 2.0, 2.5), DETECTION)}), samples=50))
+    assert with_drought.splitlines()[-1] == "| gap | 0.60 [0.60, 0.60] | 0.30 [0.30, 0.30] |"
 
 
 def test_collect_refuses_empty_results():

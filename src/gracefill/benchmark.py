@@ -141,4 +141,10 @@ def markdown(table: pd.DataFrame, metrics=("nse_median", "rmse_median", "crps", 
     lines = [header, "|" + "---|" * (len(wide.columns) + 2)]
     for (period, method), row in wide.iterrows():
         lines.append(f"| {period} | {method} | " + " | ".join(row.values) + " |")
+    drought = table[table["metric"].str.startswith("drought_")]
+    if len(drought):
+        lines += ["", "| drought detection (BCNN, WSDI <= threshold) | hit rate | false-alarm ratio |", "|---|---|---|"]
+        for period, part in drought.groupby("period", sort=False):
+            cell = {r.metric: f"{r.mean:.2f} [{r.lower:.2f}, {r.upper:.2f}]" for r in part.itertuples()}
+            lines.append(f"| {period} | {cell.get('drought_hit_rate', '-')} | {cell.get('drought_false_alarm_ratio', '-')} |")
     return "\n".join(lines)
