@@ -58,6 +58,8 @@ BAD_CONFIGS = [
     ({"training": {"device": "tpu"}}, "training.device", "matching"),
     ({"drought": {"thresholds": [-2.0, -0.5]}}, "drought.thresholds", "decreasing"),
     ({"run": "my run/1"}, "run", "matching"),
+    ({"sources": {"jpl": {"short_name": "../../../../tmp/x"}}}, "sources.jpl.short_name", "matching"),
+    ({"sources": {"gsfc": {"file_pattern": "..*"}}}, "sources.gsfc.file_pattern", "matching"),
     ({"split": {"pseudo_gap_start": "2019-01"}}, "split.pseudo_gap_end", "both split.pseudo_gap_start"),
     ({"split": {"pseudo_gap_start": "2017-08", "pseudo_gap_end": "2018-02"}}, "split.pseudo_gap_start", "outside the gap"),
     ({"split": {"pseudo_gap_start": "2019-05", "pseudo_gap_end": "2019-01"}}, "split.pseudo_gap_end", "not before"),
@@ -103,3 +105,19 @@ def test_config_json_of_a_rule_is_validated_without_relations_and_bad_json_is_on
     assert cfg["training"]["epochs"] == 3 and cfg["training"]["compile"] is False
     with pytest.raises(UserError, match=r"^--config-json: not valid JSON \(Expecting value at character 0\)$"):
         from_json("not json")
+
+
+@pytest.mark.parametrize("key,url", [
+    ("url", "https://user:secret@download.example.org/x.nc"),
+    ("mirror", "https://user@mirror.example.org/grace/"),
+    ("url", "https://download.example.org/x.nc?token=secret"),
+    ("land_mask_url", "https://download.example.org/mask.nc?a=1&API_KEY=secret"),
+])
+def test_urls_with_credentials_are_refused_without_repeating_them(key, url):
+    with pytest.raises(UserError) as info:
+        validate({"sources": {"csr": {key: url}}})
+    message = str(info.value)
+    assert message.startswith(f"config key 'sources.csr.{key}': a URL with credentials")
+    assert "secret" not in message and "example.org" not in message   # the URL is never repeated
+    assert "~/.netrc" in message
+    validate({"sources": {"csr": {key: "https://download.example.org/x.nc?version=2"}}})   # a plain query is fine

@@ -101,6 +101,18 @@ def test_pseudo_gap_months_are_held_out_of_training_and_test():
     assert labels["2019-05"] == mo.SPLIT_FLAGS["test"]
 
 
+def test_all_nan_grace_months_are_missing_and_recorded():
+    land, area = grid()
+    target = target_field(observed_months())
+    target.loc[{"time": ["2005-03-01", "2006-07-01"]}] = np.nan
+    ds = build_tensors(inputs(), target, land, area, CFG)
+    base = build_tensors(inputs(), target_field(observed_months()), land, area, CFG)
+    assert ds.attrs["empty_target_months"] == "2005-03, 2006-07" and base.attrs["empty_target_months"] == "none"
+    assert ds.attrs["train_months"] == base.attrs["train_months"] - 2
+    split = pd.Series(ds["split"].values, index=mo.month_labels(MONTHS))
+    assert split["2005-03"] == split["2006-07"] == mo.SPLIT_FLAGS["missing"]
+
+
 def test_fold_ends_spread_from_the_shortest_fit_to_the_last_validation_window():
     assert mo.fold_ends("2002-04", "2014-03", 3, 60, 36) == ["2007-03", "2009-03", "2011-03"]
     assert mo.fold_ends("2002-04", "2014-03", 1, 60, 36) == ["2007-03"]

@@ -98,6 +98,9 @@ def test_mirror_and_file_names():
     assert dl.join_mirror(None, url) == url
     assert dl.join_mirror("http://127.0.0.1:9/m/", url) == "http://127.0.0.1:9/m/CSR_x.nc"
     assert dl.file_name_of(url) == "CSR_x.nc"
+    for bad in ("https://host/outgoing/..", "https://host/"):   # never a path out of the download folder
+        with pytest.raises(UserError, match="URL does not end in a file name"):
+            dl.file_name_of(bad)
 
 
 PATTERN = "gsfc.glb_.200204_*_rl06v2.0_obp-ice6gd_halfdegree.nc"

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gracefill.config import validate
+from gracefill.io import UserError
 from gracefill.predict import reconstruct
 from gracefill.train import LOG_COLUMNS, load_checkpoint, train, write_log
 from tests.conftest import tiny_tensors
@@ -47,6 +48,54 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
         assert torch.equal(value, resumed["engine"]["ensemble"][key]), key
     assert torch.equal(full["engine"]["log_beta"], resumed["engine"]["log_beta"])
     assert [r["train_rmse"] for r in history] == [r["train_rmse"] for r in resumed_history]
+
+
+def _interrupted_run(ds, cfg, path, after_epoch: int) -> None:
+    def stop(epoch, row):
+        if epoch == after_epoch:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(ds, cfg, checkpoint_path=path, config_hash="h", progress=False, on_epoch_end=stop)
+
+
+def _same_parameters(a: dict, b: dict) -> bool:
+    return all(torch.equal(v, b["engine"]["ensemble"][k]) for k, v in a["engine"]["ensemble"].items())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_unreadable_checkpoint_is_set_aside_and_training_resumes_from_the_one_before(tmp_path, caplog, damage):
+    """A corrupt or truncated newest checkpoint never blocks a rerun: it is renamed *.corrupt with
+    a warning naming it, and training resumes from the checkpoint before it (kept beside it)."""
+    from gracefill.train import previous_checkpoint
+
+    ds, _ = tiny_tensors()
+    cfg = config()
+    full, _ = train(ds, cfg, checkpoint_path=tmp_path / "full.pt", config_hash="h", progress=False)
+    path = tmp_path / "checkpoint.pt"
+    _interrupted_run(ds, cfg, path, after_epoch=2)
+    assert load_checkpoint(path)["epoch"] == 2 and load_checkpoint(previous_checkpoint(path))["epoch"] == 1
+    data = path.read_bytes()
+    path.write_bytes(b"not a checkpoint" * 10 if damage == "garbage" else data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="gracefill"):
+        resumed, history = train(ds, cfg, checkpoint_path=path, config_hash="h", progress=False)
+    assert f"{path} is unreadable: set aside as checkpoint.pt.corrupt" in caplog.text
+    assert (tmp_path / "checkpoint.pt.corrupt").exists()
+    assert [row["epoch"] for row in history] == [1, 2, 3] and _same_parameters(full, resumed)
+
+
+def test_no_readable_checkpoint_starts_afresh_and_the_error_line_offers_no_unsafe_load(tmp_path):
+    ds, _ = tiny_tensors()
+    cfg = config(epochs=1)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"\x80\x02garbage")
+    payload, history = train(ds, cfg, checkpoint_path=path, config_hash="h", progress=False)
+    assert payload["epoch"] == 1 and len(history) == 1 and (tmp_path / "checkpoint.pt.corrupt").exists()
+    (tmp_path / "bad.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(UserError) as info:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    assert str(info.value).startswith(f"{tmp_path / 'bad.pt'}: not a readable gracefill checkpoint")
 
 
 def test_training_compile_runs_the_network_through_one_compiled_template_per_chunk_size(tmp_path, monkeypatch):

@@ -150,6 +150,9 @@ def build_tensors(args) -> None:
     with blame(args.target):
         ds = make_tensors(predictors.load(), target.load(), grid["land_mask"], grid["cell_area"], cfg,
                           truth=truth.load() if truth is not None else None)
+    if ds.attrs["empty_target_months"] != "none":
+        log.warning("%s: month(s) %s have no value on land; they count as missing (not trained on, not scored)",
+                    args.target, ds.attrs["empty_target_months"])
     inputs = [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])
     ds.attrs.update(config_mod.provenance(cfg, inputs, args.stage))
     write_netcdf(ds, args.output)
@@ -203,7 +206,8 @@ def train(args) -> None:
                                     progress=not args.no_progress)
     tr.save_checkpoint(out, payload)
     tr.write_log(history, Path(args.log_csv))
-    checkpoint.unlink(missing_ok=True)
+    for done in (checkpoint, tr.previous_checkpoint(checkpoint)):
+        done.unlink(missing_ok=True)
     last = history[-1]
     log.info("trained %d epochs: train RMSE %.4g, test RMSE %.4g, test R2 %.3f", last["epoch"],
              last["train_rmse"], last["test_rmse"], last["test_r2"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import urllib.parse
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,34 @@ def inside_grid(point: dict, grid: dict) -> bool:
     return grid["lat_min"] <= point["lat"] <= grid["lat_max"] and grid["lon_min"] <= point["lon"] <= grid["lon_max"]
 
 
+#: query parameters that carry secrets (compared case-insensitively)
+SECRET_QUERY_KEYS = ("token", "access_token", "api_key", "apikey", "key", "password", "passwd", "pwd", "secret",
+                     "signature", "sig", "auth", "authorization", "credentials")
+
+
+def _urls(node, path: str):
+    """(key path, value) of every http(s) URL string below ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _urls(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _urls(value, f"{path}.{i}")
+    elif isinstance(node, str) and node.lower().startswith(("http://", "https://")):
+        yield path, node
+
+
+def _check_no_credentials(cfg: dict) -> None:
+    """Refuse URLs that carry a user, a password or a token: they would reach the printed shell
+    commands, Snakemake's logs and metadata. The message never repeats the URL."""
+    for key, url in _urls(cfg.get("sources", {}), "sources"):
+        parts = urllib.parse.urlsplit(url)
+        query = {name.lower() for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)}
+        if "@" in parts.netloc or query & set(SECRET_QUERY_KEYS):
+            raise UserError(f"config key '{key}': a URL with credentials (user, password or token) is refused; "
+                            "put them in ~/.netrc (HTTPS, Earthdata) or ~/.cdsapirc (CDS) instead")
+
+
 def fold_ends(cfg: dict) -> list[str]:
     """Last fit month of each validation fold ("YYYY-MM"), from ``evaluation.folds``."""
     from gracefill.months import fold_ends as ends
@@ -205,6 +234,7 @@ def validate(config: dict | None, *, relations: bool = True) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
     if error is not None:
         raise UserError(_describe(error))
+    _check_no_credentials(cfg)
     if relations:
         _check_semantics(cfg, points_given="points" in ((config or {}).get("figures") or {}))
     return cfg

@@ -79,9 +79,11 @@ def build_tensors(
     if target.indexes["time"].duplicated().any():
         dup = mo.month_labels(target.indexes["time"][target.indexes["time"].duplicated()])
         raise ValueError(f"target has more than one field for month(s) {', '.join(dup)}")
+    delivered = np.asarray(months.isin(target.indexes["time"]))
     target = target.reindex(time=months) * factor
     target = target.where(land_bool)
     observed = np.asarray(target.notnull().any(("lat", "lon")))
+    empty = mo.month_labels(months[delivered & ~observed])  # in the product, but no value on land
 
     has_inputs = np.arange(len(months)) >= lags - 1
     split = mo.split_labels(months, observed, has_inputs,
@@ -156,6 +158,7 @@ def build_tensors(
         "gap_months": int((split == mo.SPLIT_FLAGS["gap"]).sum()),
         "missing_months": int((split == mo.SPLIT_FLAGS["missing"]).sum()),
         "pseudo_gap_months": int((split == mo.SPLIT_FLAGS["pseudo_gap"]).sum()),
+        "empty_target_months": ", ".join(empty) or "none",
         "train_window": f"{split_cfg['train_start']}..{split_cfg['train_end']}",
         "detrended": int(bool(cfg["predictors"]["detrend"])),
         "normalised": int(bool(cfg["predictors"]["normalise"])),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,17 +17,52 @@ class UserError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits non-zero."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: a disk with less free space than this counts as full when a writer fails without saying why
+#: (torch.save and netCDF4 raise RuntimeErrors such as "unexpected pos" on a full disk)
+FULL_DISK_BYTES = 1 << 20
+
+
+def write_failed(path: str | os.PathLike, exc: BaseException) -> UserError:
+    """One line naming the file that could not be written and the operating system's reason."""
+    text = str(exc).strip()
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    return UserError(f"{path}: could not be written ({reason})")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets the permissions of any new file under the umask (mkstemp's own are 0600); a
+    failed write (e.g. a full disk) leaves nothing and raises a :class:`UserError` naming the
+    file and the reason.
+    """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    except OSError as exc:
+        raise write_failed(final, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, final)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, final)
+        except OSError as exc:
+            raise write_failed(final, exc) from None
+        except RuntimeError as exc:
+            free = shutil.disk_usage(final.parent).free
+            if free < FULL_DISK_BYTES:
+                raise UserError(f"{final}: could not be written (No space left on device: {free} bytes free)") from None
+            raise
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -6,7 +6,9 @@ what an uninterrupted one does, and writes a checkpoint every ``checkpoint_every
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ from gracefill.io import UserError, atomic_path, write_csv
 from gracefill.months import SPLIT_FLAGS
 from gracefill.nn import build_backbone
 from gracefill.svgd import SVGD, StudentTPrior
+
+log = logging.getLogger("gracefill")
 
 CHECKPOINT_FORMAT = 1
 LOG_COLUMNS = ["epoch", "train_rmse", "test_rmse", "test_r2", "test_mnlp", "mean_log_beta", "lr", "seconds"]
@@ -144,18 +148,55 @@ def evaluate(engine: SVGD, data: TrainingData, index: torch.Tensor, batch_size: 
     return {"rmse": math.sqrt(float(sse / n)), "r2": float(1 - sse / sst), "mnlp": float(nlp / n)}
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save atomically (temporary name, then rename)."""
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before the newest is kept (``checkpoint.previous.pt``)."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -> None:
+    """torch.save atomically (temporary name, then rename); ``keep_previous`` first moves the
+    current file to :func:`previous_checkpoint`, so a failed write still leaves a good one."""
+    if keep_previous and path.exists():
+        os.replace(path, previous_checkpoint(path))
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint with weights_only=True (no pickled code)."""
+    """Load a checkpoint with weights_only=True (no pickled code, never anything else)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{path}: not a readable gracefill checkpoint ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: not a readable gracefill checkpoint ({type(exc).__name__}); "
+                        "delete it and run train again") from None
+    if not isinstance(payload, dict) or "engine" not in payload:
+        raise UserError(f"{path}: not a gracefill checkpoint (no engine state); delete it and run train again")
+    return payload
+
+
+def resume_state(path: Path, config_hash: str) -> dict | None:
+    """The newest readable checkpoint of this run to resume from, or None (start afresh).
+
+    ``path`` is tried first, then :func:`previous_checkpoint`. An unreadable file (truncated,
+    corrupt) is set aside as ``<name>.corrupt`` with a warning naming it, so that it can be
+    inspected and never blocks a rerun; a checkpoint of another configuration is not resumed.
+    """
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = load_checkpoint(candidate)
+        except UserError:
+            aside = candidate.with_name(candidate.name + ".corrupt")
+            os.replace(candidate, aside)
+            log.warning("%s is unreadable: set aside as %s; resuming from an older checkpoint or from the start",
+                        candidate, aside.name)
+            continue
+        if state.get("config_hash") == config_hash and state.get("format") == CHECKPOINT_FORMAT:
+            log.info("resuming from %s (epoch %s)", candidate, state.get("epoch"))
+            return state
+        return None
+    return None
 
 
 def train(
@@ -182,12 +223,11 @@ def train(
 
     history: list[dict] = []
     first_epoch = 1
-    if checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        if state.get("config_hash") == config_hash and state.get("format") == CHECKPOINT_FORMAT:
-            engine.load_state_dict(state["engine"])
-            history = list(state["history"])
-            first_epoch = int(state["epoch"]) + 1
+    state = resume_state(checkpoint_path, config_hash)
+    if state is not None:
+        engine.load_state_dict(state["engine"])
+        history = list(state["history"])
+        first_epoch = int(state["epoch"]) + 1
 
     n_train = int(data.train_index.numel())
     batch = int(t["batch_size"])
@@ -219,7 +259,7 @@ def train(
         payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
                    "engine": engine.state_dict(), "history": history}
         if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
-            save_checkpoint(checkpoint_path, payload)
+            save_checkpoint(checkpoint_path, payload, keep_previous=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if not payload:  # resumed from a checkpoint that already finished

@@ -343,7 +343,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 def file_name_of(url: str) -> str:
     """The last path component of a URL, as a safe file name."""
     name = Path(urlsplit(url).path).name
-    if not name:
+    if not name or name in (".", ".."):
         raise UserError(f"{redact(url)}: URL does not end in a file name")
     return _SAFE.sub("_", name)
 

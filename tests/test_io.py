@@ -1,0 +1,79 @@
+"""The file edges: atomic writes follow the umask, and a failed write (full disk) is one line."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from gracefill import io
+from gracefill.io import UserError, atomic_path, write_csv, write_netcdf
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_files_follow_the_umask(tmp_path, umask_022):
+    import pandas as pd
+
+    nc = write_netcdf(xr.Dataset({"x": ("t", np.arange(3.0))}), tmp_path / "a.nc")
+    csv = write_csv(pd.DataFrame({"a": [1]}), tmp_path / "a.csv")
+    for path in (nc, csv):
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+    os.umask(0o077)
+    private = write_csv(pd.DataFrame({"a": [1]}), tmp_path / "b.csv")
+    assert oct(private.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "scores.csv"
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(UserError) as info:
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            no_space()
+    assert str(info.value) == f"{target}: could not be written (No space left on device)"
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_writer_that_fails_without_a_reason_on_a_full_disk_is_named(tmp_path, monkeypatch):
+    """torch.save says "unexpected pos ..." when the disk is full: the free space tells why."""
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10, 10, 0))
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(UserError, match=r"checkpoint.pt: could not be written \(No space left on device: 0 bytes free\)"):
+        with atomic_path(target):
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    assert not target.exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10, 0, 10 * io.FULL_DISK_BYTES))
+    with pytest.raises(RuntimeError, match="unexpected pos"):   # not a disk problem: the error stays as it was
+        with atomic_path(target):
+            raise RuntimeError("unexpected pos 64 vs 0")
+
+
+def test_checkpoint_save_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from gracefill.train import load_checkpoint, previous_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"engine": {}, "epoch": 1}, keep_previous=True)
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match="No space left on device"):
+        save_checkpoint(path, {"engine": {}, "epoch": 2}, keep_previous=True)
+    assert load_checkpoint(previous_checkpoint(path))["epoch"] == 1
