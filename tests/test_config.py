@@ -64,6 +64,8 @@ BAD_CONFIGS = [
     ({"split": {"pseudo_gap_start": "2017-08", "pseudo_gap_end": "2018-02"}}, "split.pseudo_gap_start", "outside the gap"),
     ({"split": {"pseudo_gap_start": "2019-05", "pseudo_gap_end": "2019-01"}}, "split.pseudo_gap_end", "not before"),
     ({"evaluation": {"folds": {"min_fit_months": 130}}}, "evaluation.folds", "fit the training window"),
+    ({"period": {"start": "1995-01"}, "split": {"train_start": "1995-01", "train_end": "2001-12"}},
+     "split.train_start", "a training window with GRACE months"),
     ({"evaluation": {"folds": {"count": 0}}}, "evaluation.folds.count", ">= 1"),
     ({"figures": {"points": [{"name": "Pole", "lat": 89.0, "lon": 0.0}]}}, "figures.points.0", "inside the grid"),
 ]

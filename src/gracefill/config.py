@@ -126,6 +126,14 @@ def _check_semantics(cfg: dict, points_given: bool = True) -> None:
         _require(pseudo[0] <= pseudo[1], "split.pseudo_gap_end", pseudo[1], "a month not before split.pseudo_gap_start")
         _require(pseudo[1] < split["gap_start"] or pseudo[0] > split["gap_end"], "split.pseudo_gap_start", pseudo[0],
                  f"a pseudo-gap outside the gap {split['gap_start']}..{split['gap_end']}")
+    if cfg["sources"]["target"] == "synthetic":  # the synthetic GRACE follows the real mission's calendar
+        from gracefill import months as mo
+
+        months = mo.month_range(split["train_start"], split["train_end"])
+        observed = mo.synthetic_grace_availability(months, (split["gap_start"], split["gap_end"]))
+        _require(bool(observed.any()), "split.train_start", split["train_start"],
+                 f"a training window with GRACE months (the first is {mo.GRACE_FIRST_MONTH}); "
+                 f"{split['train_start']}..{split['train_end']} has none")
     folds = cfg["evaluation"]["folds"]
     try:
         fold_ends(cfg)
