@@ -58,7 +58,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp_path, final)
         except OSError as exc:
             raise write_failed(final, exc) from None
-        except RuntimeError as exc:
+        except RuntimeError:
             free = shutil.disk_usage(final.parent).free
             if free < FULL_DISK_BYTES:
                 raise UserError(f"{final}: could not be written (No space left on device: {free} bytes free)") from None
