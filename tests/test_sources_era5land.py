@@ -199,8 +199,17 @@ def test_bad_files(tmp_path, years):
         assert str(info.value).startswith(str(path)) and expected in str(info.value), (case, str(info.value))
     with pytest.raises(UserError, match=r"covers 2002-01\.\.2004-12, not the configured 2002-01\.\.2005-06"):
         e5.read(paths, period=("2002-01", "2005-06"))
-    with pytest.raises(UserError, match=r"duplicate values .*across files"):
-        e5.read([paths[0], paths[0]])
+    with pytest.raises(UserError) as info:   # the duplicate month names the files that hold it
+        e5.read([paths[0], paths[1], paths[0]])
+    assert str(info.value) == (f"{paths[0]} and {paths[0]}: more than one field for 2002-01 across files "
+                               "(time axis 'valid_time'); expected each month in one file")
+    overlap = write_era5land(tmp_path / "overlap.nc", {k: v[12:13] for k, v in fields.items()}, lat, lon, months[12:13])
+    with pytest.raises(UserError, match=rf"^{paths[1]} and {overlap}: more than one field for 2003-01"):
+        e5.read([paths[0], paths[1], overlap])
+    empty = write_era5land(tmp_path / "nan.nc", {k: np.full_like(v, np.nan) if k == "runoff" else v
+                                                 for k, v in sub.items()}, lat, lon, m)
+    with pytest.raises(UserError, match=rf"^{empty}: variable 'ro' has no value \(all NaN\) in the grid's box"):
+        e5.read([empty])
     with pytest.raises(UserError, match="sources.era5land.local: no file matches"):
         e5.expand_local(str(tmp_path / "none_*.nc"))
 
@@ -211,3 +220,45 @@ def test_the_installed_cdsapi_takes_dataset_request_and_target():
     cdsapi = pytest.importorskip("cdsapi")
     params = list(inspect.signature(cdsapi.Client.retrieve).parameters)
     assert params[:4] == ["self", "name", "request", "target"]
+
+
+def test_a_cds_answering_500_fails_in_one_line_within_the_retry_budget(tmp_path, monkeypatch):
+    """The configured retries and timeout reach cdsapi (its defaults retry 500 times, 120 s apart)."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class ServerError(BaseHTTPRequestHandler):
+        def answer(self):
+            hits.append(self.path)
+            body = b'{"detail": "internal error"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ServerError)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("CDSAPI_URL", f"http://127.0.0.1:{server.server_address[1]}/api")
+        monkeypatch.setenv("CDSAPI_KEY", "sec-ret-key")
+        monkeypatch.setattr(e5, "CDS_RETRY_SLEEP_S", 0.1)
+        started = time.monotonic()
+        with pytest.raises(UserError) as info:
+            e5.retrieve_year(CFG, 2002, tmp_path / "era5land_2002.nc", timeout_s=5, retries=2)
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+    message = str(info.value)
+    assert message.startswith(f"CDS {CFG['dataset']} 2002: request failed (HTTPError: 500 Server Error")
+    assert "\n" not in message and "sec-ret-key" not in message
+    assert 1 <= len(hits) <= 4 and elapsed < 30, (len(hits), elapsed)
+    assert not list(tmp_path.iterdir())   # nothing partial

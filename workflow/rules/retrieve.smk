@@ -158,6 +158,8 @@ rule retrieve_era5land_year:
         year=r"\d{4}",
     params:
         cfg=plan.era5land_request_config(config),
+        timeout=config["sources"]["download"]["timeout_s"],
+        retries=config["sources"]["download"]["retries"],
     resources:
         cds=1,  # `--resources cds=N` caps the requests queued at the CDS at once
     log:
@@ -168,7 +170,7 @@ rule retrieve_era5land_year:
         "../../envs/gracefill.yaml"
     shell:
         "gracefill retrieve_era5land --config-json {params.cfg:q} --year {wildcards.year} "
-        "--output {output:q} > {log:q} 2>&1"
+        "--timeout {params.timeout} --retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule normalise_era5land:

@@ -117,7 +117,7 @@ def retrieve_era5land(args) -> None:
     cfg = config_mod.from_json(args.config_json)
     e5cfg = {**cfg["sources"]["era5land"], "variables": e5.needed_variables(cfg["sources"])}
     bounds = bounds_of(cfg) if e5cfg["area"] == "grid" else None
-    path = e5.retrieve_year(e5cfg, args.year, args.output, bounds=bounds)
+    path = e5.retrieve_year(e5cfg, args.year, args.output, bounds=bounds, timeout_s=args.timeout, retries=args.retries)
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 
@@ -181,6 +181,8 @@ def add_steps(sub) -> None:
     p.add_argument("--config-json", required=True)
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--output", required=True)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per CDS request (sources.download.timeout_s)")
+    p.add_argument("--retries", type=int, default=3, help="attempts after a CDS server error (sources.download.retries)")
     p = step("normalise_era5land")
     p.add_argument("--config-json", required=True)
     p.add_argument("--inputs", nargs="+", required=True)

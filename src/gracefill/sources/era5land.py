@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gracefill import months as mo
 from gracefill.io import UserError, open_dataset, write_netcdf
 from gracefill.sources import download as dl
 from gracefill.sources import normalise as nz
@@ -61,6 +62,7 @@ REQUEST_KEYS = ("product_type", "variable", "year", "month", "time", "data_forma
 FLUX_UNITS = "mm month-1"
 NAME = "ERA5-Land monthly means"
 CDS_RC = "~/.cdsapirc"
+CDS_RETRY_SLEEP_S = 10.0  # longest wait between two attempts after a CDS server error
 
 
 # --------------------------------------------------------------------------- requests
@@ -141,8 +143,13 @@ def _secret_free(text: str) -> str:
 
 
 def retrieve_year(cfg: dict, year: int, target: str | os.PathLike, *, bounds: dict | None = None,
-                  client=None) -> Path:
-    """Download one year with cdsapi to ``target`` (atomic, verified, sidecar); skip if complete."""
+                  client=None, timeout_s: float = 120.0, retries: int = 3) -> Path:
+    """Download one year with cdsapi to ``target`` (atomic, verified, sidecar); skip if complete.
+
+    The CDS client gets the configured budget (``sources.download``): ``timeout_s`` per HTTP
+    request and ``retries`` attempts on a server error, at most :data:`CDS_RETRY_SLEEP_S` apart
+    (cdsapi's own defaults, 500 attempts 120 s apart, hang a job for hours); then one line.
+    A queued request still waits for the CDS as long as it takes."""
     target = Path(target)
     if dl.is_complete(target):
         return target
@@ -154,7 +161,7 @@ def retrieve_year(cfg: dict, year: int, target: str | os.PathLike, *, bounds: di
             import cdsapi
         except ImportError:
             raise UserError("cdsapi is not installed: pip install cdsapi (or use the conda environment envs/gracefill.yaml)") from None
-        client = cdsapi.Client()
+        client = cdsapi.Client(timeout=timeout_s, retry_max=retries, sleep_max=min(CDS_RETRY_SLEEP_S, timeout_s))
     request = cds_request(cfg, year, bounds)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = dl.part_path(target)
@@ -248,6 +255,18 @@ def _open_one(path: str | os.PathLike, needed: tuple[str, ...]) -> xr.Dataset:
     return ds
 
 
+def _check_has_values(ds: xr.Dataset, needed: tuple[str, ...], path: str) -> None:
+    """Each variable has a value somewhere in the box (an all-NaN variable, e.g. a request for
+    the wrong area, would pass everything else and fail stages later with another file's name).
+    The first month is looked at first; the whole variable only when that month is empty."""
+    for short in needed:
+        var = ds[short]
+        if var.sizes.get("time", 0) and bool(var.isel(time=0).notnull().any()):
+            continue
+        if not bool(var.notnull().any()):
+            raise UserError(f"{path}: variable '{short}' has no value (all NaN) in the grid's box; expected data over land")
+
+
 def read(
     paths,
     variables=tuple(SHORT_NAMES),
@@ -271,7 +290,9 @@ def read(
                 nz.check_units(ds[short], UNITS[short], path)
         nz.check_unique(ds["time"].values, path, "valid_time")
         ds = nz.standard_lat_lon(ds, "latitude", "longitude")
-        parts.append(nz.crop(ds, bounds))
+        ds = nz.crop(ds, bounds)
+        _check_has_values(ds, needed, path)
+        parts.append(ds)
     where = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} files)"
     for a in parts[1:]:
         if a.sizes["lat"] != parts[0].sizes["lat"] or not np.allclose(a["lat"], parts[0]["lat"]) \
@@ -279,9 +300,12 @@ def read(
             raise UserError(f"{a.attrs['_path']}: grid differs from {paths[0]}'s")
     ds = xr.concat(parts, dim="time", data_vars="minimal", coords="minimal", compat="override", join="override")
     times = pd.DatetimeIndex(ds["time"].values)
-    if times.has_duplicates:
-        first = times[times.duplicated()][0]
-        raise UserError(f"{where}: time axis 'valid_time' has duplicate values (first {first}) across files")
+    month_of = mo.to_month_start(times) if len(parts) > 1 else None
+    if month_of is not None and month_of.has_duplicates:
+        first = month_of[month_of.duplicated()][0]
+        holders = [a.attrs["_path"] for a in parts if (mo.to_month_start(a["time"].values) == first).any()]
+        raise UserError(f"{' and '.join(holders)}: more than one field for {first:%Y-%m} across files "
+                        "(time axis 'valid_time'); expected each month in one file")
     months = nz.to_months(times, where)
     ds = ds.assign_coords(time=months.values).sortby("time")
     months = pd.DatetimeIndex(ds["time"].values)
