@@ -207,3 +207,38 @@ def test_a_loss_that_turns_nan_stops_naming_the_epoch(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1: .*not finite"):
         train(ds, config(epochs=2, checkpoint_every=1), checkpoint_path=tmp_path / "n.pt", config_hash="h", progress=False)
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_train_stops_when_the_process_that_launched_it_is_gone(tmp_path):
+    """A workflow manager killed on its own (its shell survives it) leaves no training behind."""
+    import os
+    import shlex
+    import signal
+    import time
+    from pathlib import Path
+
+    from gracefill.io import write_netcdf
+
+    ds, _ = tiny_tensors()
+    write_netcdf(ds, tmp_path / "tensors.nc")
+    cfg = json.dumps({"seed": 1, **SETTINGS, "training": {**SETTINGS["training"], "epochs": 100000}})
+    gracefill = Path(sys.executable).parent / "gracefill"
+    stage = (f"{shlex.quote(str(gracefill))} train --config-json {shlex.quote(cfg)} --tensors {tmp_path}/tensors.nc "
+             f"--model {tmp_path}/model/model.pt --log-csv {tmp_path}/model/log.csv --no-progress > {tmp_path}/train.log 2>&1; true")
+    launcher = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                                 f"subprocess.Popen(['bash', '-c', {stage!r}]); time.sleep(600)"])
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "model" / "checkpoint.pt").exists():
+            assert time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+    deadline = time.monotonic() + 60
+    log = tmp_path / "train.log"
+    while "interrupted" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    assert "gracefill train: interrupted; finished outputs and checkpoints are kept" in log.read_text()
+    assert not (tmp_path / "model" / "model.pt").exists() and (tmp_path / "model" / "checkpoint.pt").exists()

@@ -18,7 +18,7 @@ import xarray as xr
 
 from gracefill import config as config_mod
 from gracefill import months as mo
-from gracefill.io import UserError, blame, open_dataset, write_csv, write_netcdf
+from gracefill.io import UserError, blame, open_dataset, stop_with_launcher, write_csv, write_netcdf
 from gracefill.sources import cli as sources_cli
 
 log = logging.getLogger("gracefill")
@@ -201,7 +201,7 @@ def train(args) -> None:
     checkpoint = out.parent / "checkpoint.pt"
     run_hash = config_mod.config_hash({"cfg": config_mod.subset(cfg, "seed", "model", "training"),
                                        "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
-    with blame(args.tensors):
+    with blame(args.tensors), stop_with_launcher():
         payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
                                     progress=not args.no_progress)
     tr.save_checkpoint(out, payload)
@@ -588,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"gracefill {args.stage}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"gracefill {args.stage}: interrupted; finished outputs and checkpoints are kept", file=sys.stderr)
+        return 130
     log.info("%s done in %.1f s", args.stage, time.perf_counter() - start)
     return 0
 

@@ -112,3 +112,53 @@ def blame(path) -> Iterator[None]:
         yield
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent of process ``pid`` (Linux /proc), or None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended; only its parent has not collected it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@contextmanager
+def stop_with_launcher(interval_s: float = 2.0) -> Iterator[None]:
+    """Interrupt the main thread when the process that launched this one, or its own parent, is
+    gone: a workflow manager killed on its own (e.g. SIGINT to Snakemake alone) leaves the shell
+    between it and a long stage alive, and the stage must not run on as an orphan. A no-op where
+    the process tree cannot be read."""
+    import _thread
+    import threading
+
+    parent = os.getppid()
+    watched = [pid for pid in (parent, _parent_of(parent)) if pid and pid > 1]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval_s):
+            if not all(_alive(pid) for pid in watched):
+                done.set()
+                _thread.interrupt_main()
+
+    thread = threading.Thread(target=watch, name="stop-with-launcher", daemon=True)
+    if watched:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
