@@ -62,7 +62,7 @@ def test_a_writer_that_fails_without_a_reason_on_a_full_disk_is_named(tmp_path, 
             raise RuntimeError("unexpected pos 64 vs 0")
 
 
-def test_checkpoint_save_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+def test_checkpoint_save_on_a_full_disk_keeps_the_current_checkpoint(tmp_path, monkeypatch):
     import torch
 
     from gracefill.train import load_checkpoint, previous_checkpoint, save_checkpoint
@@ -76,4 +76,5 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_previous_checkpoint(tmp_path, 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(UserError, match="No space left on device"):
         save_checkpoint(path, {"engine": {}, "epoch": 2}, keep_previous=True)
-    assert load_checkpoint(previous_checkpoint(path))["epoch"] == 1
+    assert load_checkpoint(path)["epoch"] == 1 and not previous_checkpoint(path).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]   # no temporary file left

@@ -224,7 +224,8 @@ def test_train_stops_when_the_process_that_launched_it_is_gone(tmp_path):
     cfg = json.dumps({"seed": 1, **SETTINGS, "training": {**SETTINGS["training"], "epochs": 100000}})
     gracefill = Path(sys.executable).parent / "gracefill"
     stage = (f"{shlex.quote(str(gracefill))} train --config-json {shlex.quote(cfg)} --tensors {tmp_path}/tensors.nc "
-             f"--model {tmp_path}/model/model.pt --log-csv {tmp_path}/model/log.csv --no-progress > {tmp_path}/train.log 2>&1; true")
+             f"--model {tmp_path}/model/model.pt --log-csv {tmp_path}/model/log.csv --no-progress --stop-with-launcher "
+             f"> {tmp_path}/train.log 2>&1; true")
     launcher = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
                                  f"subprocess.Popen(['bash', '-c', {stage!r}]); time.sleep(600)"])
     try:
@@ -241,4 +242,5 @@ def test_train_stops_when_the_process_that_launched_it_is_gone(tmp_path):
         assert time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.2)
     assert "gracefill train: interrupted; finished outputs and checkpoints are kept" in log.read_text()
-    assert not (tmp_path / "model" / "model.pt").exists() and (tmp_path / "model" / "checkpoint.pt").exists()
+    assert not (tmp_path / "model" / "model.pt").exists()
+    assert load_checkpoint(tmp_path / "model" / "checkpoint.pt")["epoch"] >= 1   # training can resume

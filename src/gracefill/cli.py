@@ -201,7 +201,7 @@ def train(args) -> None:
     checkpoint = out.parent / "checkpoint.pt"
     run_hash = config_mod.config_hash({"cfg": config_mod.subset(cfg, "seed", "model", "training"),
                                        "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
-    with blame(args.tensors), stop_with_launcher():
+    with blame(args.tensors), stop_with_launcher(args.stop_with_launcher):
         payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
                                     progress=not args.no_progress)
     tr.save_checkpoint(out, payload)
@@ -532,6 +532,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="final checkpoint (model.pt)")
     p.add_argument("--log-csv", required=True, help="per-epoch training log")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stop-with-launcher", action="store_true",
+                   help="stop when the process that started this one (e.g. Snakemake) is gone")
     p = stage("predict")
     p.add_argument("--tensors", required=True)
     p.add_argument("--model", required=True)

@@ -136,17 +136,26 @@ def _alive(pid: int) -> bool:
         return True
 
 
+#: process names of the shells a workflow manager runs its commands through
+SHELLS = ("bash", "sh", "dash", "zsh")
+
+
 @contextmanager
-def stop_with_launcher(interval_s: float = 2.0) -> Iterator[None]:
-    """Interrupt the main thread when the process that launched this one, or its own parent, is
-    gone: a workflow manager killed on its own (e.g. SIGINT to Snakemake alone) leaves the shell
-    between it and a long stage alive, and the stage must not run on as an orphan. A no-op where
-    the process tree cannot be read."""
+def stop_with_launcher(enabled: bool = True, interval_s: float = 2.0) -> Iterator[None]:
+    """Interrupt the main thread when the process that launched this one is gone: a workflow
+    manager killed on its own (e.g. SIGINT to Snakemake alone) leaves the shell between it and a
+    long stage alive, and the stage must not run on as an orphan. Watches the parent, and the
+    parent's parent when the parent is a shell. A no-op where the process tree cannot be read."""
     import _thread
     import threading
 
     parent = os.getppid()
-    watched = [pid for pid in (parent, _parent_of(parent)) if pid and pid > 1]
+    try:
+        through_shell = Path(f"/proc/{parent}/comm").read_text().strip() in SHELLS
+    except OSError:
+        through_shell = False
+    chain = (parent, _parent_of(parent)) if through_shell else (parent,)
+    watched = [pid for pid in chain if enabled and pid and pid > 1]
     done = threading.Event()
 
     def watch() -> None:

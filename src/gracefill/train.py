@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,12 +155,25 @@ def previous_checkpoint(path: Path) -> Path:
 
 
 def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -> None:
-    """torch.save atomically (temporary name, then rename); ``keep_previous`` first moves the
-    current file to :func:`previous_checkpoint`, so a failed write still leaves a good one."""
-    if keep_previous and path.exists():
-        os.replace(path, previous_checkpoint(path))
+    """torch.save atomically (temporary name, then rename). With ``keep_previous`` the current
+    file becomes :func:`previous_checkpoint` once the new one is completely written, so a
+    failed or interrupted write leaves the current one, and a damaged newest file the one before."""
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        if keep_previous and path.exists():
+            _link_or_copy(path, previous_checkpoint(path))
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` becomes the file ``source`` is now (a hard link, else a copy); ``source`` stays
+    in place, so an interruption at any point still leaves a checkpoint under its own name."""
+    staging = target.with_name(target.name + ".tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(source, staging)
+    except OSError:
+        shutil.copy2(source, staging)
+    os.replace(staging, target)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -21,7 +21,7 @@ rule train:
         "../../envs/gracefill.yaml"
     shell:
         "gracefill train --config-json {params.cfg:q} --tensors {input.tensors:q} "
-        "--model {output.model:q} --log-csv {output.log_csv:q} > {log:q} 2>&1"
+        "--model {output.model:q} --log-csv {output.log_csv:q} --stop-with-launcher > {log:q} 2>&1"
 
 
 rule predict:
