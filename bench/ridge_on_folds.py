@@ -21,6 +21,7 @@ import xarray as xr
 from gracefill import baselines as bl
 from gracefill import months as mo
 from gracefill import predictors as pr
+from gracefill.analysis import fit_window
 from gracefill.months import SPLIT_FLAGS
 
 RIDGES = (0.0, 0.01, 0.1, 1.0, 10.0)
@@ -35,7 +36,7 @@ def fold_rmse(world: str, fold: Path) -> list[dict]:
         fields[name] = da.assign_coords(time=mo.to_month_start(da["time"].values)).sel(time=months).load()
     train = tensors["split"].values == SPLIT_FLAGS["train"]
     validation = tensors["split"].values == SPLIT_FLAGS["test"]  # a fold's test months are its validation
-    window = mo.in_window(months, *tensors.attrs["train_window"].split(".."))
+    window = mo.in_window(months, *fit_window(tensors))
     features = pr.memory_features(fields, window)
     observed = tensors["target"].values[validation]
     rows = []

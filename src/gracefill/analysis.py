@@ -43,7 +43,7 @@ def baseline_predictions(tensors: xr.Dataset, fields_mm: dict[str, xr.DataArray]
     units = tensors["target"].attrs["units"]
     train = tensors["split"].values == SPLIT_FLAGS["train"]
     months = pd.DatetimeIndex(tensors["time"].values)
-    window = mo.in_window(months, *tensors.attrs["train_window"].split(".."))
+    window = mo.in_window(months, *fit_window(tensors))
     trend = (tensors["target_trend_offset"] + tensors["target_trend_slope"] * tensors["month_index"]).transpose("time", "lat", "lon")
     observed = (tensors["target"] + trend).assign_attrs(units=units)
     land = tensors["land_mask"].astype(bool)
@@ -91,17 +91,18 @@ class Forecast:
         return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var)
 
 
-def fit_window_end(ds: xr.Dataset) -> str:
-    """Last month of the window the file's methods were fitted on ("YYYY-MM")."""
+def fit_window(ds: xr.Dataset) -> tuple[str, str]:
+    """First and last month ("YYYY-MM") of the window the file's methods were fitted on."""
     window = ds.attrs.get("train_window")
     if not window:
-        raise ValueError("the reconstruction has no 'train_window' attribute; rebuild it with this version")
-    return window.split("..")[1]
+        raise ValueError("the file has no 'train_window' attribute; rebuild it with this version")
+    start, end = window.split("..")
+    return start, end
 
 
 def lead_months(ds: xr.Dataset, index: np.ndarray) -> np.ndarray:
     """Months from the end of the fit window to each month of ``index`` (at least 1)."""
-    end = fit_window_end(ds)
+    end = fit_window(ds)[1]
     months = pd.DatetimeIndex(ds["time"].values[index])
     return np.maximum([mo.months_between(end, m) for m in months], 1).astype(np.int64)
 
@@ -121,39 +122,40 @@ def bcnn_forecast(rec: xr.Dataset) -> Forecast:
     return Forecast(rec["twsa"], rec["twsa_std"], samples, np.exp(-rec["log_beta"].values.astype(np.float64)))
 
 
-def _as_samples(da: xr.DataArray) -> xr.DataArray:
-    """Months renumbered 0..n-1, so that months of several folds stack without aligning."""
-    return da.drop_vars("time").assign_coords(time=np.arange(da.sizes["time"]))
-
-
 def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
+    """Months of several folds one after another, renumbered so that they stack without aligning."""
     return xr.concat([a.drop_vars("time", errors="ignore") for a in arrays], dim="time", coords="minimal",
                      compat="override", join="override")
 
 
-def validation_errors(folds: list[tuple[xr.Dataset, xr.Dataset]], names, skip: int | None = None):
-    """Each baseline's errors (prediction - GRACE) on the folds' validation months, pooled over
-    folds (fold ``skip`` left out), with the lead of each month: {name: (errors, leads)}."""
-    out = {}
-    for k, (rec, base) in enumerate(folds):
-        if k == skip:
-            continue
+def validation_errors(folds: list[tuple[xr.Dataset, xr.Dataset]], names) -> list[dict]:
+    """Per fold, each baseline's errors (prediction - GRACE) on the fold's validation months and
+    the lead of each month: [{name: (errors (time, lat, lon), leads)}]."""
+    out = []
+    for rec, base in folds:
         index = _months(rec, "test")  # a fold's test months are its validation months
-        obs = rec["observed_twsa"].isel(time=index)
-        for name in names:
-            err = _as_samples(base[name].isel(time=index) - obs).rename(time="sample")
-            out.setdefault(name, []).append((err, lead_months(rec, index)))
-    return {name: (xr.concat([e for e, _ in parts], "sample"), np.concatenate([lead for _, lead in parts]))
-            for name, parts in out.items()}
+        obs, leads = rec["observed_twsa"].isel(time=index), lead_months(rec, index)
+        out.append({name: (base[name].isel(time=index) - obs, leads) for name in names})
+    return out
+
+
+def spreads_from_errors(errors: list[dict], units: str, lead_bin_months: int,
+                        skip: int | None = None) -> dict[str, xr.Dataset]:
+    """Each baseline's Gaussian spread fitted on the pooled errors of :func:`validation_errors`
+    (fold ``skip`` left out)."""
+    kept = [fold for k, fold in enumerate(errors) if k != skip]
+    spreads = {}
+    for name in kept[0] if kept else ():
+        pooled = _stack([fold[name][0] for fold in kept]).rename(time="sample").assign_attrs(units=units)
+        leads = np.concatenate([fold[name][1] for fold in kept])
+        spreads[name] = bl.fit_spread(pooled, leads, lead_bin_months=lead_bin_months)
+    return spreads
 
 
 def fit_baseline_spreads(folds, names, lead_bin_months: int, skip: int | None = None) -> dict[str, xr.Dataset]:
     """Each baseline's Gaussian predictive spread, fitted on the folds' validation errors only."""
-    units = folds[0][0]["twsa"].attrs["units"]
-    spreads = {}
-    for name, (errors, leads) in validation_errors(folds, names, skip).items():
-        spreads[name] = bl.fit_spread(errors.assign_attrs(units=units), leads, lead_bin_months=lead_bin_months)
-    return spreads
+    return spreads_from_errors(validation_errors(folds, names), folds[0][0]["twsa"].attrs["units"],
+                               lead_bin_months, skip)
 
 
 def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, names, spreads) -> dict[str, Forecast]:
@@ -228,7 +230,8 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     rec = reconstruction
     units = rec["twsa"].attrs["units"]
     names = [name for name in BASELINES if name in baselines]
-    spreads = fit_baseline_spreads(folds, names, lead_bin_months)
+    errors = validation_errors(folds, names)  # sliced once, pooled per fold subset below
+    spreads = spreads_from_errors(errors, units, lead_bin_months)
 
     def segment(ds, base, index, reference, fitted):
         obs = reference.isel(time=index).assign_attrs(units=units)
@@ -237,7 +240,7 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
 
     periods = {"validation": []}
     for k, (fold_rec, fold_base) in enumerate(folds):
-        fitted = fit_baseline_spreads(folds, names, lead_bin_months, skip=k) if len(folds) > 1 else spreads
+        fitted = spreads_from_errors(errors, units, lead_bin_months, skip=k) if len(folds) > 1 else spreads
         index = _months(fold_rec, "test")
         if index.size:
             periods["validation"].append(segment(fold_rec, fold_base, index, fold_rec["observed_twsa"], fitted))

@@ -43,6 +43,26 @@ def _period(cfg: dict) -> pd.DatetimeIndex:
     return mo.month_range(cfg["period"]["start"], cfg["period"]["end"])
 
 
+def _read_fields(files, names, months: pd.DatetimeIndex, what: str, **open_kwargs):
+    """The regridded ``<variable>.nc`` files of ``names`` among ``files`` (--fields), each on
+    ``months``; one line naming the file when a variable or a month of ``what`` is missing.
+    Returns ({stem: path} of every file, {name: DataArray})."""
+    paths = {Path(p).stem: Path(p) for p in files}
+    missing = [name for name in names if name not in paths]
+    if missing:
+        raise UserError(f"--fields: no file for {', '.join(missing)} (expected files named <variable>.nc)")
+    fields = {}
+    for name in names:
+        path = paths[name]
+        ds = open_dataset(path, required=(name,), **open_kwargs)
+        da = ds[name].assign_coords(time=mo.to_month_start(ds["time"].values))
+        absent = months.difference(pd.DatetimeIndex(da["time"].values))
+        if len(absent):
+            raise UserError(f"{path}: {name} lacks {len(absent)} month(s) of {what}, first {absent[0]:%Y-%m}")
+        fields[name] = da.sel(time=months)
+    return paths, fields
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -106,19 +126,7 @@ def build_predictors(args) -> None:
 
     cfg = _config(args)
     months = _period(cfg)
-    paths = {Path(p).stem: Path(p) for p in args.fields}
-    missing = [name for name in pr.REQUIRED_FIELDS if name not in paths]
-    if missing:
-        raise UserError(f"--fields: no file for {', '.join(missing)} (expected files named <variable>.nc)")
-    fields = {}
-    for name in pr.REQUIRED_FIELDS:
-        path = paths[name]
-        ds = open_dataset(path, required=(name,), chunks={"lat": 64, "lon": 256})
-        da = ds[name].assign_coords(time=mo.to_month_start(ds["time"].values))
-        absent = months.difference(pd.DatetimeIndex(da["time"].values))
-        if len(absent):
-            raise UserError(f"{path}: {name} lacks {len(absent)} month(s) of the period, first {absent[0]:%Y-%m}")
-        fields[name] = da.sel(time=months)
+    paths, fields = _read_fields(args.fields, pr.REQUIRED_FIELDS, months, "the period", chunks={"lat": 64, "lon": 256})
     baseline = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
     with blame(', '.join(map(str, paths.values()))):
         ds = pr.build_predictors(fields, baseline, cfg["predictors"]["names"]).compute()
@@ -236,18 +244,8 @@ def baselines(args) -> None:
     cfg = _config(args)
     tensors = open_dataset(args.tensors, required=TRAIN_TENSORS).load()
     months = pd.DatetimeIndex(tensors["time"].values)
-    paths = {Path(p).stem: p for p in args.fields}
-    missing = [name for name in MEMORY_FIELDS if name not in paths]
-    if missing:
-        raise UserError(f"--fields: no file for {', '.join(missing)} (expected files named <variable>.nc)")
-    fields = {}
-    for name in MEMORY_FIELDS:
-        da = open_dataset(paths[name], required=(name,))[name]
-        da = da.assign_coords(time=mo.to_month_start(da["time"].values))
-        absent = months.difference(pd.DatetimeIndex(da["time"].values))
-        if len(absent):
-            raise UserError(f"{paths[name]}: {name} lacks {len(absent)} month(s) of the tensors, first {absent[0]:%Y-%m}")
-        fields[name] = da.sel(time=months).load()
+    _, fields = _read_fields(args.fields, MEMORY_FIELDS, months, "the tensors")
+    fields = {name: da.load() for name, da in fields.items()}
     ev = cfg["evaluation"]
     with blame(args.tensors):
         out = baseline_predictions(tensors, fields, ev["regression_ridge"], ev["memory_regression"])
@@ -436,7 +434,6 @@ def benchmark(args) -> None:
         except UserError as exc:
             raise UserError(f"{args.config}: benchmark world {name!r}: {exc}") from None
         world_file = out / "worlds" / f"{name}.yaml"
-        world_file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(world_file) as tmp:
             tmp.write_text(yaml.safe_dump(world, sort_keys=False))
         scores, detection = Path(f"results/{run}/evaluation/scores.csv"), Path(f"results/{run}/drought/detection.csv")

@@ -114,13 +114,18 @@ def blame(path) -> Iterator[None]:
         raise UserError(f"{path}: {exc}") from None
 
 
-def _parent_of(pid: int) -> int | None:
-    """The parent of process ``pid`` (Linux /proc), or None where that cannot be read."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, parent, ...), or None
+    where that cannot be read (the process is gone, or no Linux /proc)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _parent_of(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return int(stat[1]) if stat else None
 
 
 def _alive(pid: int) -> bool:
@@ -130,10 +135,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie has ended; only its parent has not collected it yet
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] != "Z"  # a zombie has ended; only its parent has not collected it yet
 
 
 #: process names of the shells a workflow manager runs its commands through
