@@ -21,7 +21,7 @@ import xarray as xr
 from gracefill import baselines as bl
 from gracefill import months as mo
 from gracefill import predictors as pr
-from gracefill.analysis import fit_window
+from gracefill.calibration import fit_window
 from gracefill.months import SPLIT_FLAGS
 
 RIDGES = (0.0, 0.01, 0.1, 1.0, 10.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gracefill import predictors as pr
 from gracefill.config import load, validate
 from gracefill.io import UserError
 
@@ -17,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_fill_every_section():
     cfg = validate({})
     assert cfg["grid"]["resolution"] == 2.0
-    assert cfg["predictors"]["names"] == ["sTWSA", "CWSC", "P", "T", "CWB", "CPA", "CCWB"]
+    assert cfg["predictors"]["names"] == ["sTWSA", "P", "T", "CWB", "P_ew6", "P_ew24", "CWB_ew6", "CWB_ew24",
+                                         "WSC_ew12", "WSC_ew48"]
+    assert validate({"predictors": {"names": "paper"}})["predictors"]["names"] == list(pr.PREDICTOR_NAMES)
     assert cfg["split"] == {"train_start": "2002-04", "train_end": "2014-03", "gap_start": "2017-07", "gap_end": "2018-05",
                             "pseudo_gap_start": None, "pseudo_gap_end": None}
     assert cfg["evaluation"]["folds"] == {"count": 3, "min_fit_months": 60, "min_validation_months": 36}

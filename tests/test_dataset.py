@@ -15,7 +15,8 @@ MONTHS = mo.month_range("2002-01", "2019-12")
 LAT, LON = np.array([0.5, 1.5]), np.array([0.5, 1.5, 2.5])
 CFG = validate({"period": {"start": "2002-01", "end": "2019-12"}, "figures": {"month": "2010-01"},
                 "grid": {"resolution": 1, "lat_min": 0, "lat_max": 8, "lon_min": 0, "lon_max": 8},
-                "sources": {"synthetic": {"drought": {"enabled": False}}}})
+                "sources": {"synthetic": {"drought": {"enabled": False}}},
+                "predictors": {"names": "paper", "target_trend": "fit"}})
 
 
 def inputs(seed=0):
@@ -187,3 +188,25 @@ def test_a_predictor_missing_on_land_cells_enters_as_zero_and_leaves_the_others_
     lag0 = np.flatnonzero(stwsa)[0]
     got = ds["inputs"].values[:, lag0, 1, :]
     np.testing.assert_allclose(got, expected.astype(np.float32), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["shrunk", "none"])
+def test_target_trend_modes_restore_the_target_and_use_training_months_only(mode):
+    land, area = grid()
+    cfg = {**CFG, "predictors": {**CFG["predictors"], "target_trend": mode}}
+    target = target_field(observed_months())
+    ds = build_tensors(inputs(), target, land, area, cfg)
+    restored = ds["target"] + ds["target_trend_offset"] + ds["target_trend_slope"] * ds["month_index"]
+    expected = (target * 0.1).reindex(time=MONTHS).where(land.astype(bool))
+    np.testing.assert_allclose(restored.values, expected.values, rtol=1e-5, atol=1e-4)
+    train = ds["split"].values == 1
+    if mode == "none":
+        assert np.nanmax(np.abs(ds["target_trend_slope"].values)) == 0
+        assert np.nanmax(np.abs(ds["target"].values[train].mean(0))) < 1e-5  # the training mean removed
+    else:  # a 1.5 mm/month trend under 10 mm of white noise is clear: kept
+        assert ds["target_trend_slope"].values[0, 0] == pytest.approx(0.15, abs=0.02)
+    assert ds.attrs["target_trend"] == mode
+    late = target.copy()
+    late.loc[{"time": late["time"] > np.datetime64("2014-03-01")}] = 1e6
+    poisoned = build_tensors(inputs(), late, land, area, cfg)
+    xr.testing.assert_allclose(poisoned["target_trend_slope"], ds["target_trend_slope"])

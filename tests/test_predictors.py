@@ -192,3 +192,43 @@ def test_memory_features_stay_in_range_where_running_sums_drift():
     assert cpa.values[-1, 0, 0] == pytest.approx(120.0, abs=1e-3)          # +10 mm per month, summed
     p_ew = feat.sel(feature="P_ew12").values[:, 0, 0]
     assert np.allclose(p_ew[:24], 0.0, atol=1e-5) and 0 < p_ew[-1] < 10.0   # bounded by the anomaly
+
+
+def test_memory_predictors_by_name_equal_their_ew_anomaly():
+    p = np.random.default_rng(4).uniform(20, 120, 36)
+    fields, et, r, storage = memory_fields(p)
+    fields["temperature"] = series(np.full(36, 280.0), "temperature", "K")
+    baseline = np.arange(36) < 24
+    ds = pr.build_predictors(fields, baseline, ["sTWSA", "P_ew6", "CWB_ew12", "WSC_ew24"])
+    assert list(ds.data_vars) == ["sTWSA", "P_ew6", "CWB_ew12", "WSC_ew24"]
+    flux = {"P_ew6": (p, 6), "CWB_ew12": (p - et, 12), "WSC_ew24": (p - et - r, 24)}
+    for name, (values, tau) in flux.items():
+        assert np.allclose(ds[name].values[:, 0, 0], ew_reference(clim_anomaly(values), tau), rtol=1e-5, atol=1e-4)
+        assert ds[name].attrs["units"] == "mm month-1" and f"over {tau} months" in ds[name].attrs["long_name"]
+    assert list(pr.PREDICTOR_PRESETS["paper"]) == list(pr.PREDICTOR_NAMES)
+    assert all(pr.MEMORY_PREDICTOR.match(n) or n in pr.PREDICTOR_NAMES for n in pr.PREDICTOR_PRESETS["memory"])
+    with pytest.raises(ValueError, match="unknown predictor 'Q_ew3'"):
+        pr.build_predictors(fields, baseline, ["Q_ew3"])
+
+
+def test_shrunk_trend_keeps_a_clear_trend_and_shrinks_red_noise_slopes():
+    rng = np.random.default_rng(0)
+    n, cells = 144, 40
+    months = month_range("2002-01", "2013-12")
+    t = np.arange(n, dtype=float)
+    red = np.zeros((n, cells))                                   # AR(1) red noise, no trend at all
+    for i in range(1, n):
+        red[i] = 0.9 * red[i - 1] + rng.normal(0, 3.0, cells)
+    clear = 0.5 * t + rng.normal(0, 1.0, n)                      # slope 0.5 per month, white noise
+    values = np.concatenate([red, clear[:, None]], axis=1)[:, None, :]
+    da = make_field(values, months, np.zeros(1), np.arange(cells + 1.0), "x", "cm")
+    fit = np.ones(n, dtype=bool)
+    _, slope = pr.fit_linear_trend(da, fit)
+    offset_s, slope_s = pr.shrunk_trend(da, fit)
+    raw, shrunk = slope.values[0], slope_s.values[0]
+    assert shrunk[-1] / raw[-1] > 0.99                           # the clear trend is kept
+    assert np.all(np.abs(shrunk[:-1]) <= np.abs(raw[:-1]) + 1e-12)
+    assert np.sqrt(np.mean(shrunk[:-1] ** 2)) < 0.8 * np.sqrt(np.mean(raw[:-1] ** 2))
+    # the shrunk line still passes through the fit months' mean
+    line_at_mean = offset_s.values[0] + slope_s.values[0] * t.mean()
+    assert np.allclose(line_at_mean, values[:, 0].mean(0), atol=1e-6)

@@ -16,6 +16,7 @@ from gracefill.svgd import (
     FunctionalEnsemble,
     GaussianPrior,
     StudentTPrior,
+    kernel_diagnostics,
     predictive_moments,
     rbf_kernel,
     svgd_direction,
@@ -420,3 +421,50 @@ def test_compiled_engine_one_graph_per_chunk_size_same_values(channels_last):
     torch.testing.assert_close(ragged, eager.predict(x[:1]), **tol)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
     assert list(twin.state_dict()) == list(ens.state_dict())  # checkpoints stay loadable eagerly
+
+
+def test_deep_ensemble_kernel_none_moves_each_particle_by_its_own_gradient():
+    ens, x, y, mask, log_beta = make_case("mlp")
+    eng = SVGD(copy.deepcopy(ens), 40, kernel="none", log_beta_init=log_beta)
+    grads, _ = eng.log_joint_grads(x, y, mask)
+    torch.testing.assert_close(eng.direction(eng.theta(), grads), grads)
+    # one particle's step does not depend on the others: a lone particle steps the same way
+    lone = SVGD(ens.extract_particle(0), 40, kernel="none", log_beta_init=log_beta[:1])
+    eng.step(x, y, mask)
+    lone.step(x, y, mask)
+    torch.testing.assert_close(eng.theta()[:1], lone.theta())
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        SVGD(ens, 40, kernel="stein")
+
+
+def test_likelihood_weight_scales_the_likelihood_gradient_only():
+    ens, x, y, mask, log_beta = make_case("mlp")
+    full = SVGD(copy.deepcopy(ens), 40, log_beta_init=log_beta, weight_prior=GaussianPrior(0.0),
+                noise_rate=0.0, noise_shape=0.0)
+    tempered = SVGD(copy.deepcopy(ens), 40, log_beta_init=log_beta, weight_prior=GaussianPrior(0.0),
+                    noise_rate=0.0, noise_shape=0.0, likelihood_weight=0.25)
+    g_full, _ = full.log_joint_grads(x, y, mask)
+    g_tempered, _ = tempered.log_joint_grads(x, y, mask)
+    torch.testing.assert_close(g_tempered, 0.25 * g_full)
+    with pytest.raises(ValueError, match="likelihood_weight must be in"):
+        SVGD(ens, 40, likelihood_weight=0.0)
+
+
+def test_kernel_diagnostics_measure_coupling_and_repulsion():
+    torch.manual_seed(1)
+    theta = torch.randn(6, 50, dtype=F64)
+    grads = torch.randn(6, 50, dtype=F64)
+    d = kernel_diagnostics(theta, grads)
+    k, h = rbf_kernel(theta)
+    off = (k.sum() - k.trace()) / 30
+    torch.testing.assert_close(d["kernel_offdiag"], off)
+    torch.testing.assert_close(d["bandwidth"], h)
+    phi = svgd_direction(theta, grads)
+    drive = k @ grads / 6
+    torch.testing.assert_close(d["repulsion_ratio"], (phi - drive).norm() / drive.norm())
+    # far-apart particles (1e3 apart, relative to 1 of noise) still get a bandwidth from the median,
+    # but a gradient 1e6 times larger makes the repulsion negligible
+    assert float(kernel_diagnostics(theta, 1e6 * grads)["repulsion_ratio"]) < 1e-5
+    eng = SVGD(FunctionalEnsemble(mlp_factory, 4).to(F64), 10)
+    eng.step(torch.randn(4, 3, dtype=F64), torch.randn(4, 2, dtype=F64), diagnose=True)
+    assert set(eng.diagnostics) == {"kernel_offdiag", "repulsion_ratio", "bandwidth", "particle_distance"}

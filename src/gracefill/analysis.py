@@ -16,10 +16,12 @@ import pandas as pd
 import xarray as xr
 
 from gracefill import baselines as bl
+from gracefill import calibration as ca
 from gracefill import drought as dr
 from gracefill import metrics as me
 from gracefill import months as mo
 from gracefill import predictors as pr
+from gracefill.calibration import fit_window, lead_months
 from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS
 
 BASELINES = ("climatology_trend", "regression", "memory_regression", "land_model")
@@ -79,32 +81,18 @@ def _summary(maps: xr.Dataset, area: xr.DataArray) -> dict:
 @dataclass
 class Forecast:
     """One method's predictive distribution on some months: particles (with their noise variance)
-    when kept, else a Gaussian N(mean, std^2); std None for a point forecast."""
+    when kept, else a Gaussian N(mean, std^2); std None for a point forecast. ``scale`` (a
+    calibration factor on the spread) stretches the particle mixture about its mean."""
 
     mean: xr.DataArray
     std: xr.DataArray | None = None
     samples: xr.DataArray | None = None
     noise_var: np.ndarray | None = None
+    scale: xr.DataArray | None = None
 
     def isel(self, index: np.ndarray) -> "Forecast":
         pick = (lambda da: None if da is None else da.isel(time=index))
-        return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var)
-
-
-def fit_window(ds: xr.Dataset) -> tuple[str, str]:
-    """First and last month ("YYYY-MM") of the window the file's methods were fitted on."""
-    window = ds.attrs.get("train_window")
-    if not window:
-        raise ValueError("the file has no 'train_window' attribute; rebuild it with this version")
-    start, end = window.split("..")
-    return start, end
-
-
-def lead_months(ds: xr.Dataset, index: np.ndarray) -> np.ndarray:
-    """Months from the end of the fit window to each month of ``index`` (at least 1)."""
-    end = fit_window(ds)[1]
-    months = pd.DatetimeIndex(ds["time"].values[index])
-    return np.maximum([mo.months_between(end, m) for m in months], 1).astype(np.int64)
+        return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var, pick(self.scale))
 
 
 def period_months(rec: xr.Dataset, period: str) -> np.ndarray:
@@ -119,7 +107,8 @@ def period_months(rec: xr.Dataset, period: str) -> np.ndarray:
 
 def bcnn_forecast(rec: xr.Dataset) -> Forecast:
     samples = rec["twsa_samples"] if "twsa_samples" in rec else None
-    return Forecast(rec["twsa"], rec["twsa_std"], samples, np.exp(-rec["log_beta"].values.astype(np.float64)))
+    scale = rec["calibration_scale"] if "calibration_scale" in rec else None
+    return Forecast(rec["twsa"], rec["twsa_std"], samples, np.exp(-rec["log_beta"].values.astype(np.float64)), scale)
 
 
 def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
@@ -170,6 +159,13 @@ def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, nam
 
 def _probabilistic(forecast: Forecast, obs: xr.DataArray):
     """Per-value CRPS, negative log density and PIT of one forecast (None where it has no spread)."""
+    if forecast.samples is not None and forecast.scale is not None:
+        # the mixture stretched by c about its mean m: score obs' = m + (obs - m) / c on the raw
+        # mixture (CRPS scales by c, the density by 1/c, the PIT is unchanged)
+        centre = forecast.samples.mean("particle")
+        raw = Forecast(forecast.mean, samples=forecast.samples, noise_var=forecast.noise_var)
+        crps, nlp, pit = _probabilistic(raw, (centre + (obs - centre) / forecast.scale).assign_attrs(obs.attrs))
+        return crps * forecast.scale, nlp + np.log(forecast.scale), pit
     if forecast.samples is not None:
         return (me.crps_ensemble(forecast.samples, obs, forecast.noise_var),
                 me.nlp_mixture(forecast.samples, forecast.noise_var, obs),
@@ -238,9 +234,14 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
         forecasts = {"bcnn": bcnn_forecast(ds).isel(index)} | baseline_forecasts(base, ds, index, names, fitted)
         return obs, forecasts
 
+    calibrated = "calibration_scale" in rec
     periods = {"validation": []}
     for k, (fold_rec, fold_base) in enumerate(folds):
         fitted = spreads_from_errors(errors, units, lead_bin_months, skip=k) if len(folds) > 1 else spreads
+        if calibrated:  # the BCNN's calibration too, fitted on the other folds
+            others = [r for j, (r, _) in enumerate(folds) if j != k or len(folds) == 1]
+            bins = int(rec.attrs.get("calibration_lead_bin_months", lead_bin_months))
+            fold_rec = ca.apply_calibration(fold_rec, ca.fit_calibration(others, bins))
         index = _months(fold_rec, "test")
         if index.size:
             periods["validation"].append(segment(fold_rec, fold_base, index, fold_rec["observed_twsa"], fitted))
@@ -292,7 +293,7 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray |
     deficit = dr.storage_deficit(filled, reference=reference)
     index = dr.wsdi(deficit, reference=reference)
     if "twsa_samples" in rec:
-        probability = dr.drought_probability(rec["twsa_samples"], reference, threshold)
+        probability = dr.drought_probability(ca.scaled_samples(rec), reference, threshold)
     else:
         probability = gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold)
     observed = rec["month_flag"] == MONTH_FLAGS["observed"]

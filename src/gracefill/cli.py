@@ -133,6 +133,9 @@ def build_predictors(args) -> None:
     if cfg["predictors"]["detrend"]:
         slopes = []
         for name in list(ds.data_vars):
+            if pr.MEMORY_PREDICTOR.match(name):  # stationary by construction: its trend is noise
+                slopes.append(xr.zeros_like(ds[name].isel(time=0, drop=True)).where(ds[name].notnull().any("time")))
+                continue
             ds[name], _, slope = pr.detrend(ds[name], baseline)
             slopes.append(slope.astype(np.float32))
         ds["trend_slope"] = xr.concat(slopes, dim="predictor").assign_coords(
@@ -211,7 +214,7 @@ def train(args) -> None:
                                        "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
     with blame(args.tensors), stop_with_launcher(args.stop_with_launcher):
         payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, log_path=Path(args.log_csv))
     tr.save_checkpoint(out, payload)
     tr.write_log(history, Path(args.log_csv))
     for done in (checkpoint, tr.previous_checkpoint(checkpoint)):
@@ -223,6 +226,7 @@ def train(args) -> None:
 
 def predict(args) -> None:
     """Predictive mean and standard deviations for every month, trend added back."""
+    from gracefill import calibration as ca
     from gracefill import predict as pr
     from gracefill.train import load_checkpoint
 
@@ -232,7 +236,15 @@ def predict(args) -> None:
     with blame(args.model):
         out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
                              progress=not args.no_progress)
-    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.model], args.stage))
+    folds = args.calibration_folds if cfg["prediction"]["calibration"] == "folds" else []
+    if folds:
+        fold_recs = [open_dataset(f, required=("twsa", "twsa_std", "observed_twsa", "split")).load() for f in folds]
+        with blame(", ".join(folds)):
+            calibration = ca.fit_calibration(fold_recs, cfg["prediction"]["calibration_lead_bin_months"])
+        out = ca.apply_calibration(out, calibration)
+        log.info("spread calibrated on %d folds: lead factors %s", len(folds),
+                 ", ".join(f"{v:.2f}" for v in calibration["lead_factor"].values))
+    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.model, *folds], args.stage))
     write_netcdf(out, args.output)
 
 
@@ -535,6 +547,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensors", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--output", required=True)
+    p.add_argument("--calibration-folds", nargs="*", default=[],
+                   help="reconstruction.nc of each validation fold: calibrate the spread on them "
+                        "(prediction.calibration: folds)")
     p.add_argument("--no-progress", action="store_true")
     p = stage("baselines")
     p.add_argument("--tensors", required=True)

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from gracefill.io import UserError
+from gracefill.predictors import PREDICTOR_PRESETS
 
 
 def load_schema() -> dict:
@@ -62,6 +63,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config key '{key}': {value} is not allowed; expected one of {', '.join(map(str, schema['enum']))}"
     if error.validator == "type":
         return f"config key '{key}': {value} is not of type {error.validator_value}"
+    if error.validator == "pattern" and "x-expected" in schema:
+        return f"config key '{key}': {value} is not allowed; expected {schema['x-expected']}"
     if error.validator == "pattern":
         hint = "a month 'YYYY-MM'" if "(0[1-9]|1[0-2])" in schema["pattern"] else f"a string matching {schema['pattern']}"
         return f"config key '{key}': {value} is not {hint}"
@@ -243,6 +246,9 @@ def validate(config: dict | None, *, relations: bool = True) -> dict:
     if error is not None:
         raise UserError(_describe(error))
     _check_no_credentials(cfg)
+    predictors = cfg.get("predictors")
+    if isinstance(predictors, dict) and isinstance(predictors.get("names"), str):
+        predictors["names"] = list(PREDICTOR_PRESETS[predictors["names"]])
     if relations:
         _check_semantics(cfg, points_given="points" in ((config or {}).get("figures") or {}))
     return cfg

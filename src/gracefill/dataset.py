@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from gracefill import months as mo
-from gracefill.predictors import detrend
+from gracefill.predictors import detrend, shrunk_trend, trend_line
 
 UNIT_FACTORS_FROM_MM = {"mm": 1.0, "cm": 0.1}
 
@@ -96,8 +96,16 @@ def build_tensors(
                          f"between {split_cfg['train_start']} and {split_cfg['train_end']}")
 
     target.name = "target"
-    if cfg["predictors"]["detrend"]:
+    target_trend = cfg["predictors"].get("target_trend", "fit")
+    if cfg["predictors"]["detrend"] and target_trend == "fit":
         target_anomaly, offset, slope = detrend(target, train)
+    elif cfg["predictors"]["detrend"]:
+        if target_trend == "shrunk":
+            offset, slope = shrunk_trend(target, train)
+        else:  # none: only the training months' mean is removed
+            offset = target.isel(time=np.flatnonzero(train)).mean("time").astype(np.float64)
+            slope = xr.zeros_like(offset).where(offset.notnull())
+        target_anomaly = (target - trend_line(offset, slope, target.sizes["time"], target["time"])).astype(target.dtype)
     else:
         target_anomaly = target
         offset = xr.zeros_like(land, dtype=np.float64).where(land_bool)
@@ -161,6 +169,7 @@ def build_tensors(
         "empty_target_months": ", ".join(empty) or "none",
         "train_window": f"{split_cfg['train_start']}..{split_cfg['train_end']}",
         "detrended": int(bool(cfg["predictors"]["detrend"])),
+        "target_trend": target_trend if cfg["predictors"]["detrend"] else "none (not detrended)",
         "normalised": int(bool(cfg["predictors"]["normalise"])),
         "comment": "reconstruction = prediction + target_trend_offset + target_trend_slope * month_index",
     })

@@ -18,11 +18,14 @@ so the fluxes carry no seasonal cycle; running sums start at the first month of 
 sTWSA keeps its seasonal cycle, as the GRACE target does.
 
 :func:`memory_features` gives stationary alternatives to the running sums for regression
-baselines: exponentially weighted anomalies (:func:`ew_anomaly`) at several time scales.
+baselines: exponentially weighted anomalies (:func:`ew_anomaly`) at several time scales. The
+same are predictors of their own, named ``<flux>_ew<months>`` (e.g. ``WSC_ew24``: the water
+storage change P - ET - R, exponentially weighted over 24 months; fluxes P, CWB, WSC).
 """
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
 import xarray as xr
@@ -38,6 +41,17 @@ LONG_NAMES = {
     "CPA": "cumulative precipitation anomaly",
     "CCWB": "cumulative climatic water balance anomaly",
 }
+
+#: named predictor sets (``predictors.names``): the paper's seven; and "memory", the running sums
+#: replaced by exponentially weighted anomalies (chosen on the validation folds of five worlds,
+#: bench/select_on_folds.py)
+PREDICTOR_PRESETS = {
+    "paper": PREDICTOR_NAMES,
+    "memory": ("sTWSA", "P", "T", "CWB", "P_ew6", "P_ew24", "CWB_ew6", "CWB_ew24", "WSC_ew12", "WSC_ew48"),
+}
+
+#: memory predictors: <flux>_ew<e-folding months>
+MEMORY_PREDICTOR = re.compile(r"^(P|CWB|WSC)_ew([1-9][0-9]?)$")
 
 #: regridded variables each predictor needs
 REQUIRED_FIELDS = ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage")
@@ -120,6 +134,37 @@ def fit_linear_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataA
     return offset, slope
 
 
+def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per-cell line fitted on ``fit_months`` with its slope shrunk toward zero by its red-noise
+    standard error: slope * b^2 / (b^2 + se^2), the line kept through the fit months' mean.
+
+    se^2 is the least-squares slope variance inflated by (1 + rho) / (1 - rho), rho the lag-1
+    autocorrelation of the residuals (clipped to [0, 0.95]): a storage that wanders for years
+    gives a large slope over a short window that says little about the years after it, so such
+    a slope is mostly removed, while a trend well above its noise is kept. Returns (offset at
+    month 0, slope per month), NaN where fewer than 3 months are valid.
+    """
+    offset, slope = fit_linear_trend(da, fit_months)
+    index = np.flatnonzero(fit_months)
+    t = xr.DataArray(index.astype(np.float64), dims="time")
+    y = da.astype(np.float64).isel(time=index).drop_vars("time", errors="ignore")
+    residual = y - (offset + slope * t)
+    valid = residual.notnull()
+    n = valid.sum("time")
+    t_mean = t.where(valid).sum("time") / n
+    sxx = ((t - t_mean) ** 2).where(valid).sum("time")
+    consecutive = xr.DataArray(np.diff(index) == 1, dims="time")
+    lagged = (residual.isel(time=slice(1, None)).drop_vars("time", errors="ignore")
+              * residual.isel(time=slice(None, -1)).drop_vars("time", errors="ignore")).where(consecutive)
+    rho = (lagged.sum("time") / (residual ** 2).sum("time")).clip(0.0, 0.95)
+    se2 = (residual ** 2).sum("time") / (n - 2) / sxx * (1 + rho) / (1 - rho)
+    weight = (slope ** 2 / (slope ** 2 + se2)).fillna(0.0)
+    shrunk = (slope * weight).where(n >= 3)
+    y_mean = y.sum("time") / y.notnull().sum("time")
+    new_offset = (y_mean - shrunk * t_mean).where(n >= 3)
+    return new_offset.assign_attrs(offset.attrs), shrunk.assign_attrs(slope.attrs)
+
+
 def trend_line(offset: xr.DataArray, slope: xr.DataArray, n_months: int, time: xr.DataArray) -> xr.DataArray:
     """The fitted line evaluated at every month."""
     t = xr.DataArray(np.arange(n_months, dtype=np.float64), dims="time", coords={"time": time})
@@ -165,10 +210,22 @@ def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, name
         "CPA": lambda: running_sum(p_anom, "mm"),
         "CCWB": lambda: running_sum(cwb_anom, "mm"),
     }
+    fluxes = {"P": p, "CWB": (p - et).assign_attrs(units="mm month-1"),
+              "WSC": (p - et - r).assign_attrs(units="mm month-1")}
     out = {}
     for name in names:
-        da = recipes[name]().astype(np.float32)
-        da.attrs = {"units": da.attrs.get("units", "1"), "long_name": LONG_NAMES[name]}
+        memory = MEMORY_PREDICTOR.match(name)
+        if memory:
+            flux, tau = memory.group(1), int(memory.group(2))
+            da = ew_anomaly(fluxes[flux], baseline, tau).astype(np.float32)
+            long_name = f"{MEMORY_FLUXES[flux]}, exponentially weighted over {tau} months"
+        elif name in recipes:
+            da = recipes[name]().astype(np.float32)
+            long_name = LONG_NAMES[name]
+        else:
+            raise ValueError(f"unknown predictor {name!r}: expected one of {', '.join(PREDICTOR_NAMES)} "
+                             "or <P|CWB|WSC>_ew<months>")
+        da.attrs = {"units": da.attrs.get("units", "1"), "long_name": long_name}
         out[name] = da.rename(name)
     return xr.Dataset(out)
 

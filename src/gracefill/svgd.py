@@ -32,12 +32,14 @@ __all__ = [
     "GaussianPrior",
     "SVGD",
     "StudentTPrior",
+    "kernel_diagnostics",
     "predictive_moments",
     "rbf_kernel",
     "svgd_direction",
 ]
 
 _NOISE_PRIORS = ("correct", "published")
+_KERNELS = ("rbf", "none")
 
 
 # --------------------------------------------------------------------------- priors
@@ -154,6 +156,24 @@ def svgd_direction(theta: Tensor, grads: Tensor) -> Tensor:
         phi = torch.mm(k / s, grads)
         phi.addmm_(kbar * (2.0 / (h * s)), xc)
     return phi
+
+
+def kernel_diagnostics(theta: Tensor, grads: Tensor) -> dict[str, Tensor]:
+    """How much the kernel couples the particles (0-d tensors, no host synchronisation):
+    ``kernel_offdiag`` the mean off-diagonal K_ij (1/S-ish means every pair is far apart),
+    ``repulsion_ratio`` ||repulsive term|| / ||driving term K G|| of :func:`svgd_direction`
+    (near 0: the particles move as independent gradient ascents), ``bandwidth`` h and
+    ``particle_distance`` the root mean squared distance between particles."""
+    s = theta.shape[0]
+    with _ieee_fp32_matmul():
+        xc = theta - theta.mean(0, keepdim=True)
+        k, h = _kernel_centred(xc)
+        drive = torch.mm(k / s, grads)
+        repulse = torch.mm((torch.diag_embed(k.sum(1)) - k) * (2.0 / (h * s)), xc)
+        off = (k.sum() - k.diagonal().sum()) / max(s * (s - 1), 1)
+        distance = (2.0 * xc.square().sum() / max(s - 1, 1)).sqrt()
+    return {"kernel_offdiag": off, "repulsion_ratio": repulse.norm() / drive.norm().clamp_min(1e-30),
+            "bandwidth": h, "particle_distance": distance}
 
 
 # --------------------------------------------------------------------------- prediction
@@ -303,9 +323,15 @@ class SVGD:
         predict_chunk: int | None = None,
         compile_ensemble: bool = False,
         compile_backend: str | Callable = "inductor",
+        likelihood_weight: float = 1.0,
+        kernel: str = "rbf",
     ) -> None:
         if noise_prior not in _NOISE_PRIORS:
             raise ValueError(f"noise_prior must be one of {_NOISE_PRIORS}, got {noise_prior!r}")
+        if kernel not in _KERNELS:
+            raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+        if not 0 < likelihood_weight <= 1:
+            raise ValueError(f"likelihood_weight must be in (0, 1], got {likelihood_weight!r}")
         if particle_chunk is not None and particle_chunk < 1:
             raise ValueError("particle_chunk must be None or >= 1")
         if predict_chunk is not None and predict_chunk < 1:
@@ -330,6 +356,9 @@ class SVGD:
         self.particle_chunk = particle_chunk
         self.predict_chunk = predict_chunk
         self.autocast_dtype = autocast_dtype
+        self.likelihood_weight = float(likelihood_weight)
+        self.kernel_name = kernel
+        self.diagnostics: dict[str, Tensor] = {}
 
         s = self.num_particles
         self._params = [p for p in ensemble.parameters() if p.requires_grad]
@@ -435,7 +464,7 @@ class SVGD:
         else:
             mask = None
             n_y = y.new_full((), float(y.numel()))
-        scale = self.num_train / x.shape[0]
+        scale = self.likelihood_weight * self.num_train / x.shape[0]
 
         sse_parts, lik_parts = [], []
         out_sum = None
@@ -476,15 +505,22 @@ class SVGD:
         return rbf_kernel(theta)
 
     def direction(self, theta: Tensor, grads: Tensor) -> Tensor:
-        """SVGD ascent direction phi (S, P); see :func:`svgd_direction`."""
+        """SVGD ascent direction phi (S, P); see :func:`svgd_direction`. With ``kernel="none"``
+        phi = G: every particle ascends its own log joint (a deep ensemble, the reference that
+        shows what the kernel adds)."""
+        if self.kernel_name == "none":
+            return grads
         return svgd_direction(theta, grads)
 
     # ----------------------------------------------------------------- training
-    def step(self, x: Tensor, y: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+    def step(self, x: Tensor, y: Tensor, mask: Tensor | None = None, diagnose: bool = False) -> dict[str, Tensor]:
         """One SVGD update on one mini-batch; returns the statistics of
-        :meth:`log_joint_grads` (tensors, no host synchronisation)."""
+        :meth:`log_joint_grads` (tensors, no host synchronisation). ``diagnose`` also stores
+        :func:`kernel_diagnostics` of this step in ``self.diagnostics``."""
         grads, stats = self.log_joint_grads(x, y, mask)
         with torch.no_grad():
+            if diagnose:
+                self.diagnostics = kernel_diagnostics(self.theta(), grads)
             phi = self.direction(self.theta(), grads)
             del grads
             s, offset = self.num_particles, 0

@@ -28,7 +28,8 @@ from gracefill.svgd import SVGD, StudentTPrior
 log = logging.getLogger("gracefill")
 
 CHECKPOINT_FORMAT = 1
-LOG_COLUMNS = ["epoch", "train_rmse", "test_rmse", "test_r2", "test_mnlp", "mean_log_beta", "lr", "seconds"]
+LOG_COLUMNS = ["epoch", "train_rmse", "test_rmse", "test_r2", "test_mnlp", "test_spread", "mean_log_beta", "lr",
+               "kernel_offdiag", "repulsion_ratio", "particle_distance", "seconds"]
 TENSOR_VARIABLES = ("inputs", "target", "land_mask", "split", "target_trend_offset", "target_trend_slope", "month_index")
 MIN_GRID_SIDE = 8
 
@@ -116,6 +117,8 @@ def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device
         log_beta_init=log_beta_init,
         predict_chunk=cfg["prediction"]["particle_chunk"] or None,
         compile_ensemble=compile_network,
+        likelihood_weight=t["likelihood_temperature"],
+        kernel=t["svgd_kernel"],
     )
 
 
@@ -128,11 +131,13 @@ def mixture_nlp(outputs: torch.Tensor, log_beta: torch.Tensor, y: torch.Tensor, 
 
 
 def evaluate(engine: SVGD, data: TrainingData, index: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """RMSE, R^2 and per-value MNLP of the predictive mean on the months ``index`` (valid cells)."""
+    """RMSE, R^2, per-value MNLP of the predictive mean and the particles' mean spread (root mean
+    epistemic variance) on the months ``index`` (valid cells)."""
     if index.numel() == 0:
-        return {"rmse": math.nan, "r2": math.nan, "mnlp": math.nan}
+        return {"rmse": math.nan, "r2": math.nan, "mnlp": math.nan, "spread": math.nan}
     sse = torch.zeros((), dtype=torch.float64, device=index.device)
     nlp = torch.zeros_like(sse)
+    spread = torch.zeros_like(sse)
     sum_y, sum_y2, n = torch.zeros_like(sse), torch.zeros_like(sse), torch.zeros_like(sse)
     for start in range(0, index.numel(), batch_size):
         idx = index[start:start + batch_size]
@@ -140,13 +145,15 @@ def evaluate(engine: SVGD, data: TrainingData, index: torch.Tensor, batch_size: 
         outputs = engine.predict(x).float()
         mean = outputs.mean(0)
         sse += (mean - y).square().masked_fill(~valid, 0).sum().double()
+        spread += outputs.var(0, correction=0).masked_fill(~valid, 0).sum().double()
         nlp += mixture_nlp(outputs, engine.log_beta.detach().float(), y, valid).double()
         yv = y.masked_fill(~valid, 0).double()
         sum_y += yv.sum()
         sum_y2 += yv.square().sum()
         n += valid.sum().double()
     sst = sum_y2 - sum_y.square() / n
-    return {"rmse": math.sqrt(float(sse / n)), "r2": float(1 - sse / sst), "mnlp": float(nlp / n)}
+    return {"rmse": math.sqrt(float(sse / n)), "r2": float(1 - sse / sst), "mnlp": float(nlp / n),
+            "spread": math.sqrt(float(spread / n))}
 
 
 def previous_checkpoint(path: Path) -> Path:
@@ -221,9 +228,11 @@ def train(
     config_hash: str,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    log_path: Path | None = None,
 ) -> tuple[dict, list[dict]]:
     """Train the SVGD ensemble on the tensors ``ds``; resume from ``checkpoint_path`` when it
-    holds a run of the same configuration. Returns the final checkpoint payload and the log rows."""
+    holds a run of the same configuration. Returns the final checkpoint payload and the log rows;
+    ``log_path`` receives the log after every epoch."""
     from tqdm.auto import tqdm
 
     t = cfg["training"]
@@ -256,7 +265,7 @@ def train(
         n_sum = torch.zeros_like(sse_sum)
         for start in range(0, n_train, batch):
             idx = order[start:start + batch]
-            stats = engine.step(data.inputs[idx], data.target[idx], data.valid[idx])
+            stats = engine.step(data.inputs[idx], data.target[idx], data.valid[idx], diagnose=start == 0)
             sse_sum += stats["sse_mean"].double()
             n_sum += stats["n_y"].double()
         train_rmse = math.sqrt(float(sse_sum / n_sum))
@@ -266,9 +275,13 @@ def train(
         engine.scheduler_step(train_rmse)
         scores = evaluate(engine, data, data.test_index, batch)
         row = {"epoch": epoch, "train_rmse": train_rmse, "test_rmse": scores["rmse"], "test_r2": scores["r2"],
-               "test_mnlp": scores["mnlp"], "mean_log_beta": float(engine.log_beta.detach().mean()),
-               "lr": engine.lrs[0], "seconds": time.perf_counter() - started}
+               "test_mnlp": scores["mnlp"], "test_spread": scores["spread"],
+               "mean_log_beta": float(engine.log_beta.detach().mean()), "lr": engine.lrs[0],
+               **{name: float(value) for name, value in engine.diagnostics.items() if name in LOG_COLUMNS},
+               "seconds": time.perf_counter() - started}
         history.append(row)
+        if log_path is not None:
+            write_log(history, log_path)
         bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
         payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
                    "engine": engine.state_dict(), "history": history}

@@ -54,6 +54,11 @@ def fold_files(name):
     return expand(f"{FOLD_RESULTS}/{name}", fold=FOLDS)
 
 
+def calibration_folds(wildcards):
+    """The folds' reconstructions that the spread of the main reconstruction is calibrated on."""
+    return fold_files("reconstruction.nc") if config["prediction"]["calibration"] == "folds" else []
+
+
 # The source of each raw product: the GRACE target and the predictors come from the configured
 # sources (synthetic, or a real product normalised by retrieve.smk); the truth only exists in
 # the synthetic world.

@@ -30,6 +30,7 @@ rule predict:
     input:
         tensors=f"{RESULTS}/tensors.nc",
         model=f"{RESULTS}/model/model.pt",
+        calibration_folds=calibration_folds,
     output:
         f"{RESULTS}/reconstruction.nc",
     params:
@@ -42,4 +43,4 @@ rule predict:
         "../../envs/gracefill.yaml"
     shell:
         "gracefill predict --config-json {params.cfg:q} --tensors {input.tensors:q} "
-        "--model {input.model:q} --output {output:q} > {log:q} 2>&1"
+        "--model {input.model:q} --output {output:q} --calibration-folds {input.calibration_folds:q} > {log:q} 2>&1"

@@ -52,6 +52,7 @@ use rule predict as predict_fold with:
     input:
         tensors=f"{FOLD_RESULTS}/tensors.nc",
         model=f"{FOLD_RESULTS}/model/model.pt",
+        calibration_folds=[],  # a fold's own spread stays uncalibrated: the calibration is fitted on it
     output:
         f"{FOLD_RESULTS}/reconstruction.nc",
     log:

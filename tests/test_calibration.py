@@ -1,0 +1,84 @@
+"""The BCNN's spread calibrated on the validation folds: fit, application, scoring, no leakage."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from gracefill import calibration as ca
+from gracefill import metrics as me
+from gracefill.analysis import Forecast, _probabilistic
+from gracefill.months import SPLIT_FLAGS, month_range
+
+MONTHS = month_range("2002-01", "2009-12")
+LAT, LON = np.arange(4.0), np.arange(5.0)
+
+
+def fold_reconstruction(fit_end: str, error_factor: float, seed: int) -> xr.Dataset:
+    """A fold whose errors after ``fit_end`` are ``error_factor`` times its predictive std."""
+    rng = np.random.default_rng(seed)
+    shape = (len(MONTHS), LAT.size, LON.size)
+    std = np.full(shape, 2.0)
+    mean = rng.normal(0, 5, shape)
+    after = np.asarray(MONTHS > np.datetime64(f"{fit_end}-01"))
+    noise = np.where(after[:, None, None], error_factor, 1.0) * std * rng.normal(size=shape)
+    dims, coords = ("time", "lat", "lon"), {"time": MONTHS, "lat": LAT, "lon": LON}
+    split = np.where(after, SPLIT_FLAGS["test"], SPLIT_FLAGS["train"]).astype(np.int8)
+    particles = mean[None] + rng.normal(0, 1.0, (4, *shape))
+    return xr.Dataset(
+        {"twsa": (dims, mean, {"units": "cm"}), "twsa_std": (dims, std, {"units": "cm"}),
+         "observed_twsa": (dims, mean + noise, {"units": "cm"}), "split": ("time", split),
+         "twsa_samples": (("particle", *dims), particles, {"units": "cm"}),
+         "log_beta": ("particle", np.full(4, -np.log(3.0)))},
+        coords=coords, attrs={"train_window": f"2002-01..{fit_end}"})
+
+
+def test_calibration_fitted_on_folds_rescales_the_spread_and_keeps_the_raw_one():
+    folds = [fold_reconstruction(end, 2.0, seed) for seed, end in enumerate(("2004-12", "2006-12"))]
+    calibration = ca.fit_calibration(folds, lead_bin_months=12)
+    main = fold_reconstruction("2007-12", 2.0, 9)
+    out = ca.apply_calibration(main, calibration)
+    assert float(out["calibration_scale"].mean()) == pytest.approx(2.0, rel=0.1)
+    np.testing.assert_allclose(out["twsa_std"], main["twsa_std"] * out["calibration_scale"], rtol=1e-6)
+    np.testing.assert_array_equal(out["twsa_std_uncalibrated"], main["twsa_std"])
+    assert out.attrs["calibration_lead_bin_months"] == 12
+    with pytest.raises(ValueError, match="already calibrated"):
+        ca.apply_calibration(out, calibration)
+    # the fit reads only the folds' validation months: their training months may hold anything
+    poisoned = [f.copy() for f in folds]
+    for f in poisoned:
+        f["observed_twsa"] = f["observed_twsa"].where(f["split"] == SPLIT_FLAGS["test"], 1e6)
+    xr.testing.assert_identical(ca.fit_calibration(poisoned, 12), calibration)
+
+
+def test_lead_factor_grows_where_the_errors_grow_with_lead():
+    fold = fold_reconstruction("2003-12", 1.0, 3)
+    lead = ca.lead_months(fold, np.arange(fold.sizes["time"]))
+    growth = np.where(lead > 36, 3.0, 1.0)[:, None, None]     # errors 3x larger after 3 years
+    fold["observed_twsa"] = fold["twsa"] + (fold["observed_twsa"] - fold["twsa"]) * growth
+    calibration = ca.fit_calibration([fold], lead_bin_months=12)
+    factors = calibration["lead_factor"].values
+    assert factors[-1] / factors[0] == pytest.approx(9.0, rel=0.3)
+
+
+def test_stretched_mixture_scores_equal_the_explicit_mixture():
+    rec = fold_reconstruction("2005-12", 1.0, 4)
+    c = 1.7
+    scale = xr.full_like(rec["twsa"], c)
+    noise = np.exp(-rec["log_beta"].values)
+    obs = rec["observed_twsa"]
+    centre = rec["twsa_samples"].mean("particle")
+    stretched = centre + c * (rec["twsa_samples"] - centre)
+    crps, nlp, pit = _probabilistic(Forecast(rec["twsa"], None, rec["twsa_samples"], noise, scale), obs)
+    np.testing.assert_allclose(crps, me.crps_ensemble(stretched, obs, noise * c ** 2), rtol=1e-6)
+    np.testing.assert_allclose(nlp, me.nlp_mixture(stretched, noise * c ** 2, obs), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(pit, me.pit_samples(stretched, obs, noise * c ** 2), rtol=1e-6, atol=1e-9)
+    out = ca.apply_calibration(rec, ca.fit_calibration([rec], 12))
+    np.testing.assert_allclose(ca.scaled_samples(out).std("particle"),
+                               rec["twsa_samples"].std("particle") * out["calibration_scale"], rtol=1e-5)
+
+
+def test_no_validation_month_is_an_error():
+    fold = fold_reconstruction("2009-12", 1.0, 5)
+    with pytest.raises(ValueError, match="no validation month"):
+        ca.fit_calibration([fold])
