@@ -152,3 +152,89 @@ def test_sharded_prediction_equals_one_process(sharded):
 def test_devices_must_divide_particles():
     with pytest.raises(UserError, match=r"'training.devices': 3 .*model.particles \(4\)"):
         validate({**SETTINGS, "training": {**SETTINGS["training"], "devices": 3}})
+
+
+def test_torchrun_trains_and_predicts_through_the_cli(tmp_path, sharded):
+    """``torchrun --nproc-per-node 2 -m gracefill.cli train|predict``: rank 0 writes the model, the
+    log and the reconstruction, which equal the single process's."""
+    import json
+
+    import pandas as pd
+    import xarray as xr
+
+    from gracefill.io import write_netcdf
+
+    _, ds, cfg, full, history = sharded
+    write_netcdf(ds, tmp_path / "tensors.nc")
+    settings = json.dumps({"seed": cfg["seed"], **SETTINGS, "training": {**SETTINGS["training"], "devices": WORLD}})
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD),
+              "-m", "gracefill.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    model = tmp_path / "model" / "model.pt"
+    result = subprocess.run([*launch, "train", "--config-json", settings, "--tensors", str(tmp_path / "tensors.nc"),
+                             "--model", str(model), "--log-csv", str(tmp_path / "model" / "log.csv"), "--no-progress",
+                             "--stop-with-launcher"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = load_checkpoint(model)
+    for key, value in full["engine"]["ensemble"].items():
+        _close(got["engine"]["ensemble"][key], value, atol=1e-5)
+    assert sorted(p.name for p in model.parent.iterdir()) == ["log.csv", "model.pt"]
+    assert pd.read_csv(tmp_path / "model" / "log.csv")["epoch"].tolist() == [row["epoch"] for row in history]
+    result = subprocess.run([*launch, "predict", "--config-json", settings, "--tensors", str(tmp_path / "tensors.nc"),
+                             "--model", str(model), "--output", str(tmp_path / "reconstruction.nc"), "--no-progress"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = reconstruct(ds, got, cfg, save_samples=True, progress=False)
+    with xr.open_dataset(tmp_path / "reconstruction.nc") as rec:
+        np.testing.assert_allclose(rec["twsa_samples"].values, expected["twsa_samples"].values, rtol=1e-5, atol=1e-5)
+
+
+def test_torchrun_workers_stop_when_the_process_that_launched_torchrun_is_gone(tmp_path):
+    """A workflow manager killed on its own leaves neither torchrun nor its workers behind."""
+    import json
+    import shlex
+    import signal
+    import time
+    from pathlib import Path
+
+    from gracefill.io import write_netcdf
+
+    ds, _ = tiny_tensors()
+    write_netcdf(ds, tmp_path / "tensors.nc")
+    cfg = json.dumps({"seed": 1, **SETTINGS, "training": {**SETTINGS["training"], "epochs": 100000, "devices": WORLD}})
+    stage = (f"OMP_NUM_THREADS=1 {shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc-per-node "
+             f"{WORLD} -m gracefill.cli train --config-json {shlex.quote(cfg)} --tensors {tmp_path}/tensors.nc "
+             f"--model {tmp_path}/model/model.pt --log-csv {tmp_path}/model/log.csv --no-progress --stop-with-launcher "
+             f"> {tmp_path}/train.log 2>&1; true")
+    launcher = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                                 f"subprocess.Popen(['bash', '-c', {stage!r}]); time.sleep(600)"])
+
+    def ours() -> list[int]:
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(tmp_path).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+        return pids
+
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "model" / "checkpoint.pt").exists():
+            assert time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+    deadline = time.monotonic() + 60
+    try:
+        while ours():
+            assert time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-2000:]
+            time.sleep(0.5)
+    finally:  # no orphans of a failed test
+        for pid in ours():
+            os.kill(pid, signal.SIGKILL)
+    assert "gracefill train: interrupted" in (tmp_path / "train.log").read_text()
+    assert not (tmp_path / "model" / "model.pt").exists()
+    assert load_checkpoint(tmp_path / "model" / "checkpoint.pt")["epoch"] >= 1
