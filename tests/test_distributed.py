@@ -238,3 +238,20 @@ def test_torchrun_workers_stop_when_the_process_that_launched_torchrun_is_gone(t
     assert "gracefill train: interrupted" in (tmp_path / "train.log").read_text()
     assert not (tmp_path / "model" / "model.pt").exists()
     assert load_checkpoint(tmp_path / "model" / "checkpoint.pt")["epoch"] >= 1
+
+
+def test_scaling_bench_runs_on_the_cpu(tmp_path):
+    """bench/bench_distributed.py --quick: one process, then two (gloo), one JSON of both rows."""
+    import json
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_distributed.py"
+    out = tmp_path / "scaling.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(bench), "--quick", "--device", "cpu", "--worlds", "1,2", "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert sorted(r["world"] for r in rows) == [1, 2]
+    assert all(r["s_per_epoch"] > 0 and r["predict_s"] > 0 for r in rows)
+    assert "| 2 | 4 |" in result.stdout and "efficiency" in result.stdout
