@@ -158,6 +158,10 @@ class ShardedSVGD(SVGD):
         """This rank's rows of the SVGD direction of all S particles (gathered theta and G)."""
         return super().direction(self.gather(theta), self.gather(grads))[self.rows]
 
+    def kernel(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """RBF kernel (S, S) and bandwidth of all particles, from this rank's theta (S / world, P)."""
+        return super().kernel(self.gather(theta))
+
     def log_joint_grads(self, x: Tensor, y: Tensor, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         grads, stats = super().log_joint_grads(x, y, mask)
         total = stats["output_mean"] * self.num_particles
@@ -339,12 +343,23 @@ def train_sharded(
         bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
         if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
             payload = {"format": tr.CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
-                       "engine": engine.state_dict(), "history": list(history)}
+                       "engine": _to_cpu(engine.state_dict()), "history": list(history)}
             if ranks.writer:
                 tr.save_checkpoint(checkpoint_path, payload, keep_previous=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if not payload:  # resumed from a checkpoint that already finished
         payload = {"format": tr.CHECKPOINT_FORMAT, "epoch": first_epoch - 1, "config_hash": config_hash,
-                   "model": settings, "engine": engine.state_dict(), "history": history}
+                   "model": settings, "engine": _to_cpu(engine.state_dict()), "history": history}
     return payload, history
+
+
+def _to_cpu(state: Any) -> Any:
+    """A gathered state on the host: it is kept between checkpoints, and held by every rank."""
+    if torch.is_tensor(state):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _to_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(value) for value in state)
+    return state
