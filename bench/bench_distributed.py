@@ -90,7 +90,8 @@ def measure(args) -> dict:
                     "training": {"device": args.device, "precision": args.precision, "compile": args.compile,
                                  "particle_chunk": min(args.chunk, local) if args.chunk else 0,
                                  "batch_size": args.batch},
-                    "prediction": {"batch_size": args.predict_batch, "particle_chunk": 0}}, relations=False)
+                    # as configs/paper.yaml: every particle of a rank at once when predicting
+                    "prediction": {"batch_size": args.predict_batch, "particle_chunk": local}}, relations=False)
     ranks = distributed.start(args.device) if world > 1 else None
     device = ranks.device if ranks else torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available()
                                                      else "cpu")
