@@ -121,7 +121,7 @@ def gather(t: Tensor, world: int) -> Tensor:
     return out
 
 
-# the same collective: all_gather_single since torch 2.13, all_gather_into_tensor before
+# the same collective under its newer name where torch has it (all_gather_into_tensor is deprecated there)
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
