@@ -150,6 +150,7 @@ BAD = [
     ({"predictors": {"names": ["P", "rain"]}}, "predictors.names.1"),
     ({"sources": {"target": "nasa"}}, "sources.target"),
     ({"training": {"precision": "fp8"}}, "training.precision"),
+    ({"training": {"devices": 3}}, "training.devices"),
     ({"drought": {"min_duration": 0}}, "drought.min_duration"),
     ({"figures": {"month": "1990-01"}}, "figures.month"),
     ({"unknown_section": 1}, "<top level>"),
@@ -218,3 +219,23 @@ def test_report_bundles_every_figure(test_run):
     html = (test_run / "report.html").read_text(errors="replace")
     for name in FIGURES + ["gap_animation"]:
         assert name in html, name
+
+
+def test_several_devices_start_train_and_predict_with_torchrun(tmp_path):
+    """training.devices: 2 makes every train and predict job a 2-process torchrun asking for 2 GPUs,
+    with the same config JSON (training.devices is not part of it: a checkpoint resumes on any)."""
+    import re
+
+    config = yaml.safe_load((ROOT / "configs/test.yaml").read_text())
+    config["training"]["devices"] = 2
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n", "--verbose", "--cores", "2", "--resources", "gpu=2",
+                       "--configfile", str(tmp_path / "two.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = re.findall(r"^Shell command: (.*)$", result.stdout + result.stderr, re.M)
+    for stage, count in (("train", 4), ("predict", 4)):
+        ours = [c for c in commands if re.search(rf"(gracefill|gracefill\.cli) {stage} ", c)]
+        assert len(ours) == count, commands
+        assert all(c.startswith(f"torchrun --standalone --nproc-per-node 2 -m gracefill.cli {stage} ") for c in ours)
+        assert all('"devices"' not in c for c in ours)
+    assert not [c for c in commands if "torchrun" in c and not re.search(r"gracefill\.cli (train|predict) ", c)]

@@ -204,17 +204,34 @@ TRAIN_TENSORS = ("inputs", "target", "land_mask", "split", "observed", "target_t
 
 def train(args) -> None:
     """Train the Bayesian CNN with SVGD; resumes from the run's last checkpoint."""
+    from gracefill import distributed
     from gracefill import train as tr
 
     cfg = _config(args)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     out = Path(args.model)
     checkpoint = out.parent / "checkpoint.pt"
-    run_hash = config_mod.config_hash({"cfg": config_mod.subset(cfg, "seed", "model", "training"),
+    run_cfg = config_mod.subset(cfg, "seed", "model", "training")
+    # how many processes share the particles changes no result: a checkpoint resumes on any of them
+    run_cfg["training"] = {key: value for key, value in run_cfg["training"].items() if key != "devices"}
+    run_hash = config_mod.config_hash({"cfg": run_cfg,
                                        "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
-    with blame(args.tensors), stop_with_launcher(args.stop_with_launcher):
-        payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
-                                    progress=not args.no_progress, log_path=Path(args.log_csv))
+    # started by torchrun with several processes: the particles are sharded over them, rank 0 writes
+    ranks = distributed.start(cfg["training"]["device"]) if distributed.launched() else None
+    try:
+        with blame(args.tensors), stop_with_launcher(args.stop_with_launcher):
+            if ranks is None:
+                payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
+                                            progress=not args.no_progress, log_path=Path(args.log_csv))
+            else:
+                payload, history = distributed.train_sharded(ds.load(), cfg, ranks, checkpoint_path=checkpoint,
+                                                             config_hash=run_hash,
+                                                             progress=not args.no_progress and ranks.writer,
+                                                             log_path=Path(args.log_csv))
+    finally:
+        distributed.stop()
+    if ranks is not None and not ranks.writer:
+        return
     tr.save_checkpoint(out, payload)
     tr.write_log(history, Path(args.log_csv))
     for done in (checkpoint, tr.previous_checkpoint(checkpoint)):
@@ -227,15 +244,22 @@ def train(args) -> None:
 def predict(args) -> None:
     """Predictive mean and standard deviations for every month, trend added back."""
     from gracefill import calibration as ca
+    from gracefill import distributed
     from gracefill import predict as pr
     from gracefill.train import load_checkpoint
 
     cfg = _config(args)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     checkpoint = load_checkpoint(Path(args.model))
-    with blame(args.model):
-        out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
-                             progress=not args.no_progress)
+    ranks = distributed.start(cfg["training"]["device"]) if distributed.launched() else None
+    try:
+        with blame(args.model):
+            out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
+                                 progress=not args.no_progress and (ranks is None or ranks.writer), ranks=ranks)
+    finally:
+        distributed.stop()
+    if ranks is not None and not ranks.writer:
+        return
     folds = args.calibration_folds if cfg["prediction"]["calibration"] == "folds" else []
     if folds:
         fold_recs = [open_dataset(f, required=("twsa", "twsa_std", "observed_twsa", "split")).load() for f in folds]

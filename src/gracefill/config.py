@@ -159,6 +159,9 @@ def _check_semantics(cfg: dict, points_given: bool = True) -> None:
         inside_period("sources", "synthetic", "drought", "end")
         _require(drought["start"] <= drought["end"], "sources.synthetic.drought.end", drought["end"], "a month not before drought.start")
 
+    devices, particles = cfg["training"]["devices"], cfg["model"]["particles"]
+    _require(particles % devices == 0, "training.devices", devices, f"a divisor of model.particles ({particles})")
+
     d = cfg["drought"]
     inside_period("drought", "baseline_start")
     inside_period("drought", "baseline_end")

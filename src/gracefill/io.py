@@ -148,16 +148,20 @@ def stop_with_launcher(enabled: bool = True, interval_s: float = 2.0) -> Iterato
     """Interrupt the main thread when the process that launched this one is gone: a workflow
     manager killed on its own (e.g. SIGINT to Snakemake alone) leaves the shell between it and a
     long stage alive, and the stage must not run on as an orphan. Watches the parent, and the
-    parent's parent when the parent is a shell. A no-op where the process tree cannot be read."""
+    parent's parent when the parent is a shell; a torchrun worker watches torchrun and torchrun's
+    launcher that way. A no-op where the process tree cannot be read."""
     import _thread
     import threading
 
     parent = os.getppid()
+    agent: tuple = ()
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun worker: its launcher is the one of torchrun
+        agent, parent = (parent,), _parent_of(parent) or 0
     try:
         through_shell = Path(f"/proc/{parent}/comm").read_text().strip() in SHELLS
     except OSError:
         through_shell = False
-    chain = (parent, _parent_of(parent)) if through_shell else (parent,)
+    chain = agent + ((parent, _parent_of(parent)) if through_shell else (parent,))
     watched = [pid for pid in chain if enabled and pid and pid > 1]
     done = threading.Event()
 

@@ -14,17 +14,26 @@ from gracefill.train import build_engine, resolve_device
 
 
 def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bool = False,
-                progress: bool = True) -> xr.Dataset:
-    """Reconstruction of every month of the tensors ``ds``, trend added back, land only."""
+                progress: bool = True, ranks=None) -> xr.Dataset:
+    """Reconstruction of every month of the tensors ``ds``, trend added back, land only.
+
+    ``ranks`` (a :class:`gracefill.distributed.Ranks`): the particles are sharded over the
+    process group, each rank predicts its own and every rank gets all of them (rank 0 writes)."""
     from tqdm.auto import tqdm
 
-    device = resolve_device(cfg["training"]["device"])
+    device = resolve_device(cfg["training"]["device"]) if ranks is None else ranks.device
     settings = checkpoint["model"]
     grid = [ds.sizes["lat"], ds.sizes["lon"]]
     if list(settings["grid"]) != grid or settings["in_channels"] != ds.sizes["channel"]:
         raise ValueError(f"the model was trained on a {settings['grid']} grid with {settings['in_channels']} channels, "
                          f"the tensors have {grid} and {ds.sizes['channel']}")
-    engine = build_engine(settings, cfg, num_train=1, device=device, compile_network=cfg["prediction"]["compile"])
+    if ranks is None:
+        engine = build_engine(settings, cfg, num_train=1, device=device, compile_network=cfg["prediction"]["compile"])
+    else:
+        from gracefill.distributed import build_sharded_engine
+
+        engine = build_sharded_engine(settings, cfg, 1, ranks, same_init=False,
+                                      compile_network=cfg["prediction"]["compile"])
     engine.load_state_dict(checkpoint["engine"])
 
     inputs = torch.as_tensor(ds["inputs"].values, dtype=torch.float32)
@@ -40,7 +49,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
         epistemic[start:start + batch] = outputs.var(0, correction=0).cpu().numpy()
         if samples is not None:
             samples[:, start:start + batch] = outputs.cpu().numpy()
-    log_beta = engine.log_beta.detach().double().cpu().numpy()
+    log_beta = engine.all_log_beta().double().cpu().numpy()
     aleatoric = float(np.mean(np.exp(-log_beta)))
 
     units = ds["target"].attrs.get("units", "cm")

@@ -512,6 +512,14 @@ class SVGD:
             return grads
         return svgd_direction(theta, grads)
 
+    def diagnose(self, theta: Tensor, grads: Tensor) -> dict[str, Tensor]:
+        """:func:`kernel_diagnostics` of all particles (what the RBF kernel does or would do)."""
+        return kernel_diagnostics(theta, grads)
+
+    def all_log_beta(self) -> Tensor:
+        """log beta (S,) of every particle, detached."""
+        return self.log_beta.detach()
+
     # ----------------------------------------------------------------- training
     def step(self, x: Tensor, y: Tensor, mask: Tensor | None = None, diagnose: bool = False) -> dict[str, Tensor]:
         """One SVGD update on one mini-batch; returns the statistics of
@@ -520,7 +528,7 @@ class SVGD:
         grads, stats = self.log_joint_grads(x, y, mask)
         with torch.no_grad():
             if diagnose:
-                self.diagnostics = kernel_diagnostics(self.theta(), grads)
+                self.diagnostics = self.diagnose(self.theta(), grads)
             phi = self.direction(self.theta(), grads)
             del grads
             s, offset = self.num_particles, 0

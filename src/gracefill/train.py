@@ -146,7 +146,7 @@ def evaluate(engine: SVGD, data: TrainingData, index: torch.Tensor, batch_size: 
         mean = outputs.mean(0)
         sse += (mean - y).square().masked_fill(~valid, 0).sum().double()
         spread += outputs.var(0, correction=0).masked_fill(~valid, 0).sum().double()
-        nlp += mixture_nlp(outputs, engine.log_beta.detach().float(), y, valid).double()
+        nlp += mixture_nlp(outputs, engine.all_log_beta().float(), y, valid).double()
         yv = y.masked_fill(~valid, 0).double()
         sum_y += yv.sum()
         sum_y2 += yv.square().sum()
@@ -229,28 +229,44 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     log_path: Path | None = None,
+    device: torch.device | None = None,
+    engine_builder: Callable[..., SVGD] | None = None,
+    writer: bool = True,
+    barrier: Callable[[], None] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Train the SVGD ensemble on the tensors ``ds``; resume from ``checkpoint_path`` when it
     holds a run of the same configuration. Returns the final checkpoint payload and the log rows;
-    ``log_path`` receives the log after every epoch."""
+    ``log_path`` receives the log after every epoch.
+
+    For several processes sharing the particles (``gracefill.distributed``): ``device`` (default
+    ``training.device``), ``engine_builder`` (default :func:`build_engine`, same arguments),
+    ``writer`` (this process writes the checkpoints and the log) and ``barrier`` (the writer
+    resumes first, possibly setting an unreadable checkpoint aside; the others follow it).
+    """
     from tqdm.auto import tqdm
 
     t = cfg["training"]
-    device = resolve_device(t["device"])
+    checkpoint_path = Path(checkpoint_path)
+    device = device if device is not None else resolve_device(t["device"])
     data = TrainingData.from_dataset(ds, device, land_only=t["land_only_loss"])
     settings = model_settings(cfg, data.inputs.shape[1], (ds.sizes["lat"], ds.sizes["lon"]))
     torch.manual_seed(cfg["seed"])
-    engine = build_engine(settings, cfg, int(data.train_index.numel()), device,
-                          log_beta_init=initial_log_beta(data, cfg, settings["particles"]),
-                          compile_network=t["compile"])
+    engine = (engine_builder or build_engine)(settings, cfg, int(data.train_index.numel()), device,
+                                              log_beta_init=initial_log_beta(data, cfg, settings["particles"]),
+                                              compile_network=t["compile"])
 
     history: list[dict] = []
     first_epoch = 1
-    state = resume_state(checkpoint_path, config_hash)
+    state = resume_state(checkpoint_path, config_hash) if writer else None
+    if barrier is not None:
+        barrier()
+        if not writer:
+            state = resume_state(checkpoint_path, config_hash)
     if state is not None:
         engine.load_state_dict(state["engine"])
         history = list(state["history"])
         first_epoch = int(state["epoch"]) + 1
+    del state
 
     n_train = int(data.train_index.numel())
     batch = int(t["batch_size"])
@@ -268,31 +284,44 @@ def train(
             stats = engine.step(data.inputs[idx], data.target[idx], data.valid[idx], diagnose=start == 0)
             sse_sum += stats["sse_mean"].double()
             n_sum += stats["n_y"].double()
-        train_rmse = math.sqrt(float(sse_sum / n_sum))
-        if not math.isfinite(train_rmse) or not bool(torch.isfinite(engine.log_beta).all()):
+        train_rmse = math.sqrt(float(sse_sum / n_sum))  # the mean over every particle (of every process)
+        log_beta = engine.all_log_beta()
+        if not math.isfinite(train_rmse) or not bool(torch.isfinite(log_beta).all()):
             raise TrainingDiverged(f"training diverged at epoch {epoch}: the training error or log beta is "
                                    "not finite; lower training.lr or check the tensors")
         engine.scheduler_step(train_rmse)
         scores = evaluate(engine, data, data.test_index, batch)
         row = {"epoch": epoch, "train_rmse": train_rmse, "test_rmse": scores["rmse"], "test_r2": scores["r2"],
                "test_mnlp": scores["mnlp"], "test_spread": scores["spread"],
-               "mean_log_beta": float(engine.log_beta.detach().mean()), "lr": engine.lrs[0],
+               "mean_log_beta": float(log_beta.mean()), "lr": engine.lrs[0],
                **{name: float(value) for name, value in engine.diagnostics.items() if name in LOG_COLUMNS},
                "seconds": time.perf_counter() - started}
         history.append(row)
-        if log_path is not None:
+        if log_path is not None and writer:
             write_log(history, log_path)
         bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
-        payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
-                   "engine": engine.state_dict(), "history": history}
         if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
-            save_checkpoint(checkpoint_path, payload, keep_previous=True)
+            payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
+                       "engine": _to_cpu(engine.state_dict()), "history": list(history)}
+            if writer:
+                save_checkpoint(checkpoint_path, payload, keep_previous=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if not payload:  # resumed from a checkpoint that already finished
         payload = {"format": CHECKPOINT_FORMAT, "epoch": first_epoch - 1, "config_hash": config_hash,
-                   "model": settings, "engine": engine.state_dict(), "history": history}
+                   "model": settings, "engine": _to_cpu(engine.state_dict()), "history": history}
     return payload, history
+
+
+def _to_cpu(state):
+    """A state on the host: it is kept until the next checkpoint (on every process)."""
+    if torch.is_tensor(state):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _to_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(value) for value in state)
+    return state
 
 
 def write_log(history: list[dict], path: Path) -> None:

@@ -12,6 +12,11 @@ try:
 except UserError as error:
     sys.exit(f"gracefill: invalid configuration: {error}")
 
+# training.devices > 1: train and predict run as that many torchrun processes on one node,
+# sharing the particles (gracefill.distributed); each asks for that many GPUs.
+DEVICES = config["training"]["devices"]
+GRACEFILL = "gracefill" if DEVICES == 1 else f"torchrun --standalone --nproc-per-node {DEVICES} -m gracefill.cli"
+
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 LOGS = f"{RESULTS}/logs"
@@ -30,8 +35,12 @@ PREDICTOR_FIELDS = RAW_PRODUCTS["era5land"]
 
 def stage_config(*sections):
     """The config sections a stage uses, as JSON; rules pass it as a param so that a change of
-    those sections (and only those) reruns the stage."""
-    return json.dumps(subset(config, *sections), sort_keys=True, separators=(",", ":"))
+    those sections (and only those) reruns the stage. training.devices is left out: the rules'
+    commands carry it (GRACEFILL), and a stage finds the number of processes from torchrun."""
+    sections = subset(config, *sections)
+    if "training" in sections:
+        sections["training"] = {key: value for key, value in sections["training"].items() if key != "devices"}
+    return json.dumps(sections, sort_keys=True, separators=(",", ":"))
 
 
 # Forward-chaining validation folds, named by the last month of their fit window.

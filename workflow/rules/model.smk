@@ -1,4 +1,5 @@
-# The Bayesian CNN: SVGD training (GPU when available) and prediction of every month.
+# The Bayesian CNN: SVGD training (GPU when available) and prediction of every month; with
+# training.devices N > 1 both run as N torchrun processes on one node, N GPUs.
 
 
 rule train:
@@ -12,7 +13,7 @@ rule train:
     params:
         cfg=stage_config("seed", "model", "training"),
     resources:
-        gpu=1,
+        gpu=DEVICES,
     log:
         f"{LOGS}/train.log",
     benchmark:
@@ -20,7 +21,8 @@ rule train:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "gracefill train --config-json {params.cfg:q} --tensors {input.tensors:q} "
+        f"{GRACEFILL} train --config-json "
+        "{params.cfg:q} --tensors {input.tensors:q} "
         "--model {output.model:q} --log-csv {output.log_csv:q} --stop-with-launcher > {log:q} 2>&1"
 
 
@@ -35,6 +37,8 @@ rule predict:
         f"{RESULTS}/reconstruction.nc",
     params:
         cfg=stage_config("model", "training", "prediction"),
+    resources:
+        gpu=DEVICES if DEVICES > 1 else 0,
     log:
         f"{LOGS}/predict.log",
     benchmark:
@@ -42,5 +46,6 @@ rule predict:
     conda:
         "../../envs/gracefill.yaml"
     shell:
-        "gracefill predict --config-json {params.cfg:q} --tensors {input.tensors:q} "
-        "--model {input.model:q} --output {output:q} --calibration-folds {input.calibration_folds:q} > {log:q} 2>&1"
+        f"{GRACEFILL} predict --config-json "
+        "{params.cfg:q} --tensors {input.tensors:q} --model {input.model:q} --output {output:q} "
+        "--calibration-folds {input.calibration_folds:q} > {log:q} 2>&1"
