@@ -82,3 +82,19 @@ def test_no_validation_month_is_an_error():
     fold = fold_reconstruction("2009-12", 1.0, 5)
     with pytest.raises(ValueError, match="no validation month"):
         ca.fit_calibration([fold])
+
+
+def test_coverage_by_lead_year_and_latitude_band():
+    from gracefill.analysis import coverage_by_lead_and_region
+
+    lat = np.array([-60.0, -10.0, 10.0, 40.0, 70.0])
+    months = 30
+    pit = np.full((months, lat.size, 2), 0.5)
+    pit[12:, 4, :] = 0.99                       # high latitudes fall outside the 90 % interval after year 1
+    da = xr.DataArray(pit, dims=("time", "lat", "lon"), coords={"lat": lat, "lon": [0.0, 1.0]})
+    rows = coverage_by_lead_and_region(da, np.arange(1, months + 1), [0.9], "bcnn", "test")
+    table = {(r["lead_year"], r["region"]): (r["observed"], r["values"]) for r in rows}
+    assert table[(0, "all")] == (pytest.approx(1 - 18 * 2 / (months * 10)), months * 10)
+    assert table[(1, "high latitudes")] == (1.0, 48) and table[(2, "high latitudes")] == (0.5, 48)  # 60S, 70N
+    assert table[(3, "high latitudes")] == (0.5, 24)      # months 25-30: lead year 3
+    assert table[(2, "tropics")] == (1.0, 48) and table[(2, "mid-latitudes")] == (1.0, 24)

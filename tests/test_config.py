@@ -94,6 +94,26 @@ def test_cli_rejects_bad_config_file_with_one_line(tmp_path):
     assert lines == [f"gracefill check_config: error: {bad}: config key 'grid.resolution': 0 is out of range; expected > 0"]
 
 
+def test_a_grid_without_land_is_one_line_at_check_config_and_at_the_first_stage(tmp_path):
+    ocean = {"grid": {"resolution": 4.0, "lat_min": -40, "lat_max": -8, "lon_min": -140, "lon_max": -108},
+             "figures": {"points": [{"name": "Pacific", "lat": -20, "lon": -120}]},
+             "sources": {"synthetic": {"drought": {"lat_min": -30, "lat_max": -20, "lon_min": -130, "lon_max": -120}}}}
+    bad = tmp_path / "ocean.yaml"
+    bad.write_text(yaml.safe_dump(ocean))
+    expected = ("config key 'grid': lat -40..-8, lon -140..-108 holds no land cell (land fraction >= "
+                "grid.min_land_fraction = 0.5); choose bounds over land or lower grid.min_land_fraction")
+    result = subprocess.run([sys.executable, "-m", "gracefill.cli", "check_config", "--config", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"gracefill check_config: error: {bad}: {expected}"]
+    for stage, extra in (("build_grid", ["--output", str(tmp_path / "grid.nc")]),
+                         ("retrieve_synthetic", ["--out-dir", str(tmp_path / "raw")])):
+        result = subprocess.run([sys.executable, "-m", "gracefill.cli", stage, "--config", str(bad), *extra],
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].endswith(expected), result.stderr
+        assert not (tmp_path / "grid.nc").exists() and not (tmp_path / "raw").exists()
+
+
 def test_cli_reports_unreadable_yaml(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid: [unclosed\n")

@@ -158,3 +158,34 @@ def test_duplicate_months_truncated_html_and_a_short_period(files, tmp_path):
     expect_one_line(lambda: gldas.read(paths[:3] + paths[4:12], period=("2002-01", "2002-12")),
                     "lacks 1 month(s) of 2002-01..2002-12, first 2002-04")
     expect_one_line(lambda: gldas.expand_local(str(tmp_path / "none/*.nc4")), "sources.gldas.local: no file matches")
+
+
+def test_a_file_without_any_value_in_the_box_is_one_line_naming_it(files, tmp_path):
+    _, paths, months, lat, lon, storage = files
+    empty = write_gldas(tmp_path / "empty", np.full_like(storage[:1], np.nan), lat, lon, months[1:2], res=1.0)[0]
+    message = expect_one_line(lambda: gldas.read([paths[0], empty]), "has no value")
+    assert message.startswith(f"{empty}: land water storage has no value (all NaN or fill) in the grid's box")
+
+
+def test_a_failed_download_is_tried_again_within_the_retry_budget(fake, files, tmp_path, monkeypatch):
+    from gracefill.sources import earthdata as ed
+
+    monkeypatch.setattr(ed.time, "sleep", lambda s: None)
+    download = fake.download
+    failures = {"left": 2}
+
+    def flaky(granules, local_path, threads=8):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(f"503 Service Unavailable ?token={FakeEarthaccess.SECRET}")
+        return download(granules, local_path, threads)
+
+    fake.download = flaky
+    target = tmp_path / "dl" / "GLDAS_NOAH10_M.A200207.021.nc4"
+    gldas.retrieve_month(CFG, "2002-07", target, earthaccess=fake, retries=3)   # fails twice, then lands
+    assert dl.is_complete(target) and target.read_bytes() == files[1][6].read_bytes()
+    failures["left"] = 5
+    other = tmp_path / "dl" / "GLDAS_NOAH10_M.A200208.021.nc4"
+    message = expect_one_line(lambda: gldas.retrieve_month(CFG, "2002-08", other, earthaccess=fake, retries=3),
+                              "failed (OSError) after 3 attempts; rerun to retry")
+    assert FakeEarthaccess.SECRET not in message and not other.exists() and failures["left"] == 2

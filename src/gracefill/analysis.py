@@ -176,6 +176,35 @@ def _probabilistic(forecast: Forecast, obs: xr.DataArray):
     return None
 
 
+#: latitude bands of the coverage table (absolute latitude, degrees)
+REGIONS = {"tropics": (0.0, 23.5), "mid-latitudes": (23.5, 50.0), "high latitudes": (50.0, 90.0)}
+
+
+def coverage_by_lead_and_region(pit: xr.DataArray, leads: np.ndarray, levels, method: str, period: str) -> list[dict]:
+    """Coverage of the central intervals from the PIT values (time, lat, lon) of one method and
+    period: over everything (lead_year 0, region "all"), then by lead year (months since the end
+    of the fit window, 1-12 = year 1) and latitude band (:data:`REGIONS`); ``values`` counts them."""
+    years = (np.asarray(leads) - 1) // 12 + 1
+    band = np.abs(pit["lat"])
+    rows = []
+
+    def add(subset, lead_year, region):
+        n = int(subset.notnull().sum())
+        if n:
+            coverage = me.coverage_from_pit(subset, levels)
+            rows.extend({"method": method, "period": period, "lead_year": lead_year, "region": region,
+                         "nominal": float(level), "observed": float(value), "values": n}
+                        for level, value in zip(coverage["level"].values, coverage.values))
+
+    add(pit, 0, "all")
+    for year in np.unique(years):
+        by_year = pit.isel(time=np.flatnonzero(years == year))
+        add(by_year, int(year), "all")
+        for region, (low, high) in REGIONS.items():
+            add(by_year.where((band >= low) & (band < high)), int(year), region)
+    return rows
+
+
 def score_period(segments, period: str, area: xr.DataArray, levels, bins: int):
     """Scores of every method over a period's segments (observations and forecasts of some months,
     e.g. one per validation fold), pooled: per-cell R, NSE, RMSE over all the period's months,
@@ -197,7 +226,7 @@ def score_period(segments, period: str, area: xr.DataArray, levels, bins: int):
             coverage = me.coverage_from_pit(pit, levels)
             for level, value in zip(coverage["level"].values, coverage.values):
                 row[f"coverage_{int(round(level * 100))}"] = float(value)
-                calibration.append({"method": method, "period": period, "nominal": float(level), "observed": float(value)})
+            calibration += coverage_by_lead_and_region(pit, obs["lead"].values, levels, method, period)
         if method == "bcnn":
             std = _stack([f.std for f in forecasts]).assign_attrs(units=units)
             spread = me.spread_skill(pred, std, obs, n_bins=bins).to_dataframe().reset_index()
@@ -218,7 +247,8 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     two folds or more).
 
     Returns (table DataFrame: one row per method and period; maps Dataset (method, period, lat,
-    lon); calibration DataFrame (method, period, nominal, observed); spread-skill DataFrame of the
+    lon); calibration DataFrame (method, period, lead_year, region, nominal, observed, values: see
+    :func:`coverage_by_lead_and_region`); spread-skill DataFrame of the
     BCNN; spreads Dataset of the baselines).
     """
     if not folds:
@@ -230,7 +260,7 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     spreads = spreads_from_errors(errors, units, lead_bin_months)
 
     def segment(ds, base, index, reference, fitted):
-        obs = reference.isel(time=index).assign_attrs(units=units)
+        obs = reference.isel(time=index).assign_attrs(units=units).assign_coords(lead=("time", lead_months(ds, index)))
         forecasts = {"bcnn": bcnn_forecast(ds).isel(index)} | baseline_forecasts(base, ds, index, names, fitted)
         return obs, forecasts
 

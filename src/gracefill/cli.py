@@ -71,7 +71,10 @@ def retrieve_synthetic(args) -> None:
     from gracefill.grid import GridSpec
     from gracefill.sources import synthetic
 
+    from gracefill.grid import require_land
+
     cfg = _config(args)
+    require_land(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
     syn = cfg["sources"]["synthetic"]
     native = GridSpec.from_config(cfg["grid"], resolution=syn["native_resolution"])
     months = _period(cfg)
@@ -363,6 +366,7 @@ def plot(args) -> None:
         fig = plots.bar_comparison(table, dpi=dpi)
     elif figure == "calibration":
         table = pd.read_csv(inputs["calibration"])
+        table = table[(table["lead_year"] == 0) & (table["region"] == "all")]
         lines = table[(table["method"] == "bcnn") | (table["period"] == "test")]
         fig = plots.calibration_plot({f"{method}, {period} months": g for (method, period), g
                                       in lines.groupby(["method", "period"], sort=False)}, dpi=dpi)
@@ -498,8 +502,14 @@ def benchmark(args) -> None:
 
 
 def check_config(args) -> None:
-    """Validate a config file and print its effective (default-filled) form."""
+    """Validate a config file (keys, relations, land on the grid) and print its effective form."""
+    from gracefill.grid import GridSpec, require_land
+
     cfg = _config(args)
+    try:
+        require_land(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
+    except UserError as exc:
+        raise UserError(f"{args.config}: {exc}" if args.config else str(exc)) from None
     print(json.dumps(cfg, indent=1) if args.show else f"config ok: run '{cfg['run']}'")
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from gracefill.io import UserError
+
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
 LAND_SAMPLES_PER_CELL = 8  # land fraction = share of 8 x 8 sample points per cell on land
 
@@ -84,10 +86,21 @@ def land_fraction(spec: GridSpec, samples: int = LAND_SAMPLES_PER_CELL) -> np.nd
     return land.reshape(n_lat, samples, n_lon, samples).mean(axis=(1, 3))
 
 
+def require_land(spec: GridSpec, min_land_fraction: float = 0.5, frac: np.ndarray | None = None) -> None:
+    """UserError naming the grid keys when no cell of ``spec`` is land (a land fraction of at
+    least ``min_land_fraction``): there would be nothing to reconstruct."""
+    frac = land_fraction(spec) if frac is None else frac
+    if not (frac >= min_land_fraction).any():
+        raise UserError(f"config key 'grid': lat {spec.lat_min:g}..{spec.lat_max:g}, lon {spec.lon_min:g}.."
+                         f"{spec.lon_max:g} holds no land cell (land fraction >= grid.min_land_fraction = "
+                         f"{min_land_fraction:g}); choose bounds over land or lower grid.min_land_fraction")
+
+
 def build_grid(spec: GridSpec, min_land_fraction: float = 0.5) -> xr.Dataset:
     """Target grid dataset: land mask and fraction, cell areas and cell bounds."""
     coords = spec.coords()
     frac = land_fraction(spec)
+    require_land(spec, min_land_fraction, frac)
     half = spec.resolution / 2
     ds = xr.Dataset(
         {

@@ -93,6 +93,7 @@ rule retrieve_jpl:
     params:
         cfg=plan.earthdata_request_config(config, "jpl"),
         timeout=config["sources"]["download"]["timeout_s"],
+        retries=config["sources"]["download"]["retries"],
     resources:
         earthdata=1,  # `--resources earthdata=N` caps the Earthdata downloads running at once
     log:
@@ -103,7 +104,7 @@ rule retrieve_jpl:
         "../../envs/gracefill.yaml"
     shell:
         "gracefill retrieve_jpl --config-json {params.cfg:q} --timeout {params.timeout} "
-        "--output {output:q} > {log:q} 2>&1"
+        "--retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_gldas_month:
@@ -116,6 +117,7 @@ rule retrieve_gldas_month:
     params:
         cfg=plan.earthdata_request_config(config, "gldas"),
         timeout=config["sources"]["download"]["timeout_s"],
+        retries=config["sources"]["download"]["retries"],
     resources:
         earthdata=1,
     log:
@@ -126,7 +128,7 @@ rule retrieve_gldas_month:
         "../../envs/gracefill.yaml"
     shell:
         "gracefill retrieve_gldas --config-json {params.cfg:q} --month {wildcards.yyyymm} "
-        "--timeout {params.timeout} --output {output:q} > {log:q} 2>&1"
+        "--timeout {params.timeout} --retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule normalise_gldas:

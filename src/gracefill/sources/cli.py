@@ -82,7 +82,7 @@ def retrieve_jpl(args) -> None:
     from gracefill.sources import jpl
 
     cfg = config_mod.from_json(args.config_json)
-    path = jpl.retrieve(cfg["sources"]["jpl"], args.output, stall_s=args.timeout)
+    path = jpl.retrieve(cfg["sources"]["jpl"], args.output, stall_s=args.timeout, retries=args.retries)
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 
@@ -92,7 +92,8 @@ def retrieve_gldas(args) -> None:
 
     cfg = config_mod.from_json(args.config_json)
     month = args.month if "-" in args.month else f"{args.month[:4]}-{args.month[4:]}"
-    path = gldas.retrieve_month(cfg["sources"]["gldas"], month, args.output, stall_s=args.timeout)
+    path = gldas.retrieve_month(cfg["sources"]["gldas"], month, args.output, stall_s=args.timeout,
+                                retries=args.retries)
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 
@@ -192,6 +193,8 @@ def add_steps(sub) -> None:
         p.add_argument("--config-json", required=True)
         p.add_argument("--output", required=True)
         p.add_argument("--timeout", type=float, default=120.0, help="seconds without data before giving up")
+        p.add_argument("--retries", type=int, default=3,
+                       help="attempts of a failed, stalled or empty download (sources.download.retries)")
     p.add_argument("--month", required=True, help="YYYY-MM or YYYYMM")
     p = step("normalise_gldas")
     p.add_argument("--config-json", required=True)

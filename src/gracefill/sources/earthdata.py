@@ -13,7 +13,8 @@ Used by the JPL mascons (`gracefill.sources.jpl`) and GLDAS Noah (`gracefill.sou
   the file onto the target with a sidecar (size, SHA-256, granule), like
   `gracefill.sources.download`. A complete target is skipped. earthaccess sets no read timeout,
   so the download runs in a daemon thread watched for growth: no new byte for ``stall_s``
-  seconds is a failure (the thread is abandoned; the job ends).
+  seconds is a failure (the thread is abandoned). A failed, stalled or empty download is tried
+  again up to ``retries`` attempts in all (``sources.download.retries``), then fails.
 * Every failure is one line naming the collection and the problem. Exceptions raised inside
   earthaccess are reported by class name only: their texts can echo server responses.
 """
@@ -77,11 +78,15 @@ def fetch(
     what: str | None = None,
     earthaccess=None,
     stall_s: float = STALL_S,
+    retries: int = 1,
+    backoff_s: float = dl.RETRY_BACKOFF_S,
 ) -> Path:
     """Search the granules matching ``query``, download the one ``pick`` chooses to ``target``.
 
     ``pick(granules)`` returns one granule or raises UserError; ``verify(path)`` checks the file
-    (raises UserError). Returns ``target``; skips everything if it is already complete."""
+    (raises UserError). A download that raises, stalls or returns no file is attempted
+    ``retries`` times in all, ``backoff_s`` x attempt apart. Returns ``target``; skips everything
+    if it is already complete."""
     target = Path(target)
     if dl.is_complete(target):
         return target
@@ -101,12 +106,31 @@ def fetch(
     granule = pick(granules)
     name = granule_name(granule)
     target.parent.mkdir(parents=True, exist_ok=True)
+    attempts = max(1, int(retries))
+    for attempt in range(1, attempts + 1):
+        try:
+            return _download_once(module, granule, name, target, what, stall_s, verify)
+        except _Transient as exc:
+            if attempt == attempts:
+                after = f" after {attempts} attempts" if attempts > 1 else ""
+                raise UserError(f"{exc}{after}; rerun to retry") from None
+            time.sleep(backoff_s * attempt)
+    raise AssertionError("unreachable")
+
+
+class _Transient(UserError):
+    """A download failure that another attempt may not meet (raised, stalled, no file)."""
+
+
+def _download_once(module, granule, name: str, target: Path, what: str, stall_s: float,
+                   verify: Callable[[Path], None] | None) -> Path:
+    """One download of ``granule`` into a temporary folder beside ``target``, checked, renamed."""
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         files = _download_watched(module, granule, tmpdir, stall_s, f"{what}: download of {name}")
         files = [Path(f) for f in files or [] if Path(f).suffix in (".nc", ".nc4") and Path(f).is_file()]
         if not files:
-            raise UserError(f"{what}: the download of {name} returned no NetCDF file (failed or refused); rerun to retry")
+            raise _Transient(f"{what}: the download of {name} returned no NetCDF file (failed or refused)")
         got = files[0]
         with open(got, "rb") as f:
             if dl.looks_like_html(f.read(dl.HTML_SNIFF_BYTES)):
@@ -150,7 +174,7 @@ def _download_watched(module, granule, folder: Path, stall_s: float, what: str) 
         if current != size:
             size, changed = current, now
         elif thread.is_alive() and now - changed > stall_s:
-            raise UserError(f"{what} stalled (no data for {stall_s:g} s); rerun to retry")
+            raise _Transient(f"{what} stalled (no data for {stall_s:g} s)")
     if "error" in result:
-        raise UserError(f"{what} failed ({type(result['error']).__name__}); rerun to retry")
+        raise _Transient(f"{what} failed ({type(result['error']).__name__})")
     return result.get("files") or []

@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -67,7 +68,8 @@ def search_query(cfg: dict, month: str) -> dict:
     }
 
 
-def retrieve_month(cfg: dict, month: str, target, *, earthaccess=None, stall_s: float = ed.STALL_S) -> Path:
+def retrieve_month(cfg: dict, month: str, target, *, earthaccess=None, stall_s: float = ed.STALL_S,
+                   retries: int = 1) -> Path:
     """Download one month of ``sources.gldas`` to ``target`` (atomic, verified, sidecar; skipped if complete)."""
     wanted = file_name(cfg, month)
 
@@ -79,7 +81,8 @@ def retrieve_month(cfg: dict, month: str, target, *, earthaccess=None, stall_s: 
                         f"{len(granules)} found for {month}")
 
     return ed.fetch(search_query(cfg, month), target, pick=pick, verify=lambda p: verify(p, month),
-                    what=f"Earthdata {cfg['short_name']} {month}", earthaccess=earthaccess, stall_s=stall_s)
+                    what=f"Earthdata {cfg['short_name']} {month}", earthaccess=earthaccess, stall_s=stall_s,
+                    retries=retries)
 
 
 def verify(path, month: str | None = None) -> None:
@@ -143,6 +146,11 @@ def read(paths, *, period: tuple[str, str] | None = None, bounds: dict | None = 
         if part.sizes != parts[0].sizes or not (np.allclose(part["lat"], parts[0]["lat"])
                                                  and np.allclose(part["lon"], parts[0]["lon"])):
             raise UserError(f"{path}: grid differs from {paths[0]}'s")
+    has_values = dask.compute(*[part.notnull().any() for part in parts])
+    empty = [path for path, ok in zip(paths, has_values) if not bool(ok)]
+    if empty:
+        raise UserError(f"{empty[0]}: land water storage has no value (all NaN or fill) in the grid's box"
+                        f"{f' (and {len(empty) - 1} more files)' if len(empty) > 1 else ''}; expected data over land")
     months = pd.DatetimeIndex([p["time"].values[0] for p in parts])
     if months.has_duplicates:
         first = months[months.duplicated()][0]

@@ -49,7 +49,9 @@ def latest(granules):
     return max(granules, key=ed.granule_name)
 
 
-def retrieve(cfg: dict, target, *, earthaccess=None, stall_s: float = ed.STALL_S) -> Path:
+def retrieve(cfg: dict, target, *, earthaccess=None, stall_s: float = ed.STALL_S,
+             retries: int = 1) -> Path:
     """Download the newest granule of ``sources.jpl`` to ``target`` (skipped if complete)."""
     return ed.fetch(search_query(cfg), target, pick=latest, verify=verify,
-                    what=f"Earthdata {cfg['short_name']}", earthaccess=earthaccess, stall_s=stall_s)
+                    what=f"Earthdata {cfg['short_name']}", earthaccess=earthaccess, stall_s=stall_s,
+                    retries=retries)
