@@ -71,3 +71,19 @@ def cluster_harness():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def kill_after_first_checkpoint(launcher, run_dir: Path, timeout_s: float = 120) -> None:
+    """SIGKILL ``launcher`` (a process that started a training writing to ``run_dir``) once the
+    training's first checkpoint exists; its train.log is shown if none comes in time."""
+    import os
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (run_dir / "model" / "checkpoint.pt").exists():
+            assert time.monotonic() < deadline, (run_dir / "train.log").read_text()[-2000:]
+            time.sleep(0.2)
+    finally:
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait()

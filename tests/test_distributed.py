@@ -16,7 +16,7 @@ from gracefill.config import validate
 from gracefill.io import UserError
 from gracefill.predict import reconstruct
 from gracefill.train import build_engine, initial_log_beta, load_checkpoint, model_settings, train, TrainingData
-from tests.conftest import tiny_tensors
+from tests.conftest import kill_after_first_checkpoint, tiny_tensors
 
 WORLD = 2
 SETTINGS = {"model": {"backbone": "cbam", "features": 4, "particles": 4},
@@ -219,14 +219,7 @@ def test_torchrun_workers_stop_when_the_process_that_launched_torchrun_is_gone(t
                 pass
         return pids
 
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "model" / "checkpoint.pt").exists():
-            assert time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-2000:]
-            time.sleep(0.2)
-    finally:
-        os.kill(launcher.pid, signal.SIGKILL)
-        launcher.wait()
+    kill_after_first_checkpoint(launcher, tmp_path)
     deadline = time.monotonic() + 60
     try:
         while ours():

@@ -14,7 +14,7 @@ from gracefill.config import validate
 from gracefill.io import UserError
 from gracefill.predict import reconstruct
 from gracefill.train import LOG_COLUMNS, load_checkpoint, train, write_log
-from tests.conftest import tiny_tensors
+from tests.conftest import kill_after_first_checkpoint, tiny_tensors
 
 SETTINGS = {"model": {"backbone": "cbam", "features": 4, "particles": 3},
             "training": {"device": "cpu", "epochs": 3, "batch_size": 8, "checkpoint_every": 1, "lr_noise": 0.1}}
@@ -211,9 +211,7 @@ def test_a_loss_that_turns_nan_stops_naming_the_epoch(tmp_path):
 
 def test_train_stops_when_the_process_that_launched_it_is_gone(tmp_path):
     """A workflow manager killed on its own (its shell survives it) leaves no training behind."""
-    import os
     import shlex
-    import signal
     import time
     from pathlib import Path
 
@@ -228,14 +226,7 @@ def test_train_stops_when_the_process_that_launched_it_is_gone(tmp_path):
              f"> {tmp_path}/train.log 2>&1; true")
     launcher = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
                                  f"subprocess.Popen(['bash', '-c', {stage!r}]); time.sleep(600)"])
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "model" / "checkpoint.pt").exists():
-            assert time.monotonic() < deadline, (tmp_path / "train.log").read_text()[-2000:]
-            time.sleep(0.2)
-    finally:
-        os.kill(launcher.pid, signal.SIGKILL)
-        launcher.wait()
+    kill_after_first_checkpoint(launcher, tmp_path)
     deadline = time.monotonic() + 60
     log = tmp_path / "train.log"
     while "interrupted" not in log.read_text():

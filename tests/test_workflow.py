@@ -35,7 +35,10 @@ def test_run(tmp_path_factory):
 def test_tensors_are_complete_and_self_describing(test_run):
     ds = xr.open_dataset(test_run / "results/test/tensors.nc")
     assert ds["inputs"].dims == ("time", "channel", "lat", "lon")
-    assert ds["inputs"].shape == (228, 21, 8, 16)
+    assert ds["inputs"].shape == (228, 30, 8, 16)  # the memory preset's 10 predictors, 3 lags
+    assert list(ds["predictor"].values) == ["sTWSA", "P", "T", "CWB", "P_ew6", "P_ew24", "CWB_ew6", "CWB_ew24",
+                                            "WSC_ew12", "WSC_ew48"]
+    assert ds.attrs["target_trend"] == "shrunk"
     assert ds.sizes["lat"] % 8 == 0 and ds.sizes["lon"] % 8 == 0
     for name, var in ds.variables.items():
         if name in ds.data_vars:
