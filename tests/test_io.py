@@ -78,3 +78,22 @@ def test_checkpoint_save_on_a_full_disk_keeps_the_current_checkpoint(tmp_path, m
         save_checkpoint(path, {"engine": {}, "epoch": 2}, keep_previous=True)
     assert load_checkpoint(path)["epoch"] == 1 and not previous_checkpoint(path).exists()
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]   # no temporary file left
+
+
+def test_a_checkpoint_that_cannot_fit_is_refused_before_writing(tmp_path, monkeypatch):
+    import torch
+
+    from gracefill.train import save_checkpoint, tensor_bytes
+
+    payload = {"engine": {"w": torch.zeros(1000), "adam": [torch.zeros(10, dtype=torch.float64)]}, "epoch": 3}
+    assert tensor_bytes(payload) == 4000 + 80
+    path = tmp_path / "checkpoint.pt"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10_000, 8_000, 2_000))
+    with pytest.raises(UserError) as info:
+        save_checkpoint(path, payload)
+    assert str(info.value) == f"{path}: not written (No space left on device: 4080 bytes needed, 2000 free)"
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
+    save_checkpoint(path, payload)
+    assert path.exists()

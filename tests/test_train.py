@@ -122,6 +122,19 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2]
 
 
+def test_test_months_scored_every_few_epochs_and_at_the_last_with_the_same_training(tmp_path):
+    ds, _ = tiny_tensors()
+    _, every = train(ds, config(epochs=5), checkpoint_path=tmp_path / "a.pt", config_hash="h", progress=False,
+                     log_path=tmp_path / "a.csv")
+    _, sparse = train(ds, config(epochs=5, score_every=3), checkpoint_path=tmp_path / "b.pt", config_hash="h",
+                      progress=False, log_path=tmp_path / "b.csv")
+    log = pd.read_csv(tmp_path / "b.csv")
+    assert list(log["epoch"]) == [1, 2, 3, 4, 5]
+    assert list(log["test_rmse"].notna()) == [False, False, True, False, True]
+    assert [r["train_rmse"] for r in sparse] == [r["train_rmse"] for r in every]   # scoring changes no training
+    assert np.isfinite(log[["kernel_offdiag", "repulsion_ratio", "particle_distance"]].values).all()
+
+
 def test_log_columns_and_checkpoint_loads_weights_only(tmp_path):
     ds, _ = tiny_tensors()
     payload, history = train(ds, config(epochs=2), checkpoint_path=tmp_path / "m.pt", config_hash="h", progress=False)

@@ -36,16 +36,22 @@ def write_failed(path: str | os.PathLike, exc: BaseException) -> UserError:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, expected_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The file gets the permissions of any new file under the umask (mkstemp's own are 0600); a
     failed write (e.g. a full disk) leaves nothing and raises a :class:`UserError` naming the
-    file and the reason.
+    file and the reason. ``expected_bytes`` (the size about to be written, where it is known)
+    is checked against the free space first, so that a write that cannot fit is not started.
     """
     final = Path(path)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        if expected_bytes is not None:
+            free = shutil.disk_usage(final.parent).free
+            if free < expected_bytes:
+                raise UserError(f"{final}: not written (No space left on device: {expected_bytes} bytes needed, "
+                                f"{free} free)")
         fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
     except OSError as exc:
         raise write_failed(final, exc) from None

@@ -140,13 +140,15 @@ def training_curves(log, dpi: int = 110):
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 6), dpi=dpi, sharex=True)
     ax = axes[0, 0]
+    scored = log[log["test_rmse"].notna()]  # the test months are scored every training.score_every epochs
     ax.plot(log["epoch"], log["train_rmse"], label="training")
-    ax.plot(log["epoch"], log["test_rmse"], label="test")
+    ax.plot(scored["epoch"], scored["test_rmse"], marker="o", label="test")
     ax.set_ylabel("RMSE (target units)")
     ax.legend(fontsize=8)
     for ax, column, label in ((axes[0, 1], "test_r2", "test R$^2$"), (axes[1, 0], "test_mnlp", "test MNLP (per value)"),
                               (axes[1, 1], "mean_log_beta", "mean log $\\beta$")):
-        ax.plot(log["epoch"], log[column], color="C2")
+        rows = scored if column.startswith("test") else log
+        ax.plot(rows["epoch"], rows[column], color="C2", marker="o" if column.startswith("test") else None)
         ax.set_ylabel(label)
     for ax in axes[1]:
         ax.set_xlabel("epoch")

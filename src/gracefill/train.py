@@ -165,10 +165,21 @@ def save_checkpoint(path: Path, payload: dict, *, keep_previous: bool = False) -
     """torch.save atomically (temporary name, then rename). With ``keep_previous`` the current
     file becomes :func:`previous_checkpoint` once the new one is completely written, so a
     failed or interrupted write leaves the current one, and a damaged newest file the one before."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, expected_bytes=tensor_bytes(payload)) as tmp:
         torch.save(payload, tmp)
         if keep_previous and path.exists():
             _link_or_copy(path, previous_checkpoint(path))
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) checkpoint payload: the least its file takes."""
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -290,7 +301,9 @@ def train(
             raise TrainingDiverged(f"training diverged at epoch {epoch}: the training error or log beta is "
                                    "not finite; lower training.lr or check the tensors")
         engine.scheduler_step(train_rmse)
-        scores = evaluate(engine, data, data.test_index, batch)
+        scored = epoch % t["score_every"] == 0 or epoch == t["epochs"]
+        scores = (evaluate(engine, data, data.test_index, batch) if scored
+                  else dict.fromkeys(("rmse", "r2", "mnlp", "spread"), math.nan))
         row = {"epoch": epoch, "train_rmse": train_rmse, "test_rmse": scores["rmse"], "test_r2": scores["r2"],
                "test_mnlp": scores["mnlp"], "test_spread": scores["spread"],
                "mean_log_beta": float(log_beta.mean()), "lr": engine.lrs[0],
