@@ -97,3 +97,20 @@ def test_a_checkpoint_that_cannot_fit_is_refused_before_writing(tmp_path, monkey
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
     save_checkpoint(path, payload)
     assert path.exists()
+
+
+def test_netcdf_coordinates_carry_no_fill_value_and_months_are_days(tmp_path):
+    import netCDF4
+    import pandas as pd
+
+    time = pd.date_range("2002-01-01", periods=3, freq="MS")
+    ds = xr.Dataset({"x": (("time", "lat"), np.ones((3, 2)))}, coords={"time": time, "lat": [0.5, 1.5]})
+    ds["lat"].attrs["bounds"] = "lat_bnds"   # copied from grid.nc, where lat_bnds lives
+    path = write_netcdf(ds, tmp_path / "a.nc")
+    with netCDF4.Dataset(path) as nc:
+        assert "bounds" not in nc["lat"].ncattrs()
+        assert "_FillValue" not in nc["lat"].ncattrs() and "_FillValue" not in nc["time"].ncattrs()
+        assert nc["time"].dtype == np.float64 and nc["time"].units == "days since 1970-01-01"
+        assert list(nc["time"][:]) == [11688.0, 11719.0, 11747.0]
+    back = xr.open_dataset(path)
+    np.testing.assert_array_equal(back["time"].values, time.values)

@@ -76,6 +76,9 @@ def atomic_path(path: str | os.PathLike, expected_bytes: int | None = None) -> I
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = True) -> Path:
     """Write ``ds`` as NetCDF-4 atomically, float variables zlib-compressed, with the package version."""
     ds = ds.copy()
+    for name in ds.variables:  # a "bounds" attribute must name a variable of the same file
+        if ds[name].attrs.get("bounds") and ds[name].attrs["bounds"] not in ds.variables:
+            ds[name].attrs = {k: v for k, v in ds[name].attrs.items() if k != "bounds"}
     ds.attrs.setdefault("Conventions", "CF-1.10")
     ds.attrs["gracefill_version"] = __version__
     encoding = {}
@@ -83,6 +86,10 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
         for name, var in ds.data_vars.items():
             if var.dtype.kind in "fiu" and var.ndim >= 2:
                 encoding[name] = {"zlib": True, "complevel": 1}
+    for name, coord in ds.coords.items():  # CF: a coordinate has no missing value, hence no _FillValue
+        encoding.setdefault(name, {})["_FillValue"] = None
+        if coord.dtype.kind == "M":  # months as days since 1970 (float64), not int64 nanoseconds
+            encoding[name].update(units="days since 1970-01-01", calendar="standard", dtype="float64")
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
     return Path(path)

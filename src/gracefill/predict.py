@@ -75,7 +75,8 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
             "flag_values": np.array(list(MONTH_FLAGS.values()), dtype=np.int8), "flag_meanings": " ".join(MONTH_FLAGS)}),
         "observed_twsa": field((ds["target"] + trend).values, "GRACE TWSA where observed (trend added back)"),
         "log_beta": xr.DataArray(log_beta.astype(np.float32), dims="particle", attrs={
-            "long_name": "log noise precision of each particle", "units": f"log({units}-2)"}),
+            "long_name": f"natural logarithm of the noise precision of each particle (precision in {units}-2)",
+            "units": "1"}),
     })
     if samples is not None:
         out["twsa_samples"] = xr.DataArray(samples + trend.values[None], dims=("particle", *dims),
