@@ -114,3 +114,15 @@ def test_netcdf_coordinates_carry_no_fill_value_and_months_are_days(tmp_path):
         assert list(nc["time"][:]) == [11688.0, 11719.0, 11747.0]
     back = xr.open_dataset(path)
     np.testing.assert_array_equal(back["time"].values, time.values)
+
+
+def test_a_float_flag_field_is_stored_as_its_flags_integers_and_reads_back_with_nan(tmp_path):
+    import netCDF4
+
+    category = xr.DataArray(np.array([[0.0, 2.0], [np.nan, 5.0]], dtype=np.float32), dims=("lat", "lon"),
+                            attrs={"flag_values": np.arange(6, dtype=np.int8), "flag_meanings": "a b c d e f"})
+    path = write_netcdf(xr.Dataset({"category": category}), tmp_path / "c.nc")
+    with netCDF4.Dataset(path) as nc:
+        assert nc["category"].dtype == np.int8 and nc["category"]._FillValue == -1
+    back = xr.open_dataset(path)["category"]
+    np.testing.assert_array_equal(back.values, category.values)

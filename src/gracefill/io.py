@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import xarray as xr
 
 from gracefill import __version__
@@ -86,6 +87,11 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
         for name, var in ds.data_vars.items():
             if var.dtype.kind in "fiu" and var.ndim >= 2:
                 encoding[name] = {"zlib": True, "complevel": 1}
+    for name, var in ds.data_vars.items():  # a float flag field (NaN = none) stored as its flags' integers
+        flags = np.asarray(var.attrs.get("flag_values", []))
+        if var.dtype.kind == "f" and flags.size and flags.dtype.kind in "iu":
+            fill = -1 if -1 not in flags else int(np.iinfo(flags.dtype).min)
+            encoding.setdefault(name, {}).update(dtype=flags.dtype, _FillValue=fill)
     for name, coord in ds.coords.items():  # CF: a coordinate has no missing value, hence no _FillValue
         encoding.setdefault(name, {})["_FillValue"] = None
         if coord.dtype.kind == "M":  # months as days since 1970 (float64), not int64 nanoseconds
