@@ -161,9 +161,9 @@ def test_land_model_units_offset_and_gain():
     target = grid_field(shift + gain * stwsa_mm.values / 10, units="cm")
     mask = train_mask()
 
-    plain = bl.land_model(stwsa_mm, target)
+    plain = bl.land_model(stwsa_mm.assign_attrs(comment="absolute storage, not an anomaly"), target)
     np.testing.assert_allclose(plain.values, stwsa_mm.values / 10)
-    assert plain.attrs["units"] == "cm"
+    assert set(plain.attrs) == {"units", "long_name"} and plain.attrs["units"] == "cm"   # no note of the input
 
     fitted = bl.land_model(stwsa_mm, target, mask, fit="gain")
     np.testing.assert_allclose(fitted.values, target.values, atol=1e-9)

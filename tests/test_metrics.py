@@ -259,3 +259,16 @@ def test_spread_skill_hand_bins():
     np.testing.assert_allclose(table["spread"].values[:2], [1.0, math.sqrt(12.5)])
     np.testing.assert_allclose(table["rmse"].values[:2], [math.sqrt(5.0), math.sqrt(2.0)])
     assert np.isnan(table["rmse"].values[2])
+
+
+def test_score_maps_carry_only_their_own_attributes():
+    from gracefill.metrics import score_maps
+
+    time = np.arange(5)
+    pred = xr.DataArray(np.arange(10.0).reshape(5, 2), dims=("time", "x"), coords={"time": time},
+                        attrs={"units": "cm", "long_name": "baseline: land model", "note": "not an anomaly"})
+    obs = (pred * 1.1 + 1).assign_attrs(units="cm")
+    maps = score_maps(pred, obs)
+    assert maps["r"].attrs == {"units": "1", "long_name": "Pearson correlation R over time"}
+    assert maps["nse"].attrs == {"units": "1", "long_name": "Nash-Sutcliffe efficiency over time"}
+    assert maps["rmse"].attrs == {"units": "cm", "long_name": "root mean squared error over time"}

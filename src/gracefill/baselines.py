@@ -360,7 +360,9 @@ def land_model(stwsa: xr.DataArray, target: xr.DataArray, train=None, fit: str =
             stack = sim.expand_dims(channel=[0], axis=1)
             sim = regression(stack, tgt, mask, ridge=0.0, min_months=3)
             long_name += " (per-cell gain and offset fitted on training months)"
-    return sim.assign_attrs(units=units, long_name=long_name)
+    sim = sim.copy(deep=False)
+    sim.attrs = {"units": units, "long_name": long_name}  # not the notes of the storage field it came from
+    return sim
 
 
 # --------------------------------------------------------------------------- predictive spreads

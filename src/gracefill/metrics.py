@@ -122,7 +122,14 @@ def pearson_r(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_coun
     cov = (pa * oa).sum(dim)
     den = np.sqrt((pa ** 2).sum(dim) * (oa ** 2).sum(dim))
     r = (cov / den.where(den > 0)).where(n >= min_count)
-    return r.assign_attrs(units="1", long_name=f"Pearson correlation R over {dim}")
+    return _only_attrs(r, units="1", long_name=f"Pearson correlation R over {dim}")
+
+
+def _only_attrs(da: xr.DataArray, **attrs) -> xr.DataArray:
+    """``da`` with exactly ``attrs``: a score must not carry the notes of the fields it compares."""
+    out = da.copy(deep=False)
+    out.attrs = dict(attrs)
+    return out
 
 
 def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int = 3) -> xr.DataArray:
@@ -136,7 +143,7 @@ def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int
     sse = ((p - o) ** 2).sum(dim)
     sst = ((o - o.mean(dim)) ** 2).sum(dim)
     out = (1 - sse / sst.where(sst > 0)).where(n >= min_count)
-    return out.assign_attrs(units="1", long_name=f"Nash-Sutcliffe efficiency over {dim}")
+    return _only_attrs(out, units="1", long_name=f"Nash-Sutcliffe efficiency over {dim}")
 
 
 def rmse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int = 1) -> xr.DataArray:
@@ -144,7 +151,7 @@ def rmse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: in
     p, o, valid, units = _paired(pred, obs, dim)
     n = valid.sum(dim)
     out = np.sqrt(((p - o) ** 2).sum(dim) / n.where(n >= max(min_count, 1)))
-    return out.assign_attrs(units=units, long_name=f"root mean squared error over {dim}")
+    return _only_attrs(out, units=units, long_name=f"root mean squared error over {dim}")
 
 
 def score_maps(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int = 3) -> xr.Dataset:
