@@ -410,8 +410,10 @@ def _monthly_panels(rec: xr.Dataset, fig_cfg: dict, dpi: int):
         titles += [f"{name} {month}", f"reconstruction {month}", f"reconstruction - {name} {month}",
                    f"predictive std {month}"]
     n = len(fig_cfg["panel_months"])
+    groups = [key for row in range(n) for key in (row, row, row, "std")]  # one scale per row, one for the stds
     return plots.map_panels(fields, titles, ncols=4, dpi=dpi, cmap=["RdBu", "RdBu", "RdBu", "viridis"] * n,
-                            symmetric=[True, True, True, False] * n, suptitle="GRACE, reconstruction, error and uncertainty")
+                            symmetric=[True, True, True, False] * n, groups=groups,
+                            suptitle="GRACE, reconstruction, error and uncertainty")
 
 
 def _timeseries(rec: xr.Dataset, grid: xr.Dataset, cfg: dict, dpi: int):

@@ -31,9 +31,24 @@ def coastline_mask(lat_range: tuple[float, float], lon_range: tuple[float, float
     return lat, lon, globe.is_land(lat2d, lon2d).astype(np.float32)
 
 
+def _limits(values: list[np.ndarray], symmetric: bool) -> tuple[float, float]:
+    """Colour limits over several fields: +-98th percentile of |value| (symmetric) or 2-98th."""
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values])
+    if not finite.size:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    if symmetric:
+        vmax = max(float(np.percentile(np.abs(finite), 98)), 1e-9)
+        return -vmax, vmax
+    low, high = np.percentile(finite, [2, 98])
+    return float(low), float(max(high, low + 1e-9))
+
+
 def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2, dpi: int = 110,
-               cmap: str | list = "RdBu", symmetric: bool | list = True, suptitle: str | None = None):
-    """One cartopy map per field (each with its own colour bar labelled with the field's units)."""
+               cmap: str | list = "RdBu", symmetric: bool | list = True, suptitle: str | None = None,
+               groups: list | None = None):
+    """One cartopy map per field, each with a colour bar labelled with the field's units. Fields
+    with the same ``groups`` key share one colour range (panels that are compared), and a colour
+    bar shows extend arrows where values lie beyond its range."""
     import cartopy.crs as ccrs
 
     plt = _pyplot()
@@ -48,20 +63,21 @@ def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2,
     fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 0.9 * nrows), dpi=dpi)
     cmaps = cmap if isinstance(cmap, list) else [cmap] * len(fields)
     symmetric_each = symmetric if isinstance(symmetric, list) else [symmetric] * len(fields)
+    groups = groups if groups is not None else list(range(len(fields)))
+    limits = {key: _limits([f.values for f, g in zip(fields, groups) if g == key], symmetric_each[groups.index(key)])
+              for key in dict.fromkeys(groups)}
     for i, (field, title) in enumerate(zip(fields, titles)):
         ax = fig.add_subplot(nrows, ncols, i + 1, projection=projection)
         values = np.ma.masked_invalid(field.values)
-        if symmetric_each[i]:
-            vmax = float(np.nanpercentile(np.abs(field.values), 98)) if np.isfinite(field.values).any() else 1.0
-            vmin, vmax = -max(vmax, 1e-9), max(vmax, 1e-9)
-        else:
-            vmin, vmax = (np.nanpercentile(field.values, [2, 98]) if np.isfinite(field.values).any() else (0, 1))
+        vmin, vmax = limits[groups[i]]
+        below, above = bool((values < vmin).any()), bool((values > vmax).any())
+        extend = "both" if below and above else "min" if below else "max" if above else "neither"
         mesh = ax.pcolormesh(lon, lat, values, cmap=cmaps[i], vmin=vmin, vmax=vmax,
                              transform=ccrs.PlateCarree(), shading="nearest")
         ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.2", linewidths=0.4, transform=ccrs.PlateCarree())
         _set_extent(ax, extent, global_lon)
         ax.set_title(title, fontsize=9)
-        bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.75, pad=0.04)
+        bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.75, pad=0.04, extend=extend)
         bar.set_label(field.attrs.get("units", ""), fontsize=8)
         bar.ax.tick_params(labelsize=7)
     if suptitle:
