@@ -122,7 +122,7 @@ def validation_errors(folds: list[tuple[xr.Dataset, xr.Dataset]], names) -> list
     the lead of each month: [{name: (errors (time, lat, lon), leads)}]."""
     out = []
     for rec, base in folds:
-        index = _months(rec, "test")  # a fold's test months are its validation months
+        index = ca.validation_months(rec)
         obs, leads = rec["observed_twsa"].isel(time=index), lead_months(rec, index)
         out.append({name: (base[name].isel(time=index) - obs, leads) for name in names})
     return out
@@ -133,12 +133,8 @@ def spreads_from_errors(errors: list[dict], units: str, lead_bin_months: int,
     """Each baseline's Gaussian spread fitted on the pooled errors of :func:`validation_errors`
     (fold ``skip`` left out)."""
     kept = [fold for k, fold in enumerate(errors) if k != skip]
-    spreads = {}
-    for name in kept[0] if kept else ():
-        pooled = _stack([fold[name][0] for fold in kept]).rename(time="sample").assign_attrs(units=units)
-        leads = np.concatenate([fold[name][1] for fold in kept])
-        spreads[name] = bl.fit_spread(pooled, leads, lead_bin_months=lead_bin_months)
-    return spreads
+    return {name: bl.fit_spread_pooled([fold[name] for fold in kept], units, lead_bin_months)
+            for name in (kept[0] if kept else ())}
 
 
 def fit_baseline_spreads(folds, names, lead_bin_months: int, skip: int | None = None) -> dict[str, xr.Dataset]:
@@ -265,14 +261,14 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
         return obs, forecasts
 
     calibrated = "calibration_scale" in rec
+    calibration_bins = int(rec.attrs.get("calibration_lead_bin_months", lead_bin_months))
     periods = {"validation": []}
     for k, (fold_rec, fold_base) in enumerate(folds):
         fitted = spreads_from_errors(errors, units, lead_bin_months, skip=k) if len(folds) > 1 else spreads
         if calibrated:  # the BCNN's calibration too, fitted on the other folds
             others = [r for j, (r, _) in enumerate(folds) if j != k or len(folds) == 1]
-            bins = int(rec.attrs.get("calibration_lead_bin_months", lead_bin_months))
-            fold_rec = ca.apply_calibration(fold_rec, ca.fit_calibration(others, bins))
-        index = _months(fold_rec, "test")
+            fold_rec = ca.apply_calibration(fold_rec, ca.fit_calibration(others, calibration_bins))
+        index = ca.validation_months(fold_rec)
         if index.size:
             periods["validation"].append(segment(fold_rec, fold_base, index, fold_rec["observed_twsa"], fitted))
     references = {"test": rec["observed_twsa"], "pseudo_gap": rec["observed_twsa"]}

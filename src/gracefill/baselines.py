@@ -384,6 +384,15 @@ def _leads(lead_months, n: int | None, allow_nan: bool) -> np.ndarray:
     return values
 
 
+def fit_spread_pooled(parts, units: str, lead_bin_months: float = 12) -> xr.Dataset:
+    """:func:`fit_spread` of several folds' residuals pooled: ``parts`` is a list of (residuals
+    (time, lat, lon), leads over time), one per fold; their months are stacked as samples."""
+    pooled = xr.concat([residuals.drop_vars("time", errors="ignore") for residuals, _ in parts], dim="time",
+                       coords="minimal", compat="override", join="override")
+    return fit_spread(pooled.rename(time="sample").assign_attrs(units=units),
+                      np.concatenate([leads for _, leads in parts]), lead_bin_months=lead_bin_months)
+
+
 def fit_spread(residuals: xr.DataArray, lead_months, lead_bin_months: float = 12,
                min_count: int = 12) -> xr.Dataset:
     """Gaussian predictive variance of a point baseline, fitted on validation residuals only.

@@ -56,13 +56,6 @@ def standardised_errors(rec: xr.Dataset) -> tuple[xr.DataArray, np.ndarray]:
     return z.assign_attrs(units="1"), lead_months(rec, index)
 
 
-def _variance_factors(parts: list[tuple[xr.DataArray, np.ndarray]], lead_bin_months: int) -> xr.Dataset:
-    """:func:`gracefill.baselines.fit_spread` of the pooled standardised errors ``parts``."""
-    pooled = xr.concat([z.drop_vars("time") for z, _ in parts], dim="time", coords="minimal",
-                       compat="override", join="override").rename(time="sample").assign_attrs(units="1")
-    return bl.fit_spread(pooled, np.concatenate([leads for _, leads in parts]), lead_bin_months=lead_bin_months)
-
-
 def _rescaled(part: tuple[xr.DataArray, np.ndarray], factors: xr.Dataset) -> np.ndarray:
     """|z| of one fold divided by the spread factor fitted on (other) folds."""
     z, leads = part
@@ -83,9 +76,9 @@ def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int
     parts = [(z, leads) for z, leads in parts if z.sizes["time"]]
     if not parts:
         raise ValueError("no validation month in the folds' reconstructions: nothing to calibrate on")
-    fitted = _variance_factors(parts, lead_bin_months)
+    fitted = bl.fit_spread_pooled(parts, "1", lead_bin_months)
     if len(parts) > 1:
-        rescaled = [_rescaled(part, _variance_factors(parts[:k] + parts[k + 1:], lead_bin_months))
+        rescaled = [_rescaled(part, bl.fit_spread_pooled(parts[:k] + parts[k + 1:], "1", lead_bin_months))
                     for k, part in enumerate(parts)]
     else:
         rescaled = [_rescaled(parts[0], fitted)]
