@@ -6,6 +6,7 @@ caused by inputs print one line (``gracefill <stage>: error: ...``) and exit wit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -68,10 +69,8 @@ def _read_fields(files, names, months: pd.DatetimeIndex, what: str, **open_kwarg
 
 def retrieve_synthetic(args) -> None:
     """Generate the synthetic world's raw files (the offline stand-in for the downloads)."""
-    from gracefill.grid import GridSpec
+    from gracefill.grid import GridSpec, require_land
     from gracefill.sources import synthetic
-
-    from gracefill.grid import require_land
 
     cfg = _config(args)
     require_land(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
@@ -220,19 +219,12 @@ def train(args) -> None:
     run_hash = config_mod.config_hash({"cfg": run_cfg,
                                        "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
     # started by torchrun with several processes: the particles are sharded over them, rank 0 writes
-    ranks = distributed.start(cfg["training"]["device"]) if distributed.launched() else None
-    try:
-        with blame(args.tensors), stop_with_launcher(args.stop_with_launcher):
-            if ranks is None:
-                payload, history = tr.train(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
-                                            progress=not args.no_progress, log_path=Path(args.log_csv))
-            else:
-                payload, history = distributed.train_sharded(ds.load(), cfg, ranks, checkpoint_path=checkpoint,
-                                                             config_hash=run_hash,
-                                                             progress=not args.no_progress and ranks.writer,
-                                                             log_path=Path(args.log_csv))
-    finally:
-        distributed.stop()
+    with distributed.process_group(cfg["training"]["device"]) as ranks, blame(args.tensors), \
+            stop_with_launcher(args.stop_with_launcher):
+        run = tr.train if ranks is None else functools.partial(distributed.train_sharded, ranks=ranks)
+        payload, history = run(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
+                               progress=not args.no_progress and (ranks is None or ranks.writer),
+                               log_path=Path(args.log_csv))
     if ranks is not None and not ranks.writer:
         return
     tr.save_checkpoint(out, payload)
@@ -254,13 +246,9 @@ def predict(args) -> None:
     cfg = _config(args)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     checkpoint = load_checkpoint(Path(args.model))
-    ranks = distributed.start(cfg["training"]["device"]) if distributed.launched() else None
-    try:
-        with blame(args.model):
-            out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
-                                 progress=not args.no_progress and (ranks is None or ranks.writer), ranks=ranks)
-    finally:
-        distributed.stop()
+    with distributed.process_group(cfg["training"]["device"]) as ranks, blame(args.model):
+        out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
+                             progress=not args.no_progress and (ranks is None or ranks.writer), ranks=ranks)
     if ranks is not None and not ranks.writer:
         return
     folds = args.calibration_folds if cfg["prediction"]["calibration"] == "folds" else []

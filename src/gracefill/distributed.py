@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +38,8 @@ from gracefill.svgd import SVGD
 
 log = logging.getLogger("gracefill")
 
-__all__ = ["Ranks", "ShardedSVGD", "build_sharded_engine", "check_shards", "launched", "start", "stop",
-           "train_sharded"]
+__all__ = ["Ranks", "ShardedSVGD", "build_sharded_engine", "check_shards", "launched", "process_group", "start",
+           "stop", "train_sharded"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,17 @@ def stop() -> None:
     """Leave the process group (a no-op outside one)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device_name: str) -> Iterator[Ranks | None]:
+    """This process's :class:`Ranks` while inside, when torchrun started several (else None);
+    the group is left on the way out, also after an error."""
+    ranks = start(device_name) if launched() else None
+    try:
+        yield ranks
+    finally:
+        stop()
 
 
 def gather(t: Tensor, world: int) -> Tensor:
