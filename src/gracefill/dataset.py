@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from gracefill import months as mo
-from gracefill.predictors import detrend, shrunk_trend, trend_line
+from gracefill.predictors import fit_linear_trend, shrunk_trend, trend_line
 
 UNIT_FACTORS_FROM_MM = {"mm": 1.0, "cm": 0.1}
 
@@ -96,11 +96,11 @@ def build_tensors(
                          f"between {split_cfg['train_start']} and {split_cfg['train_end']}")
 
     target.name = "target"
-    target_trend = cfg["predictors"].get("target_trend", "fit")
-    if cfg["predictors"]["detrend"] and target_trend == "fit":
-        target_anomaly, offset, slope = detrend(target, train)
-    elif cfg["predictors"]["detrend"]:
-        if target_trend == "shrunk":
+    target_trend = cfg["predictors"]["target_trend"]
+    if cfg["predictors"]["detrend"]:
+        if target_trend == "fit":
+            offset, slope = fit_linear_trend(target, train)
+        elif target_trend == "shrunk":
             offset, slope = shrunk_trend(target, train)
         else:  # none: only the training months' mean is removed
             offset = target.isel(time=np.flatnonzero(train)).mean("time").astype(np.float64)

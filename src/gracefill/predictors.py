@@ -160,7 +160,7 @@ def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray
     se2 = (residual ** 2).sum("time") / (n - 2) / sxx * (1 + rho) / (1 - rho)
     weight = (slope ** 2 / (slope ** 2 + se2)).fillna(0.0)
     shrunk = (slope * weight).where(n >= 3)
-    y_mean = y.sum("time") / y.notnull().sum("time")
+    y_mean = y.where(valid).sum("time") / n
     new_offset = (y_mean - shrunk * t_mean).where(n >= 3)
     return new_offset.assign_attrs(offset.attrs), shrunk.assign_attrs(slope.attrs)
 
@@ -189,6 +189,13 @@ def _check_fields(fields: dict[str, xr.DataArray], required: tuple[str, ...], pu
             raise ValueError(f"field {name}: units {got!r}, expected {FIELD_UNITS[name]!r}")
 
 
+def _fluxes(fields: dict[str, xr.DataArray]) -> dict[str, xr.DataArray]:
+    """The monthly fluxes behind the predictors (:data:`MEMORY_FLUXES`): P, the climatic water
+    balance P - ET and the water storage change P - ET - R, in mm month-1."""
+    p, et, r = fields["precipitation"], fields["evaporation"], fields["runoff"]
+    return {"P": p, "CWB": (p - et).assign_attrs(units="mm month-1"), "WSC": (p - et - r).assign_attrs(units="mm month-1")}
+
+
 def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, names=PREDICTOR_NAMES) -> xr.Dataset:
     """The predictors ``names`` from regridded fields (mm/month fluxes, K, mm storage).
 
@@ -197,10 +204,10 @@ def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, name
     climatology and mean define the anomalies (the training months).
     """
     _check_fields(fields, REQUIRED_FIELDS, "predictors")
-    p, et, r = fields["precipitation"], fields["evaporation"], fields["runoff"]
-    p_anom = anomaly(p, baseline)
-    cwb_anom = anomaly(p - et, baseline).assign_attrs(units="mm month-1")
-    balance_anom = anomaly(p - et - r, baseline).assign_attrs(units="mm month-1")
+    fluxes = _fluxes(fields)
+    p_anom = anomaly(fluxes["P"], baseline)
+    cwb_anom = anomaly(fluxes["CWB"], baseline)
+    balance_anom = anomaly(fluxes["WSC"], baseline)
     recipes = {
         "sTWSA": lambda: mean_anomaly(fields["land_water_storage"], baseline),
         "CWSC": lambda: running_sum(balance_anom, "mm"),
@@ -210,8 +217,6 @@ def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, name
         "CPA": lambda: running_sum(p_anom, "mm"),
         "CCWB": lambda: running_sum(cwb_anom, "mm"),
     }
-    fluxes = {"P": p, "CWB": (p - et).assign_attrs(units="mm month-1"),
-              "WSC": (p - et - r).assign_attrs(units="mm month-1")}
     out = {}
     for name in names:
         memory = MEMORY_PREDICTOR.match(name)
@@ -289,9 +294,7 @@ def memory_features(fields: dict[str, xr.DataArray], baseline: np.ndarray,
     if (scales.ndim != 1 or scales.size == 0 or scales.dtype == bool or not np.issubdtype(scales.dtype, np.number)
             or not np.isfinite(scales).all() or (scales <= 0).any() or np.unique(scales).size != scales.size):
         raise ValueError(f"time_scales must be distinct positive numbers of months, got {time_scales!r}")
-    p, et, r = fields["precipitation"], fields["evaporation"], fields["runoff"]
-    fluxes = {"P": p, "CWB": (p - et).assign_attrs(units="mm month-1"),
-              "WSC": (p - et - r).assign_attrs(units="mm month-1")}
+    fluxes = _fluxes(fields)
     storage = mean_anomaly(fields["land_water_storage"], baseline)
     layers, names, units, taus, long_names = [storage], ["sTWSA"], ["mm"], [0.0], [LONG_NAMES["sTWSA"]]
     for flux, da in fluxes.items():
