@@ -47,8 +47,9 @@ class DownloadError(UserError):
     """A download failed; the message is one line naming the URL or file and the problem."""
 
 
-class _Transient(Exception):
-    """A failure worth another attempt (connection, stall, server error)."""
+class TransientError(Exception):
+    """A failure worth another attempt (connection, stall, server error); the downloaders retry
+    it within their budget and then report it in one line."""
 
 
 def is_transient_status(status: int) -> bool:
@@ -182,7 +183,7 @@ def download(
             resumed = part.exists() and part.stat().st_size > 0
             try:
                 _fetch(session, url, shown, part, timeout=timeout, progress=progress, auth=auth)
-            except _Transient as exc:
+            except TransientError as exc:
                 if attempt >= max(1, retries):
                     raise DownloadError(f"{shown}: {exc} (gave up after {attempt} attempt(s); rerun to resume)") from None
                 time.sleep(backoff * attempt)
@@ -203,7 +204,7 @@ def _meta_path(part: Path) -> Path:
 
 
 def _fetch(session, url: str, shown: str, part: Path, *, timeout, progress: bool, auth) -> None:
-    """Fetch (or resume) ``url`` into ``part``; raise DownloadError or _Transient."""
+    """Fetch (or resume) ``url`` into ``part``; raise DownloadError or TransientError."""
     import requests
     from tqdm.auto import tqdm
 
@@ -225,13 +226,13 @@ def _fetch(session, url: str, shown: str, part: Path, *, timeout, progress: bool
     try:
         response = session.get(url, stream=True, timeout=timeout, headers=headers, allow_redirects=True, auth=auth)
     except requests.exceptions.ConnectTimeout:
-        raise _Transient(f"no connection within {timeout[0]:g} s") from None
+        raise TransientError(f"no connection within {timeout[0]:g} s") from None
     except requests.exceptions.ReadTimeout:
-        raise _Transient(f"server stalled (no answer within {timeout[1]:g} s)") from None
+        raise TransientError(f"server stalled (no answer within {timeout[1]:g} s)") from None
     except requests.exceptions.SSLError as exc:
         raise DownloadError(f"{shown}: TLS/SSL error ({type(exc).__name__})") from None
     except requests.exceptions.ConnectionError:
-        raise _Transient("connection failed") from None
+        raise TransientError("connection failed") from None
     except requests.exceptions.RequestException as exc:
         raise DownloadError(f"{shown}: request failed ({type(exc).__name__})") from None
     with response:
@@ -239,11 +240,11 @@ def _fetch(session, url: str, shown: str, part: Path, *, timeout, progress: bool
         if status == 416:  # our range is past the end: the file changed, start again
             part.unlink(missing_ok=True)
             meta_file.unlink(missing_ok=True)
-            raise _Transient("server refused the resume range (HTTP 416); restarting")
+            raise TransientError("server refused the resume range (HTTP 416); restarting")
         if status in (401, 403):
             raise DownloadError(f"{shown}: HTTP {status} {response.reason} (login or permission needed)")
         if is_transient_status(status):
-            raise _Transient(f"HTTP {status} {response.reason}")
+            raise TransientError(f"HTTP {status} {response.reason}")
         if status >= 400:
             raise DownloadError(f"{shown}: HTTP {status} {response.reason}")
         if status == 206 and have:
@@ -279,9 +280,9 @@ def _fetch(session, url: str, shown: str, part: Path, *, timeout, progress: bool
                 requests.exceptions.ReadTimeout) as exc:
             stalled = "timed out" in str(exc).lower() or isinstance(exc, requests.exceptions.ReadTimeout)
             what = f"server stalled (no data for {timeout[1]:g} s)" if stalled else "connection broken"
-            raise _Transient(f"{what} after {received} of {total if total is not None else '?'} bytes") from None
+            raise TransientError(f"{what} after {received} of {total if total is not None else '?'} bytes") from None
     if total is not None and received != total:
-        raise _Transient(f"truncated: received {received} of {total} bytes")
+        raise TransientError(f"truncated: received {received} of {total} bytes")
     if received == 0:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{shown}: server sent an empty file")

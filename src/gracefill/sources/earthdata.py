@@ -110,16 +110,12 @@ def fetch(
     for attempt in range(1, attempts + 1):
         try:
             return _download_once(module, granule, name, target, what, stall_s, verify)
-        except _Transient as exc:
+        except dl.TransientError as exc:
             if attempt == attempts:
                 after = f" after {attempts} attempts" if attempts > 1 else ""
                 raise UserError(f"{exc}{after}; rerun to retry") from None
             time.sleep(backoff_s * attempt)
     raise AssertionError("unreachable")
-
-
-class _Transient(UserError):
-    """A download failure that another attempt may not meet (raised, stalled, no file)."""
 
 
 def _download_once(module, granule, name: str, target: Path, what: str, stall_s: float,
@@ -130,7 +126,7 @@ def _download_once(module, granule, name: str, target: Path, what: str, stall_s:
         files = _download_watched(module, granule, tmpdir, stall_s, f"{what}: download of {name}")
         files = [Path(f) for f in files or [] if Path(f).suffix in (".nc", ".nc4") and Path(f).is_file()]
         if not files:
-            raise _Transient(f"{what}: the download of {name} returned no NetCDF file (failed or refused)")
+            raise dl.TransientError(f"{what}: the download of {name} returned no NetCDF file (failed or refused)")
         got = files[0]
         with open(got, "rb") as f:
             if dl.looks_like_html(f.read(dl.HTML_SNIFF_BYTES)):
@@ -174,7 +170,7 @@ def _download_watched(module, granule, folder: Path, stall_s: float, what: str) 
         if current != size:
             size, changed = current, now
         elif thread.is_alive() and now - changed > stall_s:
-            raise _Transient(f"{what} stalled (no data for {stall_s:g} s)")
+            raise dl.TransientError(f"{what} stalled (no data for {stall_s:g} s)")
     if "error" in result:
-        raise _Transient(f"{what} failed ({type(result['error']).__name__})")
+        raise dl.TransientError(f"{what} failed ({type(result['error']).__name__})")
     return result.get("files") or []
