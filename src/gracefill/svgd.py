@@ -165,13 +165,13 @@ def kernel_diagnostics(theta: Tensor, grads: Tensor) -> dict[str, Tensor]:
     (near 0: the particles move as independent gradient ascents), ``bandwidth`` h and
     ``particle_distance`` the root mean squared distance between particles."""
     s = theta.shape[0]
+    k, h = rbf_kernel(theta)
     with _ieee_fp32_matmul():
-        xc = theta - theta.mean(0, keepdim=True)
-        k, h = _kernel_centred(xc)
         drive = torch.mm(k / s, grads)
-        repulse = torch.mm((torch.diag_embed(k.sum(1)) - k) * (2.0 / (h * s)), xc)
-        off = (k.sum() - k.diagonal().sum()) / max(s * (s - 1), 1)
-        distance = (2.0 * xc.square().sum() / max(s - 1, 1)).sqrt()
+    repulse = svgd_direction(theta, grads) - drive
+    off = (k.sum() - k.diagonal().sum()) / max(s * (s - 1), 1)
+    # mean squared distance over pairs = 2 x the summed per-coordinate variance (S - 1 divisor)
+    distance = (2.0 * theta.var(0, correction=1).sum()).sqrt() if s > 1 else theta.new_zeros(())
     return {"kernel_offdiag": off, "repulsion_ratio": repulse.norm() / drive.norm().clamp_min(1e-30),
             "bandwidth": h, "particle_distance": distance}
 

@@ -32,6 +32,8 @@ LOG_COLUMNS = ["epoch", "train_rmse", "test_rmse", "test_r2", "test_mnlp", "test
                "kernel_offdiag", "repulsion_ratio", "particle_distance", "seconds"]
 TENSOR_VARIABLES = ("inputs", "target", "land_mask", "split", "target_trend_offset", "target_trend_slope", "month_index")
 MIN_GRID_SIDE = 8
+#: the scores of :func:`evaluate` where no month is scored
+NO_SCORES = {"rmse": math.nan, "r2": math.nan, "mnlp": math.nan, "spread": math.nan}
 
 
 class TrainingDiverged(UserError):
@@ -134,7 +136,7 @@ def evaluate(engine: SVGD, data: TrainingData, index: torch.Tensor, batch_size: 
     """RMSE, R^2, per-value MNLP of the predictive mean and the particles' mean spread (root mean
     epistemic variance) on the months ``index`` (valid cells)."""
     if index.numel() == 0:
-        return {"rmse": math.nan, "r2": math.nan, "mnlp": math.nan, "spread": math.nan}
+        return dict(NO_SCORES)
     sse = torch.zeros((), dtype=torch.float64, device=index.device)
     nlp = torch.zeros_like(sse)
     spread = torch.zeros_like(sse)
@@ -283,6 +285,10 @@ def train(
     batch = int(t["batch_size"])
     bar = tqdm(range(first_epoch, t["epochs"] + 1), initial=first_epoch - 1, total=t["epochs"],
                desc="train", unit="epoch", disable=not progress)
+    def checkpoint_payload(epoch: int) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
+                "engine": _to_cpu(engine.state_dict()), "history": list(history)}
+
     payload: dict = {}
     for epoch in bar:
         started = time.perf_counter()
@@ -303,7 +309,7 @@ def train(
         engine.scheduler_step(train_rmse)
         scored = epoch % t["score_every"] == 0 or epoch == t["epochs"]
         scores = (evaluate(engine, data, data.test_index, batch) if scored
-                  else dict.fromkeys(("rmse", "r2", "mnlp", "spread"), math.nan))
+                  else dict(NO_SCORES))
         row = {"epoch": epoch, "train_rmse": train_rmse, "test_rmse": scores["rmse"], "test_r2": scores["r2"],
                "test_mnlp": scores["mnlp"], "test_spread": scores["spread"],
                "mean_log_beta": float(log_beta.mean()), "lr": engine.lrs[0],
@@ -314,15 +320,13 @@ def train(
             write_log(history, log_path)
         bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
         if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
-            payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
-                       "engine": _to_cpu(engine.state_dict()), "history": list(history)}
+            payload = checkpoint_payload(epoch)
             if writer:
                 save_checkpoint(checkpoint_path, payload, keep_previous=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     if not payload:  # resumed from a checkpoint that already finished
-        payload = {"format": CHECKPOINT_FORMAT, "epoch": first_epoch - 1, "config_hash": config_hash,
-                   "model": settings, "engine": _to_cpu(engine.state_dict()), "history": history}
+        payload = checkpoint_payload(first_epoch - 1)
     return payload, history
 
 
