@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from scipy.stats import norm
 
 from gracefill import calibration as ca
 from gracefill import metrics as me
@@ -49,6 +50,43 @@ def test_calibration_fitted_on_folds_rescales_the_spread_and_keeps_the_raw_one()
     for f in poisoned:
         f["observed_twsa"] = f["observed_twsa"].where(f["split"] == SPLIT_FLAGS["test"], 1e6)
     xr.testing.assert_identical(ca.fit_calibration(poisoned, 12), calibration)
+
+
+def test_absolute_errors_carry_over_to_a_model_with_a_narrower_raw_spread():
+    """The folds' raw spread is 2 cm and their errors 4 cm; a final model with a raw spread of
+    1 cm gets the folds' 4 cm under ``absolute`` and only 2 cm under ``ratio``."""
+    folds = [fold_reconstruction(end, 2.0, seed) for seed, end in enumerate(("2004-12", "2006-12"))]
+    main = fold_reconstruction("2007-12", 2.0, 9)
+    main["twsa_std"] = main["twsa_std"] / 2
+    absolute = ca.apply_calibration(main, ca.fit_calibration(folds, 12, model="absolute"))
+    ratio = ca.apply_calibration(main, ca.fit_calibration(folds, 12, model="ratio"))
+    assert float(absolute["twsa_std"].mean()) == pytest.approx(4.0, rel=0.1)
+    assert float(ratio["twsa_std"].mean()) == pytest.approx(2.0, rel=0.1)
+    assert absolute.attrs["calibration_model"] == "absolute" and ratio.attrs["calibration_model"] == "ratio"
+    assert absolute.attrs["calibration_tail_level"] == "none"
+    # the folds' validation scores are refitted with the settings the file was calibrated with
+    assert ca.refit_like(ratio, folds).attrs["model"] == "ratio"
+
+
+def test_tail_factor_matches_the_chosen_quantile_out_of_fold():
+    """Student-t errors (3 degrees of freedom) have heavier tails than their variance implies:
+    a variance match over-covers at 50 % and under-covers at 99 %; the tail factor fixes the level asked."""
+    rng = np.random.default_rng(7)
+    folds = []
+    for seed, end in enumerate(("2003-12", "2005-12", "2007-12")):
+        fold = fold_reconstruction(end, 1.0, seed)
+        fold["observed_twsa"] = fold["twsa"] + 2.0 * rng.standard_t(3, fold["twsa"].shape)
+        folds.append(fold)
+    for level in (0.5, 0.9):
+        calibration = ca.fit_calibration(folds, 12, tail_level=level)
+        z = np.concatenate([np.abs(ca.validation_errors(f)[0].values.ravel()) / ca.apply_calibration(
+            f, calibration)["twsa_std"].isel(time=ca.validation_months(f)).values.ravel() for f in folds])
+        assert np.mean(z < norm.ppf(0.5 + level / 2)) == pytest.approx(level, abs=0.02)
+        assert calibration.attrs["tail_level"] == level
+    with pytest.raises(ValueError, match="tail_level must lie between 0 and 1"):
+        ca.fit_calibration(folds, 12, tail_level=1.5)
+    with pytest.raises(ValueError, match="calibration model must be one of absolute, ratio, got 'cells'"):
+        ca.fit_calibration(folds, 12, model="cells")
 
 
 def test_lead_factor_grows_where_the_errors_grow_with_lead():

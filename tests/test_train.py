@@ -248,3 +248,46 @@ def test_train_stops_when_the_process_that_launched_it_is_gone(tmp_path):
     assert "gracefill train: interrupted; finished outputs and checkpoints are kept" in log.read_text()
     assert not (tmp_path / "model" / "model.pt").exists()
     assert load_checkpoint(tmp_path / "model" / "checkpoint.pt")["epoch"] >= 1   # training can resume
+
+
+def test_epochs_chosen_on_the_folds_weigh_each_fold_by_its_own_best():
+    from gracefill.train import select_epochs
+
+    # fold 1's errors are 10x fold 2's: a plain mean would follow fold 1 alone (best at 8);
+    # relative to their own best, 6 is the folds' choice; epoch 10 is past the cap
+    fold1 = pd.DataFrame({"epoch": [2, 4, 6, 8, 10], "test_rmse": [30.0, 22.0, 21.0, 20.0, 1.0]})
+    fold2 = pd.DataFrame({"epoch": [2, 4, 6, 8, 10], "test_rmse": [3.0, 2.0, 1.0, 1.6, 0.1]})
+    epochs, table = select_epochs([fold1, fold2], max_epochs=9)
+    assert epochs == 6
+    assert table["epoch"].tolist() == [2, 4, 6, 8]
+    assert table["relative_validation_rmse"].iloc[2] == pytest.approx((21 / 20 + 1.0) / 2)
+    # epochs scored in only one fold do not count; the unscored ones (NaN) neither
+    fold3 = pd.DataFrame({"epoch": [1, 2, 3, 4], "test_rmse": [5.0, np.nan, 4.0, 4.5]})
+    assert select_epochs([fold2, fold3], max_epochs=10)[0] == 4
+    with pytest.raises(ValueError, match="share no scored epoch"):
+        select_epochs([fold1, pd.DataFrame({"epoch": [3], "test_rmse": [1.0]})], max_epochs=10)
+
+
+def test_train_cli_trains_for_the_epochs_the_folds_choose(tmp_path):
+    ds, _ = tiny_tensors()
+    tensors = write_tensors(ds, tmp_path / "tensors.nc")
+    logs = []
+    for k, rmse in enumerate(([3.0, 2.0, 2.5], [5.0, 4.0, 4.4])):
+        logs.append(tmp_path / f"fold{k}.csv")
+        pd.DataFrame({"epoch": [1, 2, 3], "test_rmse": rmse}).to_csv(logs[-1], index=False)
+    settings = {**SETTINGS, "training": {**SETTINGS["training"], "epochs": 3}}
+    model, log_csv = tmp_path / "model" / "model.pt", tmp_path / "model" / "log.csv"
+    result = run_cli("train", "--config-json", json.dumps(settings), "--tensors", str(tensors), "--model", str(model),
+                     "--log-csv", str(log_csv), "--no-progress", "--epochs-from-folds", *map(str, logs))
+    assert result.returncode == 0, result.stderr
+    assert "epochs chosen on 2 validation folds: 2 of at most 3" in result.stderr
+    assert pd.read_csv(log_csv)["epoch"].tolist() == [1, 2]
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"epoch": [1]}).to_csv(bad, index=False)
+    result = run_cli("train", "--config-json", json.dumps(settings), "--tensors", str(tensors), "--model",
+                     str(tmp_path / "m2" / "model.pt"), "--log-csv", str(tmp_path / "m2" / "log.csv"), "--no-progress",
+                     "--epochs-from-folds", str(bad))
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 1 and len(errors) == 1
+    assert f"{bad}: missing column(s) test_rmse; expected epoch, test_rmse" in errors[0]
+    assert not (tmp_path / "m2" / "model.pt").exists()

@@ -261,13 +261,12 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
         return obs, forecasts
 
     calibrated = "calibration_scale" in rec
-    calibration_bins = int(rec.attrs.get("calibration_lead_bin_months", lead_bin_months))
     periods = {"validation": []}
     for k, (fold_rec, fold_base) in enumerate(folds):
         fitted = spreads_from_errors(errors, units, lead_bin_months, skip=k) if len(folds) > 1 else spreads
         if calibrated:  # the BCNN's calibration too, fitted on the other folds
             others = [r for j, (r, _) in enumerate(folds) if j != k or len(folds) == 1]
-            fold_rec = ca.apply_calibration(fold_rec, ca.fit_calibration(others, calibration_bins))
+            fold_rec = ca.apply_calibration(fold_rec, ca.refit_like(rec, others))
         index = ca.validation_months(fold_rec)
         if index.size:
             periods["validation"].append(segment(fold_rec, fold_base, index, fold_rec["observed_twsa"], fitted))

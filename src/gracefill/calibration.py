@@ -3,27 +3,36 @@
 The particles' spread plus their noise is fitted to training months; under drift (the
 groundwater store, trends carried forward) the errors of later months are larger, so the raw
 intervals cover less than they claim, and more so the further a month lies from the fit window.
-The calibration measures this on the forward-chaining folds only: each fold's standardised
-errors z = (prediction - GRACE) / predictive std on its validation months give a variance
-factor per cell and per lead bin (the same model as the baselines' spreads,
-:func:`gracefill.baselines.fit_spread`), times one tail factor that gives the rescaled errors
-the 90 % quantile of a Gaussian, and the reconstruction's spread is multiplied by the square
-root of that factor at the lead of each month. No test, gap or pseudo-gap month enters.
+The calibration measures this on the forward-chaining folds only, with the model of the
+baselines' spreads (:func:`gracefill.baselines.fit_spread`: a variance per cell times a factor
+per lead bin) fitted to one of two things:
+
+* ``absolute`` (the default): the folds' errors prediction - GRACE themselves; the calibrated
+  spread is that error variance at each month's lead, the raw one only gives its shape;
+* ``ratio``: the standardised errors z = error / raw predictive std; the calibrated spread is
+  the raw one times the fitted factor.
+
+The raw spread does not grow with lead and shrinks as the fit window grows (7.7, 6.9 and 6.0 cm
+for the folds ending 2007, 2009 and 2011 of the reference benchmark world, 5.3 cm for the final
+model), so a factor fitted to the folds' z carries over to the final model's longer leads short;
+the error variance does not depend on it. An optional tail factor then makes a chosen quantile of
+the errors, each fold rescaled by the fit on the other folds, that of a Gaussian. No test, gap or
+pseudo-gap month enters.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.stats import norm
 
 from gracefill import baselines as bl
 from gracefill import months as mo
 from gracefill.months import SPLIT_FLAGS
 
 
-#: the central interval whose coverage the calibration matches on the folds, and its Gaussian |z|
-TAIL_LEVEL = 0.9
-TAIL_QUANTILE = 1.6448536269514722
+#: what the folds' fit describes: the errors in the target's units, or their ratio to the raw spread
+CALIBRATION_MODELS = ("absolute", "ratio")
 
 
 def fit_window(ds: xr.Dataset) -> tuple[str, str]:
@@ -47,57 +56,78 @@ def validation_months(rec: xr.Dataset) -> np.ndarray:
     return np.flatnonzero(rec["split"].values == SPLIT_FLAGS["test"])
 
 
-def standardised_errors(rec: xr.Dataset) -> tuple[xr.DataArray, np.ndarray]:
-    """(prediction - GRACE) / uncalibrated predictive std on a fold's validation months, and
-    each month's lead; dimensionless."""
+def _raw_std(rec: xr.Dataset) -> xr.DataArray:
+    return rec["twsa_std_uncalibrated"] if "twsa_std_uncalibrated" in rec else rec["twsa_std"]
+
+
+def validation_errors(rec: xr.Dataset, model: str = "absolute") -> tuple[xr.DataArray, np.ndarray]:
+    """A fold's errors on its validation months, prediction - GRACE in the target's units
+    (``absolute``) or divided by the uncalibrated predictive std (``ratio``, dimensionless), and
+    each month's lead."""
     index = validation_months(rec)
-    std = rec["twsa_std_uncalibrated"] if "twsa_std_uncalibrated" in rec else rec["twsa_std"]
-    z = ((rec["twsa"] - rec["observed_twsa"]) / std.where(std > 0)).isel(time=index)
-    return z.assign_attrs(units="1"), lead_months(rec, index)
+    err = rec["twsa"] - rec["observed_twsa"]
+    if model == "ratio":
+        raw = _raw_std(rec)
+        err = (err / raw.where(raw > 0)).assign_attrs(units="1")
+    else:
+        err = err.assign_attrs(units=rec["twsa"].attrs.get("units", "cm"))
+    return err.isel(time=index), lead_months(rec, index)
 
 
-def _rescaled(part: tuple[xr.DataArray, np.ndarray], factors: xr.Dataset) -> np.ndarray:
-    """|z| of one fold divided by the spread factor fitted on (other) folds."""
-    z, leads = part
-    return np.abs(z.values) / bl.predict_spread(factors, leads).values
+def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int = 12,
+                    model: str = "absolute", tail_level: float | None = None) -> xr.Dataset:
+    """The folds' validation errors (``model``: see the module) pooled into a
+    :func:`gracefill.baselines.fit_spread` Dataset: variance per cell times a factor per lead bin.
 
-
-def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int = 12) -> xr.Dataset:
-    """Variance factor of the BCNN's spread per cell and lead bin, from the folds' standardised
-    validation errors pooled (a :func:`gracefill.baselines.fit_spread` Dataset of z), times a
-    tail factor.
-
-    The tail factor makes the 90 % quantile of |z| / factor that of a Gaussian where each fold's
-    errors are rescaled by the factors fitted on the *other* folds (all folds with one): a
-    factor fitted per cell on some 100 values is noisy, and the months ahead drift more than
-    those it was fitted on, so an in-sample variance match leaves the intervals short.
+    With ``tail_level`` (a central-interval probability), the lead factors are multiplied by one
+    tail factor that makes that quantile of |error| / fitted spread equal a Gaussian's, where each
+    fold's errors are divided by the spread fitted on the *other* folds; without it the fit is a
+    plain variance match.
     """
-    parts = [standardised_errors(rec) for rec in fold_reconstructions]
-    parts = [(z, leads) for z, leads in parts if z.sizes["time"]]
+    if model not in CALIBRATION_MODELS:
+        raise ValueError(f"calibration model must be one of {', '.join(CALIBRATION_MODELS)}, got {model!r}")
+    if tail_level is not None and not 0 < tail_level < 1:
+        raise ValueError(f"tail_level must lie between 0 and 1, got {tail_level!r}")
+    parts = [validation_errors(rec, model) for rec in fold_reconstructions]
+    parts = [(err, leads) for err, leads in parts if err.sizes["time"]]
     if not parts:
         raise ValueError("no validation month in the folds' reconstructions: nothing to calibrate on")
-    fitted = bl.fit_spread_pooled(parts, "1", lead_bin_months)
-    if len(parts) > 1:
-        rescaled = [_rescaled(part, bl.fit_spread_pooled(parts[:k] + parts[k + 1:], "1", lead_bin_months))
-                    for k, part in enumerate(parts)]
-    else:
-        rescaled = [_rescaled(parts[0], fitted)]
-    values = np.concatenate([r.ravel() for r in rescaled])
-    values = values[np.isfinite(values)]
-    tail = float(np.quantile(values, TAIL_LEVEL) / TAIL_QUANTILE) ** 2 if values.size else 1.0
+    units = parts[0][0].attrs["units"]
+    fitted = bl.fit_spread_pooled(parts, units, lead_bin_months)
+    tail = 1.0
+    if tail_level is not None:
+        others = [bl.fit_spread_pooled(parts[:k] + parts[k + 1:], units, lead_bin_months) if len(parts) > 1
+                  else fitted for k in range(len(parts))]
+        values = np.concatenate([(np.abs(err.values) / bl.predict_spread(spread, leads).values).ravel()
+                                 for (err, leads), spread in zip(parts, others)])
+        values = values[np.isfinite(values)]
+        if values.size:
+            tail = float(np.quantile(values, tail_level) / norm.ppf(0.5 + tail_level / 2)) ** 2
     fitted["lead_factor"] = fitted["lead_factor"] * tail
-    fitted.attrs.update(title="gracefill spread calibration (fitted on the validation folds)", tail_factor=tail,
-                        comment="variance factor of the BCNN's predictive spread = cell_variance * lead_factor "
-                                f"(lead_factor includes tail_factor: the {TAIL_LEVEL:.0%} quantile of the folds' "
-                                "errors, each rescaled by the factors of the other folds, matches a Gaussian's)")
+    what = "error variance" if model == "absolute" else "variance factor of the raw spread"
+    fitted.attrs.update(title="gracefill spread calibration (fitted on the validation folds)", model=model,
+                        tail_factor=tail, tail_level="none" if tail_level is None else float(tail_level),
+                        comment=f"{what} = cell_variance * lead_factor (lead_factor includes tail_factor)")
     return fitted
 
 
+def refit_like(rec: xr.Dataset, fold_reconstructions: list[xr.Dataset]) -> xr.Dataset:
+    """:func:`fit_calibration` on other folds with the settings ``rec`` was calibrated with."""
+    tail = rec.attrs.get("calibration_tail_level", "none")
+    return fit_calibration(fold_reconstructions, int(rec.attrs["calibration_lead_bin_months"]),
+                           model=rec.attrs.get("calibration_model", "absolute"),
+                           tail_level=None if isinstance(tail, str) else float(tail))
+
+
 def calibration_scale(calibration: xr.Dataset, rec: xr.Dataset) -> xr.DataArray:
-    """Factor (time, lat, lon) on the predictive standard deviation of every month of ``rec``:
-    sqrt(variance factor) at the month's lead; 1 where the folds had no value for a cell."""
+    """Factor (time, lat, lon) on the raw predictive standard deviation of every month of ``rec``:
+    the calibrated std at the month's lead over the raw one (``absolute``) or sqrt(variance
+    factor) (``ratio``); 1 where the folds had no value for a cell."""
     leads = lead_months(rec, np.arange(rec.sizes["time"]))
     scale = bl.predict_spread(calibration, leads, time=rec["time"].values)
+    if calibration.attrs.get("model") == "absolute":
+        raw = _raw_std(rec)
+        scale = scale / raw.where(raw > 0)
     scale = scale.fillna(1.0).where(rec["twsa"].notnull())
     return scale.astype(np.float32).assign_attrs(
         long_name="factor applied to the predictive standard deviation (calibrated on the validation folds)", units="1")
@@ -118,8 +148,10 @@ def apply_calibration(rec: xr.Dataset, calibration: xr.Dataset) -> xr.Dataset:
         units=rec["twsa_std"].attrs.get("units", ""))
     out["calibration_scale"] = scale
     out.attrs["calibration"] = (f"spread calibrated on {int(calibration['n_samples'].sum())} validation months "
-                                "of the forward-chaining folds (per cell and lead bin)")
+                                f"of the forward-chaining folds ({calibration.attrs['model']} errors, per cell and lead bin)")
     out.attrs["calibration_lead_bin_months"] = int(calibration.attrs["lead_bin_months"])
+    out.attrs["calibration_model"] = calibration.attrs["model"]
+    out.attrs["calibration_tail_level"] = calibration.attrs["tail_level"]
     return out
 
 

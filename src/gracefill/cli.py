@@ -19,7 +19,7 @@ import xarray as xr
 
 from gracefill import config as config_mod
 from gracefill import months as mo
-from gracefill.io import UserError, blame, open_dataset, stop_with_launcher, write_csv, write_netcdf
+from gracefill.io import UserError, blame, open_dataset, read_csv, stop_with_launcher, write_csv, write_netcdf
 from gracefill.sources import cli as sources_cli
 
 log = logging.getLogger("gracefill")
@@ -210,6 +210,14 @@ def train(args) -> None:
     from gracefill import train as tr
 
     cfg = _config(args)
+    if args.epochs_from_folds:
+        logs = [read_csv(path, required=("epoch", "test_rmse")) for path in args.epochs_from_folds]
+        with blame(", ".join(args.epochs_from_folds)):
+            epochs, table = tr.select_epochs(logs, cfg["training"]["epochs"])
+        log.info("epochs chosen on %d validation folds: %d of at most %d (mean validation RMSE over each "
+                 "fold's best, by scored epoch: %s)", len(logs), epochs, cfg["training"]["epochs"],
+                 ", ".join(f"{e}: {v:.3f}" for e, v in zip(table["epoch"], table["relative_validation_rmse"])))
+        cfg["training"]["epochs"] = epochs
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     out = Path(args.model)
     checkpoint = out.parent / "checkpoint.pt"
@@ -255,9 +263,11 @@ def predict(args) -> None:
     if folds:
         fold_recs = [open_dataset(f, required=("twsa", "twsa_std", "observed_twsa", "split")).load() for f in folds]
         with blame(", ".join(folds)):
-            calibration = ca.fit_calibration(fold_recs, cfg["prediction"]["calibration_lead_bin_months"])
+            calibration = ca.fit_calibration(fold_recs, cfg["prediction"]["calibration_lead_bin_months"],
+                                             model=cfg["prediction"]["calibration_model"],
+                                             tail_level=cfg["prediction"]["calibration_tail_level"])
         out = ca.apply_calibration(out, calibration)
-        log.info("spread calibrated on %d folds: lead factors %s", len(folds),
+        log.info("spread calibrated on %d folds (%s errors): lead factors %s", len(folds), calibration.attrs["model"],
                  ", ".join(f"{v:.2f}" for v in calibration["lead_factor"].values))
     out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.model, *folds], args.stage))
     write_netcdf(out, args.output)
@@ -564,6 +574,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensors", required=True)
     p.add_argument("--model", required=True, help="final checkpoint (model.pt)")
     p.add_argument("--log-csv", required=True, help="per-epoch training log")
+    p.add_argument("--epochs-from-folds", nargs="*", default=[], metavar="LOG",
+                   help="the validation folds' training_log.csv: train for the epoch count whose validation "
+                        "RMSE they prefer, at most training.epochs (training.select_epochs: folds)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--stop-with-launcher", action="store_true",
                    help="stop when the process that started this one (e.g. Snakemake) is gone")

@@ -101,6 +101,23 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
     return Path(path)
 
 
+def read_csv(path: str | os.PathLike, required: tuple[str, ...] = ()) -> "pd.DataFrame":
+    """Read a CSV table, failing with one line that names the file and what is missing."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
+        raise UserError(f"{path}: not a readable CSV table ({type(exc).__name__})") from exc
+    missing = [name for name in required if name not in table.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}")
+    return table
+
+
 def open_dataset(path: str | os.PathLike, required: tuple[str, ...] = (), **kwargs) -> xr.Dataset:
     """Open a NetCDF file, failing with one line that names the file and what is missing."""
     path = Path(path)

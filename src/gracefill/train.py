@@ -341,6 +341,32 @@ def _to_cpu(state):
     return state
 
 
+def select_epochs(fold_logs: list[pd.DataFrame], max_epochs: int) -> tuple[int, pd.DataFrame]:
+    """The number of epochs to train for, chosen on the validation folds' training logs.
+
+    Each log's ``test_rmse`` is its fold's validation RMSE (scored every ``training.score_every``
+    epochs). Per fold it is divided by its best value, so every fold weighs the same whatever its
+    error level; the epoch with the lowest mean over the folds that scored it in every fold wins
+    (the earlier on a tie), capped at ``max_epochs``. Returns the epoch and the table
+    (epoch, mean relative validation RMSE, folds).
+    """
+    columns = []
+    for k, log in enumerate(fold_logs):
+        if not {"epoch", "test_rmse"} <= set(log.columns):
+            raise ValueError(f"fold log {k + 1} has no epoch or test_rmse column")
+        rmse = log.set_index("epoch")["test_rmse"].astype(float).dropna()
+        rmse = rmse[(rmse.index <= max_epochs) & np.isfinite(rmse.values)]
+        if rmse.empty:
+            raise ValueError(f"fold log {k + 1} has no validation score up to epoch {max_epochs}")
+        columns.append(rmse / rmse.min())
+    relative = pd.concat(columns, axis=1).dropna()
+    if relative.empty:
+        raise ValueError("the folds' logs share no scored epoch: train them with the same score_every")
+    table = pd.DataFrame({"epoch": relative.index.astype(int), "relative_validation_rmse": relative.mean(axis=1).values,
+                          "folds": len(columns)})
+    return int(table["epoch"].iloc[int(np.argmin(table["relative_validation_rmse"].values))]), table
+
+
 def write_log(history: list[dict], path: Path) -> None:
     """The per-epoch CSV log, written atomically."""
     write_csv(pd.DataFrame(history, columns=LOG_COLUMNS), path)

@@ -63,6 +63,11 @@ def fold_files(name):
     return expand(f"{FOLD_RESULTS}/{name}", fold=FOLDS)
 
 
+def epoch_selection_logs(wildcards):
+    """The folds' training logs that the final model's epoch count is chosen on."""
+    return fold_files("model/training_log.csv") if config["training"]["select_epochs"] == "folds" else []
+
+
 def calibration_folds(wildcards):
     """The folds' reconstructions that the spread of the main reconstruction is calibrated on."""
     return fold_files("reconstruction.nc") if config["prediction"]["calibration"] == "folds" else []

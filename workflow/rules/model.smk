@@ -7,6 +7,7 @@ rule train:
         "Training the {config[model][backbone]} ensemble of {config[model][particles]} particles by SVGD"
     input:
         tensors=f"{RESULTS}/tensors.nc",
+        fold_logs=epoch_selection_logs,
     output:
         model=f"{RESULTS}/model/model.pt",
         log_csv=f"{RESULTS}/model/training_log.csv",
@@ -23,7 +24,8 @@ rule train:
     shell:
         f"{GRACEFILL} train --config-json "
         "{params.cfg:q} --tensors {input.tensors:q} "
-        "--model {output.model:q} --log-csv {output.log_csv:q} --stop-with-launcher > {log:q} 2>&1"
+        "--model {output.model:q} --log-csv {output.log_csv:q} --epochs-from-folds {input.fold_logs:q} "
+        "--stop-with-launcher > {log:q} 2>&1"
 
 
 rule predict:

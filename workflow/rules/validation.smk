@@ -39,6 +39,7 @@ use rule build_tensors as build_tensors_fold with:
 use rule train as train_fold with:
     input:
         tensors=f"{FOLD_RESULTS}/tensors.nc",
+        fold_logs=[],  # a fold trains for training.epochs: the choice is made on its log
     output:
         model=f"{FOLD_RESULTS}/model/model.pt",
         log_csv=f"{FOLD_RESULTS}/model/training_log.csv",

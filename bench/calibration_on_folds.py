@@ -1,0 +1,94 @@
+"""Compare ways of calibrating the BCNN's spread on the validation folds of finished runs.
+
+Reads each run's fold reconstructions (``validation/fold_*/reconstruction.nc``) and final
+reconstruction, and for every calibration variant prints, over the runs:
+
+* ``lofo``: each fold's validation months calibrated on the other folds (the selection score);
+* ``forward``: the last fold calibrated on the earlier ones (the final model's situation:
+  calibrated on the past, applied to later months with a longer fit window);
+* ``test`` / ``gap``: the final reconstruction calibrated on all folds, scored against GRACE on
+  test months and against the truth on gap months (a report only: nothing is chosen on them).
+
+Scores: coverage of the central 50 and 90 % Gaussian intervals and the Gaussian CRPS (cm) per
+value, with the calibrated standard deviation about the ensemble mean.
+
+    python bench/calibration_on_folds.py results/benchmark-*/
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.stats import norm
+
+from gracefill import calibration as ca
+from gracefill.months import SPLIT_FLAGS
+
+
+def gaussian_scores(err: np.ndarray, std: np.ndarray) -> dict:
+    ok = np.isfinite(err) & np.isfinite(std) & (std > 0)
+    z = err[ok] / std[ok]
+    crps = std[ok] * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
+    return {"coverage_50": float(np.mean(np.abs(z) < norm.ppf(0.75))),
+            "coverage_90": float(np.mean(np.abs(z) < norm.ppf(0.95))),
+            "crps": float(np.mean(crps)), "values": int(ok.sum())}
+
+
+def score(rec: xr.Dataset, calibration: xr.Dataset | None, flag: str, against: str = "observed_twsa") -> dict:
+    """Scores of ``rec``'s months with split ``flag`` with its raw spread calibrated by ``calibration``."""
+    index = np.flatnonzero(rec["split"].values == SPLIT_FLAGS[flag])
+    raw = rec["twsa_std_uncalibrated"] if "twsa_std_uncalibrated" in rec else rec["twsa_std"]
+    base = rec.drop_vars(["calibration_scale", "twsa_std_uncalibrated"], errors="ignore").assign(twsa_std=raw)
+    std = base["twsa_std"] if calibration is None else ca.apply_calibration(base, calibration)["twsa_std"]
+    err = (rec["twsa"] - rec[against]).isel(time=index).values
+    return gaussian_scores(err.ravel(), std.isel(time=index).values.ravel())
+
+
+def variants() -> dict:
+    out = {"raw": None}
+    for model in ca.CALIBRATION_MODELS:
+        for tail in (None, 0.5, 0.9):
+            out[f"{model}_{tail}"] = (model, tail)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run directories (results/<run>/)")
+    parser.add_argument("--lead-bin-months", type=int, default=12)
+    parser.add_argument("--out", help="CSV of every score")
+    args = parser.parse_args()
+    rows = []
+    for run in args.runs:
+        folds = [xr.load_dataset(p) for p in sorted(glob.glob(os.path.join(run, "validation", "fold_*",
+                                                                            "reconstruction.nc")))]
+        final = xr.load_dataset(os.path.join(run, "reconstruction.nc"))
+        world = os.path.basename(os.path.normpath(run))
+        for name, model in variants().items():
+            def fit(recs):
+                return None if model is None else ca.fit_calibration(recs, args.lead_bin_months, model=model[0], tail_level=model[1])
+            for k, fold in enumerate(folds):
+                rows.append({"world": world, "variant": name, "check": "lofo",
+                             **score(fold, fit(folds[:k] + folds[k + 1:]), "test")})
+            rows.append({"world": world, "variant": name, "check": "forward",
+                         **score(folds[-1], fit(folds[:-1]), "test")})
+            calibration = fit(folds)
+            rows.append({"world": world, "variant": name, "check": "test", **score(final, calibration, "test")})
+            if "truth" in final:
+                rows.append({"world": world, "variant": name, "check": "gap",
+                             **score(final, calibration, "gap", against="truth")})
+    table = pd.DataFrame(rows)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    pooled = table.groupby(["check", "variant", "world"])[["coverage_50", "coverage_90", "crps"]].mean()
+    summary = pooled.groupby(["check", "variant"]).agg(["mean", "min"]).round(3)
+    pd.set_option("display.width", 200)
+    print(summary.to_string())
+
+
+if __name__ == "__main__":
+    main()
