@@ -14,6 +14,9 @@ min_version("8.20")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/retrieve.smk"
 include: "workflow/rules/data.smk"
@@ -25,6 +28,7 @@ include: "workflow/rules/plots.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/figures/inputs.png",
         expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURE_INPUTS),
@@ -33,4 +37,4 @@ rule all:
         f"{RESULTS}/evaluation/spread_skill.csv",
         f"{RESULTS}/drought/events.csv",
         f"{RESULTS}/drought/detection.csv",
-    default_target: True
+        f"{RESULTS}/gracefill_twsa.nc",

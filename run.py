@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Bootstrap and run gracefill with nothing but python3.
 
-    python3 run.py workflow [snakemake args...]   run the default workflow (snakemake --cores 2)
+    python3 run.py workflow [snakemake args...]   run the default workflow (snakemake --cores 2);
+                                                  --config also takes dotted keys: grid.resolution=1
     python3 run.py tests [pytest args...]         run the test suite
 
 On first use (and whenever pyproject.toml or constraints.txt change) it builds .venv/ and
@@ -51,6 +52,31 @@ def ensure_venv() -> None:
     STAMP.write_text(fingerprint)
 
 
+def nest_config_args(args: list[str]) -> list[str]:
+    """Snakemake's ``--config`` entries with dotted keys written as nested YAML, which Snakemake
+    accepts (it refuses dots in a key): ``grid.resolution=7`` becomes ``grid={resolution: 7}``,
+    merged into the ``grid`` section by the workflow. Other arguments are kept as they are."""
+    def nest(entry: str) -> str:
+        key, _, value = entry.partition("=")
+        if "=" not in entry or "." not in key:
+            return entry
+        section, *path = key.split(".")
+        for part in reversed(path):
+            value = f"{{{part}: {value}}}"
+        return f"{section}={value}"
+
+    out, in_config = [], False
+    for arg in args:
+        if arg.startswith("--config="):
+            arg, in_config = "--config=" + nest(arg[len("--config="):]), True
+        elif arg.startswith("-"):
+            in_config = arg == "--config"
+        elif in_config:
+            arg = nest(arg)
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"workflow", "tests"}:
         print(__doc__.strip(), file=sys.stderr)
@@ -58,7 +84,7 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     if argv[0] == "workflow":
-        rest = argv[1:]
+        rest = nest_config_args(argv[1:])
         if not any(a.startswith(("--cores", "-c")) for a in rest):
             rest = ["--cores", "2", *rest]
         cmd = [str(BIN / "snakemake"), *rest]

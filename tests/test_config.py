@@ -146,3 +146,84 @@ def test_urls_with_credentials_are_refused_without_repeating_them(key, url):
     assert "secret" not in message and "example.org" not in message   # the URL is never repeated
     assert "~/.netrc" in message
     validate({"sources": {"csr": {key: "https://download.example.org/x.nc?version=2"}}})   # a plain query is fine
+
+
+def test_command_line_overrides_merge_into_sections_with_numbers_as_numbers():
+    from gracefill.config import apply_overrides
+
+    base = {"grid": {"resolution": 4.0, "lat_min": 20}, "run": "test"}
+    # Snakemake hands a nested --config value over with every leaf a string
+    merged = apply_overrides(base, {"grid": {"resolution": "2"}, "split": {"pseudo_gap_start": "null"},
+                                    "predictors": {"names": ["P", "T"], "detrend": "false"}})
+    assert merged["grid"] == {"resolution": 2, "lat_min": 20}
+    assert merged["split"] == {"pseudo_gap_start": None}
+    assert merged["predictors"] == {"names": ["P", "T"], "detrend": False}
+    assert apply_overrides(base, {"grid.resolution": "8", "run": "yes"}) == {"grid": {"resolution": 8, "lat_min": 20},
+                                                                            "run": "yes"}
+    assert base["grid"]["resolution"] == 4.0   # not changed in place
+    with pytest.raises(UserError, match=r"^--config grid\.\.resolution=\.\.\.: empty key .* --configfile$"):
+        apply_overrides(base, {"grid..resolution": 2})
+
+
+def _dry_run(tmp_path, *config_args):
+    import os
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+                           "-n", "--configfile", str(ROOT / "configs/test.yaml"), "--config", *config_args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def _grid_of_build_grid(result) -> dict:
+    import json
+    import re
+
+    command = re.search(r"gracefill build_grid --config-json '([^']*)'", result.stdout + result.stderr)
+    assert command, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(command.group(1))["grid"]
+
+
+def test_snakemake_config_nested_value_is_merged_and_typed(tmp_path):
+    """`--config grid='{resolution: 2}'`: the grid section keeps its other keys, 2 is a number."""
+    result = _dry_run(tmp_path, "grid={resolution: 2}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    grid = _grid_of_build_grid(result)
+    assert grid["resolution"] == 2 and grid["lat_min"] == 20 and grid["lon_max"] == -64   # configs/test.yaml's bounds
+
+    bad = _dry_run(tmp_path, "grid={resolution: 3}")
+    assert bad.returncode != 0
+    lines = [line for line in bad.stderr.splitlines() if "invalid configuration" in line]
+    assert lines == ["gracefill: invalid configuration: config key 'grid.resolution': 3 is invalid: expected a "
+                     "resolution that divides grid.lat_max - grid.lat_min (32)"], bad.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_dotted_config_keys_through_run_py(tmp_path):
+    """`python3 run.py workflow --config grid.resolution=2` passes the key on as grid={resolution: 2}."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gracefill_run", ROOT / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    args = run.nest_config_args(["-n", "--config", "grid.resolution=2", "seed=3", "--cores", "1",
+                                 "--config=sources.synthetic.grace_noise.std_mm=10", "results/test/grid.nc"])
+    assert args == ["-n", "--config", "grid={resolution: 2}", "seed=3", "--cores", "1",
+                    "--config=sources={synthetic: {grace_noise: {std_mm: 10}}}", "results/test/grid.nc"]
+    entries = run.nest_config_args(["--config", "grid.resolution=2", "sources.synthetic.grace_noise.std_mm=10"])[1:]
+    result = _dry_run(tmp_path, *entries)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _grid_of_build_grid(result)["resolution"] == 2
+    assert '"grace_noise":{"heteroscedastic":true,"std_mm":10}' in result.stdout + result.stderr
+
+
+def test_rule_resources_scale_with_the_grid_and_grow_on_a_retry():
+    from gracefill.config import data_volume_ratio, rule_memory_mb, rule_runtime_min
+
+    default = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    assert data_volume_ratio(default) == pytest.approx(1.0)
+    assert rule_memory_mb(default, "build_tensors") == int(2013 * 1.5)      # the default run's peak, +50 %
+    assert rule_memory_mb(default, "train", attempt=2) == 2 * rule_memory_mb(default, "train")
+    one_degree = validate({**default, "grid": {**default["grid"], "resolution": 1.0}})
+    assert data_volume_ratio(one_degree) == pytest.approx(4.0)
+    assert rule_memory_mb(one_degree, "evaluate") == int((400 + (2063 - 400) * 4) * 1.5)
+    assert rule_runtime_min(default, "regrid") == 10 and rule_runtime_min(one_degree, "evaluate") == 12

@@ -29,3 +29,45 @@ def test_grouped_panels_share_one_symmetric_range_and_extend_beyond_it():
     assert lo3 > 0 and (lo3, hi3) != (lo1, hi1)
     # arrows only where values lie beyond the range: the truth fits the shared range, the rest do not
     assert [mesh.colorbar.extend for mesh in meshes] == ["neither", "both", "both"]
+
+
+def test_dimensionless_fields_say_so_and_explicit_labels_win():
+    score = field(np.linspace(-1, 1, 128).reshape(8, 16)).assign_attrs(units="1", long_name="NSE")
+    assert plots.units_label(score) == "NSE (dimensionless)"
+    assert plots.units_label(field(np.zeros((8, 16))), name="TWSA") == "TWSA (cm)"
+    fig = plots.map_panels([score, field(np.ones((8, 16)))], ["a", "b"], labels=["NSE (dimensionless)", "x (cm)"])
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [bar.get_xlabel() for bar in bars] == ["NSE (dimensionless)", "x (cm)"]
+
+
+def test_wsdi_panels_use_the_configured_drought_categories():
+    import pandas as pd
+    from matplotlib.collections import QuadMesh
+
+    thresholds = [-0.5, -0.8, -1.3, -1.6, -2.0]
+    values = np.linspace(-3, 1, 8 * 16).reshape(1, 8, 16)
+    wsdi = field(values[0]).expand_dims(time=pd.to_datetime(["2017-08-01"])).assign_attrs(units="1")
+    land = field(np.ones((8, 16)))
+    names = ["none", "mild", "moderate", "severe", "extreme", "exceptional"]
+    fig = plots.wsdi_panels(wsdi, land, thresholds=thresholds, category_names=names)
+    mesh = [c for ax in fig.axes if ax.get_label() != "<colorbar>" for c in ax.collections
+            if isinstance(c, QuadMesh) and c.norm is not None and hasattr(c.norm, "boundaries")][0]
+    np.testing.assert_allclose(mesh.norm.boundaries, sorted(thresholds))   # one colour per category
+    assert mesh.norm.Ncmap == len(thresholds) and mesh.colorbar.extend == "min"
+    shown = np.ma.getmaskarray(mesh.get_array())
+    assert shown.sum() == (values[0] > -0.5).sum()                      # above the mildest bound: no colour
+    label = mesh.colorbar.ax.get_xlabel()
+    assert "exceptional <= -2" in label and "mild (-0.8, -0.5]" in label and "(dimensionless)" in label
+
+
+def test_bar_comparison_labels_every_axis_with_its_summary_and_units():
+    import pandas as pd
+
+    table = pd.DataFrame({"method": ["bcnn", "regression"] * 2, "period": ["test"] * 2 + ["gap"] * 2,
+                          "nse_median": [0.6, 0.5, 0.4, 0.3], "r_median": [0.9, 0.8, 0.9, 0.8],
+                          "rmse_median": [4.0, 5.0, 3.0, 4.0], "crps": [3.0, 3.5, 2.0, 2.5]})
+    fig = plots.bar_comparison(table, units="cm")
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels[:4] == ["NSE (dimensionless), median over land cells", "R (dimensionless), median over land cells",
+                          "RMSE (cm), median over land cells", "CRPS (cm), mean over every value"]
+    assert len(fig.axes) == 8 and all(labels)

@@ -278,9 +278,10 @@ def test_train_cli_trains_for_the_epochs_the_folds_choose(tmp_path):
     settings = {**SETTINGS, "training": {**SETTINGS["training"], "epochs": 3}}
     model, log_csv = tmp_path / "model" / "model.pt", tmp_path / "model" / "log.csv"
     result = run_cli("train", "--config-json", json.dumps(settings), "--tensors", str(tensors), "--model", str(model),
-                     "--log-csv", str(log_csv), "--no-progress", "--epochs-from-folds", *map(str, logs))
+                     "--log-csv", str(log_csv), "--no-progress", "--threads", "1", "--epochs-from-folds", *map(str, logs))
     assert result.returncode == 0, result.stderr
     assert "epochs chosen on 2 validation folds: 2 of at most 3" in result.stderr
+    assert "torch uses 1 CPU threads" in result.stderr
     assert pd.read_csv(log_csv)["epoch"].tolist() == [1, 2]
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"epoch": [1]}).to_csv(bad, index=False)
@@ -291,3 +292,21 @@ def test_train_cli_trains_for_the_epochs_the_folds_choose(tmp_path):
     assert result.returncode == 1 and len(errors) == 1
     assert f"{bad}: missing column(s) test_rmse; expected epoch, test_rmse" in errors[0]
     assert not (tmp_path / "m2" / "model.pt").exists()
+
+
+def test_training_logs_the_device_and_one_line_per_epoch_with_an_eta(tmp_path, caplog):
+    """In a log file (no terminal) the progress is one line per epoch, not a carriage-return bar."""
+    import logging
+
+    ds, _ = tiny_tensors()
+    with caplog.at_level(logging.INFO, logger="gracefill"):
+        train(ds, config(epochs=3, score_every=2), checkpoint_path=tmp_path / "c.pt", config_hash="h", progress=True,
+              log_path=tmp_path / "log.csv")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("training 3 particles on cpu (") for line in lines)
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "test RMSE" not in epochs[0] and "test RMSE" in epochs[1]      # scored every 2 epochs and at the last
+    assert all(", ETA " in line for line in epochs) and epochs[-1].endswith("ETA 0 min 00 s")
+    assert "\r" not in caplog.text
+    assert len(pd.read_csv(tmp_path / "log.csv")) == 3

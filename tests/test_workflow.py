@@ -56,7 +56,7 @@ def test_every_stage_left_a_log_and_a_benchmark(test_run):
     logs = {p.stem for p in (results / "logs").glob("*.log")}
     assert {"retrieve_synthetic", "build_grid", "build_predictors", "build_tensors", "plot_inputs",
             "regrid_twsa", "regrid_precipitation", "train", "predict", "baselines", "evaluate", "drought",
-            "plot_gap_wsdi", "plot_gap_animation"} <= logs
+            "plot_gap_wsdi", "plot_gap_animation", "build_product"} <= logs
     assert len(list((results / "benchmarks").glob("*.tsv"))) == len(logs)
 
 
@@ -96,7 +96,7 @@ def test_scores_table_compares_bcnn_and_baselines(test_run):
     validation = table[table["period"] == "validation"]["months"]
     assert (validation > 100).all()   # three folds' validation months pooled
     maps = xr.open_dataset(test_run / "results/test/evaluation/score_maps.nc")
-    assert set(maps["method"].values) == set(table["method"]) and maps["r"].attrs["units"] == "1"
+    assert set(maps["model"].values) == set(table["method"]) and maps["r"].attrs["units"] == "1"
     spreads = xr.open_dataset(test_run / "results/test/evaluation/baseline_spreads.nc")
     assert {"regression_cell_variance", "land_model_lead_factor"} <= set(spreads.data_vars)
 
@@ -132,6 +132,43 @@ def test_drought_outputs(test_run):
     assert ((detection["hit_rate"].fillna(0) >= 0) & (detection["hit_rate"].fillna(0) <= 1)).all()
 
 
+def test_product_file_is_gap_filled_for_every_month(test_run):
+    """results/<run>/gracefill_twsa.nc, read with plain xarray: every month of the period, GRACE
+    where observed, the reconstruction in the gap, flags, quantiles only where reconstructed."""
+    import pandas as pd
+
+    product = xr.open_dataset(test_run / "results/test/gracefill_twsa.nc")
+    rec = xr.open_dataset(test_run / "results/test/reconstruction.nc")
+    assert {"twsa", "twsa_std", "reconstruction_std", "twsa_quantile", "month_flag"} <= set(product.data_vars)
+    for name in ("twsa", "twsa_std", "reconstruction_std"):
+        assert product[name].dims == ("time", "lat", "lon") and product[name].attrs["units"] == "cm", name
+    assert product["twsa_quantile"].dims == ("quantile", "time", "lat", "lon")
+    assert product["quantile"].values.tolist() == [0.05, 0.5, 0.95]
+    months = pd.DatetimeIndex(product["time"].values)
+    assert months.equals(pd.date_range("2002-01-01", "2020-12-01", freq="MS")) and len(months) == 228
+    flag = product["month_flag"]
+    assert flag.dtype == np.int8
+    flags = dict(zip(flag.attrs["flag_meanings"].split(), flag.attrs["flag_values"].tolist()))
+    assert set(flags) == {"observed", "reconstructed", "gap"}
+    gap = flag.values == flags["gap"]
+    assert gap.sum() == 11 and [f"{m:%Y-%m}" for m in months[gap][[0, -1]]] == ["2017-07", "2018-05"]
+    assert (flag.values == flags["observed"]).sum() > 150 and (flag.values == flags["reconstructed"]).sum() > 0
+    land = xr.open_dataset(test_run / "results/test/grid.nc")["land_mask"].values.astype(bool)
+    twsa = product["twsa"].values
+    assert np.isfinite(twsa[:, land]).all() and np.isnan(twsa[:, ~land]).all()
+    observed = flag.values == flags["observed"]
+    np.testing.assert_array_equal(twsa[observed][:, land], rec["observed_twsa"].values[observed][:, land])
+    np.testing.assert_array_equal(twsa[~observed][:, land], rec["twsa"].values[~observed][:, land])
+    std, q = product["twsa_std"].values, product["twsa_quantile"].values
+    assert np.isnan(std[observed]).all() and (std[~observed][:, land] > 0).all()
+    assert np.isnan(q[:, observed]).all()
+    low, mid, high = (q[k][~observed][:, land] for k in range(3))
+    assert (low < mid).all() and (mid < high).all()
+    assert product.attrs["config_hash"] and product.attrs["source_files"] == "reconstruction.nc"
+    assert product.attrs["history"].endswith(" gracefill build_product")
+    assert product["twsa"].encoding["zlib"] and product["twsa"].encoding["chunksizes"][0] == 12
+
+
 def test_second_dry_run_has_nothing_to_do(test_run):
     result = snakemake(test_run, "-n", "--configfile", str(ROOT / "configs/test.yaml"))
     assert result.returncode == 0
@@ -142,6 +179,13 @@ def test_lint_reports_nothing():
     result = snakemake(ROOT, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_rule_files_are_snakefmt_clean():
+    """The Snakefile and the rule files as snakefmt writes them (pyproject.toml: line length 120)."""
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules/"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 BAD = [
@@ -222,6 +266,35 @@ def test_report_bundles_every_figure(test_run):
     html = (test_run / "report.html").read_text(errors="replace")
     for name in FIGURES + ["gap_animation"]:
         assert name in html, name
+    # one caption per figure, each with what, units and how to read it, and the front page's description
+    headings = {"training_curves": "Training curves", "score_maps": "Skill maps", "baselines": "The BCNN against the baselines",
+                "calibration": "Calibration (reliability) of the predictive intervals",
+                "monthly_panels": "GRACE, reconstruction, error and uncertainty",
+                "gap_wsdi": "Water storage deficit index (WSDI) in the gap months",
+                "gap_drought_probability": "Probability of drought in the gap months",
+                "timeseries": "Time series at the configured points"}
+    assert sorted(headings) == sorted(name for name in FIGURES if name != "inputs")
+    for name, heading in headings.items():
+        assert html.count(heading) == 1, name
+    assert html.count("Read: ") >= len(headings)
+    assert "reconstructs the terrestrial water storage anomaly" in html
+    assert 'This report is run <tt class=\\"docutils literal\\">test</tt> on a 4.0-degree grid' in html
+
+
+def test_heavy_rules_pass_their_threads_to_torch_and_dask(tmp_path):
+    """train and predict pass their threads (4, capped by --cores) to torch, regrid its 2 to dask."""
+    import re
+
+    def dry_run(*config):
+        result = snakemake(tmp_path, "-n", "--verbose", "--cores", "3", *config)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    commands = re.findall(r"^Shell command: (.*)$", dry_run("--configfile", str(ROOT / "configs/test.yaml")), re.M)
+    for stage, threads in (("train", 3), ("predict", 3), ("regrid", 2)):
+        ours = [c for c in commands if re.search(rf"gracefill {stage} ", c)]
+        assert ours and all(f"--threads {threads} " in c for c in ours), (stage, ours)
+
 
 
 def test_several_devices_start_train_and_predict_with_torchrun(tmp_path):

@@ -212,7 +212,7 @@ def score_period(segments, period: str, area: xr.DataArray, levels, bins: int):
         forecasts = [f[method] for _, f in segments]
         pred = _stack([f.mean for f in forecasts]).assign_attrs(units=units)
         score = me.score_maps(pred, obs)
-        maps.append(score.expand_dims(method=[method], period=[period]))
+        maps.append(score.expand_dims(model=[method], period=[period]))  # not "method": a keyword of sel
         row = {"method": method, "period": period, "months": int(obs.sizes["time"]), **_summary(score, area)}
         parts = [_probabilistic(f, o.assign_attrs(units=units)) for f, (o, _) in zip(forecasts, segments)]
         if all(p is not None for p in parts):
@@ -242,7 +242,7 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     validation months (so no spread is scored on the errors it was fitted on, when there are
     two folds or more).
 
-    Returns (table DataFrame: one row per method and period; maps Dataset (method, period, lat,
+    Returns (table DataFrame: one row per method and period; maps Dataset (model, period, lat,
     lon); calibration DataFrame (method, period, lead_year, region, nominal, observed, values: see
     :func:`coverage_by_lead_and_region`); spread-skill DataFrame of the
     BCNN; spreads Dataset of the baselines).

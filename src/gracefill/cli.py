@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gracefill import __version__
 from gracefill import config as config_mod
 from gracefill import months as mo
 from gracefill.io import UserError, blame, open_dataset, read_csv, stop_with_launcher, write_csv, write_netcdf
@@ -117,7 +118,9 @@ def regrid(args) -> None:
     ds = out.to_dataset()
     ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
                      "source_files": Path(args.source).name})
-    with ProgressBar(minimum=5, out=sys.stderr):
+    import dask
+
+    with ProgressBar(minimum=5, out=sys.stderr), dask.config.set(scheduler="threads", num_workers=args.threads):
         write_netcdf(ds, args.output)
     log.info("regridded %s %s -> %s", args.variable, dict(da.sizes), dict(out.sizes))
 
@@ -176,6 +179,7 @@ def build_tensors(args) -> None:
 def plot_inputs(args) -> None:
     """Maps of the GRACE TWSA and of every predictor for one month."""
     from gracefill import plots
+    from gracefill.predictors import MEMORY_PREDICTOR
 
     cfg = _config(args)
     month = pd.Timestamp(cfg["figures"]["month"])
@@ -184,20 +188,48 @@ def plot_inputs(args) -> None:
     target = open_dataset(args.target, required=("twsa",))["twsa"]
     target = target.assign_coords(time=mo.to_month_start(target["time"].values))
     land = grid["land_mask"].astype(bool)
-    fields, titles = [], []
+    units = cfg["predictors"]["target_units"]
+    to_target = {"mm": 1.0, "cm": 0.1, "m": 0.001}[units]        # storage in the units of every other figure
+    fields, titles, cmaps = [], [], []
     if month in target.indexes["time"]:
-        fields.append(target.sel(time=month).where(land))
+        fields.append((target.sel(time=month).where(land) * to_target).assign_attrs(units=units))
         titles.append(f"GRACE TWSA {month:%Y-%m}")
     else:
-        fields.append(xr.full_like(grid["land_mask"], np.nan, dtype=float).assign_attrs(units="mm"))
+        fields.append(xr.full_like(grid["land_mask"], np.nan, dtype=float).assign_attrs(units=units))
         titles.append(f"GRACE TWSA {month:%Y-%m}: not observed")
+    cmaps.append("RdBu")
+    detrended = bool(predictors.attrs.get("detrended"))
     for name in cfg["predictors"]["names"]:
         da = predictors[name].sel(time=month).where(land)
+        if da.attrs.get("units") == "mm":                              # a storage (sTWSA): as GRACE
+            da = (da * to_target).assign_attrs(units=units)
         fields.append(da)
-        titles.append(f"{name} {month:%Y-%m}" + (" (detrended)" if predictors.attrs.get("detrended") else ""))
-    fig = plots.map_panels(fields, titles, ncols=2, dpi=cfg["figures"]["dpi"],
+        memory = MEMORY_PREDICTOR.match(name) is not None               # never detrended
+        titles.append(f"{name} {month:%Y-%m}" + (" (detrended)" if detrended and not memory else ""))
+        cmaps.append("RdBu_r" if name == "T" else "RdBu")              # red for warm, blue for wet
+    fig = plots.map_panels(fields, titles, ncols=2, dpi=cfg["figures"]["dpi"], cmap=cmaps,
                            suptitle=f"gracefill inputs, run '{cfg['run']}'")
     plots.save_figure(fig, args.output)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _torch_threads(threads: int | None) -> None:
+    """torch's intra-op CPU threads follow the rule's ``threads`` (Snakemake caps them at --cores)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        log.info("torch uses %d CPU threads", threads)
 
 
 TRAIN_TENSORS = ("inputs", "target", "land_mask", "split", "observed", "target_trend_offset",
@@ -210,6 +242,7 @@ def train(args) -> None:
     from gracefill import train as tr
 
     cfg = _config(args)
+    _torch_threads(args.threads)
     if args.epochs_from_folds:
         logs = [read_csv(path, required=("epoch", "test_rmse")) for path in args.epochs_from_folds]
         with blame(", ".join(args.epochs_from_folds)):
@@ -252,6 +285,7 @@ def predict(args) -> None:
     from gracefill.train import load_checkpoint
 
     cfg = _config(args)
+    _torch_threads(args.threads)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     checkpoint = load_checkpoint(Path(args.model))
     with distributed.process_group(cfg["training"]["device"]) as ranks, blame(args.model):
@@ -340,6 +374,29 @@ def drought(args) -> None:
              "n/a (no truth)" if detection is None else detection.to_dict("records"))
 
 
+def build_product(args) -> None:
+    """The product file: gap-filled TWSA with its standard deviation, quantiles and month flags."""
+    from gracefill import product
+
+    cfg = _config(args)
+    levels = sorted(args.quantiles)
+    if any(not 0 < q < 1 for q in levels) or len(set(levels)) < len(levels):
+        raise UserError(f"--quantiles: expected distinct levels strictly between 0 and 1, got {args.quantiles}")
+    if args.chunk_months < 1:
+        raise UserError(f"--chunk-months: expected a whole number of months >= 1, got {args.chunk_months}")
+    rec = open_dataset(args.reconstruction, required=product.REQUIRED)
+    with blame(args.reconstruction):
+        out = product.build_product(rec, levels)
+    sources = cfg["sources"]
+    out.attrs.update({"source": f"GRACE / GRACE-FO: {sources['target']}; predictors: {sources['predictors']}; "
+                                f"reconstruction: Bayesian CNN trained by SVGD (gracefill)",
+                      **config_mod.provenance(cfg, [args.reconstruction], args.stage)})
+    write_netcdf(out, args.output, chunks={"time": args.chunk_months})
+    flags = out["month_flag"].values
+    log.info("wrote %s: %s", args.output, ", ".join(f"{int((flags == v).sum())} {k} months"
+                                                   for k, v in product.PRODUCT_FLAGS.items()))
+
+
 def _gap_months(ds: xr.Dataset) -> xr.Dataset:
     return ds.isel(time=np.flatnonzero(ds["split"].values == mo.SPLIT_FLAGS["gap"]))
 
@@ -356,12 +413,22 @@ def plot(args) -> None:
     if figure == "training_curves":
         fig = plots.training_curves(pd.read_csv(inputs["log"]), dpi=dpi)
     elif figure == "score_maps":
-        maps = open_dataset(inputs["maps"]).sel({"method": "bcnn", "period": "test"})
-        fig = plots.map_panels([maps["r"], maps["nse"].clip(min=-1)], ["R, test months", "NSE, test months (clipped at -1)"],
-                               cmap=["viridis", "viridis"], symmetric=False, dpi=dpi, suptitle="BCNN skill against GRACE")
+        maps = open_dataset(inputs["maps"]).sel(model="bcnn")
+        fields, titles, labels = [], [], []
+        periods = [("test", "test months against GRACE"), ("gap", "gap months against the truth")]
+        for period, what in periods:
+            if period not in maps["period"].values or not np.isfinite(maps["nse"].sel(period=period).values).any():
+                continue                                                # the gap has no truth on real data
+            one = maps.sel(period=period)
+            fields += [one["r"], one["nse"].clip(min=-1)]
+            titles += [f"R, {what}", f"NSE, {what}"]
+            labels += ["R (dimensionless)", "NSE (dimensionless; 1 perfect, clipped at -1)"]
+        fig = plots.map_panels(fields, titles, cmap="viridis", symmetric=False, dpi=dpi, labels=labels,
+                               groups=[name.split(",")[0] for name in titles],
+                               suptitle="BCNN skill per cell (mean of the particle mixture)")
     elif figure == "baselines":
         table = pd.read_csv(inputs["table"])
-        fig = plots.bar_comparison(table, dpi=dpi)
+        fig = plots.bar_comparison(table, units=cfg["predictors"]["target_units"], dpi=dpi)
     elif figure == "calibration":
         table = pd.read_csv(inputs["calibration"])
         table = table[(table["lead_year"] == 0) & (table["region"] == "all")]
@@ -375,8 +442,9 @@ def plot(args) -> None:
         gap = fields.isel(time=np.flatnonzero(fields["month_flag"].values == mo.MONTH_FLAGS["gap"]))
         land = open_dataset(inputs["grid"])["land_mask"]
         if figure == "gap_wsdi":
-            fig = plots.wsdi_panels(gap["wsdi"], land, threshold=cfg["drought"]["thresholds"][0], dpi=dpi,
-                                    title="WSDI of the gap months (gap-filled)")
+            names = fields["category"].attrs.get("flag_meanings", "").split() if "category" in fields else None
+            fig = plots.wsdi_panels(gap["wsdi"], land, thresholds=cfg["drought"]["thresholds"], dpi=dpi,
+                                    title="WSDI of the gap months (gap-filled)", category_names=names)
         else:
             fig = plots.map_panels([gap["probability"].isel(time=i) for i in range(gap.sizes["time"])],
                                    [f"{m:%Y-%m}" for m in pd.DatetimeIndex(gap["time"].values)], ncols=4,
@@ -527,6 +595,7 @@ STAGES = {
     "baselines": baselines,
     "evaluate": evaluate,
     "drought": drought,
+    "build_product": build_product,
     "plot": plot,
     "benchmark": benchmark,
     "check_config": check_config,
@@ -536,7 +605,10 @@ STAGES = {
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gracefill", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version of gracefill and exit")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE",
+                                help="the stage to run; gracefill STAGE -h lists its options")
 
     def stage(name: str, with_config: bool = True):
         p = sub.add_parser(name, help=STAGES[name].__doc__.splitlines()[0])
@@ -544,76 +616,88 @@ def make_parser() -> argparse.ArgumentParser:
             group = p.add_mutually_exclusive_group()
             group.add_argument("--config", help="YAML config file")
             group.add_argument("--config-json", help="config (or the sections a stage needs) as JSON")
-        p.add_argument("-v", "--verbose", action="store_true")
+        p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
         return p
 
     p = stage("retrieve_synthetic")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True,
+                   help="folder to write the raw files grace.nc, era5land.nc and truth.nc to")
     p = stage("build_grid")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="grid file to write (NetCDF: lat, lon, land_mask, cell_area)")
     p = stage("regrid", with_config=False)
-    p.add_argument("--source", required=True)
-    p.add_argument("--variable", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--source", required=True, help="normalised raw NetCDF file that holds --variable")
+    p.add_argument("--variable", required=True, help="name of the variable to regrid, e.g. precipitation")
+    p.add_argument("--grid", required=True, help="target grid (grid.nc of build_grid)")
+    p.add_argument("--output", required=True, help="regridded file to write (<variable>.nc)")
+    p.add_argument("--threads", type=_positive_int, help="dask threads (the rule's threads; default: every core)")
     p = stage("build_predictors")
     p.add_argument("--fields", nargs="+", required=True, help="regridded <variable>.nc files")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="predictors file to write (predictors.nc)")
     p = stage("build_tensors")
-    p.add_argument("--grid", required=True)
-    p.add_argument("--predictors", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("--truth")
-    p.add_argument("--output", required=True)
+    p.add_argument("--grid", required=True, help="target grid (grid.nc of build_grid)")
+    p.add_argument("--predictors", required=True, help="predictors.nc of build_predictors")
+    p.add_argument("--target", required=True, help="regridded GRACE TWSA (twsa.nc)")
+    p.add_argument("--truth", help="regridded true TWSA of the synthetic world (twsa_true.nc), kept to score the gap")
+    p.add_argument("--output", required=True, help="tensors file to write (tensors.nc)")
     p = stage("plot_inputs")
-    p.add_argument("--grid", required=True)
-    p.add_argument("--predictors", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--grid", required=True, help="target grid (grid.nc of build_grid)")
+    p.add_argument("--predictors", required=True, help="predictors.nc of build_predictors")
+    p.add_argument("--target", required=True, help="regridded GRACE TWSA (twsa.nc)")
+    p.add_argument("--output", required=True, help="figure to write (PNG)")
     p = stage("train")
-    p.add_argument("--tensors", required=True)
+    p.add_argument("--tensors", required=True, help="tensors.nc of build_tensors")
     p.add_argument("--model", required=True, help="final checkpoint (model.pt)")
     p.add_argument("--log-csv", required=True, help="per-epoch training log")
     p.add_argument("--epochs-from-folds", nargs="*", default=[], metavar="LOG",
                    help="the validation folds' training_log.csv: train for the epoch count whose validation "
                         "RMSE they prefer, at most training.epochs (training.select_epochs: folds)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads of torch (the rule's threads; default: torch's)")
     p.add_argument("--stop-with-launcher", action="store_true",
                    help="stop when the process that started this one (e.g. Snakemake) is gone")
     p = stage("predict")
-    p.add_argument("--tensors", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--output", required=True)
+    p.add_argument("--tensors", required=True, help="tensors.nc of build_tensors")
+    p.add_argument("--model", required=True, help="trained ensemble (model.pt of train)")
+    p.add_argument("--output", required=True, help="reconstruction to write (reconstruction.nc)")
     p.add_argument("--calibration-folds", nargs="*", default=[],
                    help="reconstruction.nc of each validation fold: calibrate the spread on them "
                         "(prediction.calibration: folds)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads of torch (the rule's threads; default: torch's)")
     p = stage("baselines")
-    p.add_argument("--tensors", required=True)
+    p.add_argument("--tensors", required=True, help="tensors.nc of build_tensors")
     p.add_argument("--fields", nargs="+", required=True,
                    help="regridded precipitation.nc, evaporation.nc, runoff.nc and land_water_storage.nc")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="baseline predictions to write (baselines.nc)")
     p = stage("evaluate")
-    p.add_argument("--reconstruction", required=True)
-    p.add_argument("--baselines", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--maps", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--calibration", required=True)
-    p.add_argument("--spread-skill", required=True)
+    p.add_argument("--reconstruction", required=True, help="reconstruction.nc of predict")
+    p.add_argument("--baselines", required=True, help="baselines.nc of baselines")
+    p.add_argument("--grid", required=True, help="target grid with cell areas (grid.nc of build_grid)")
+    p.add_argument("--maps", required=True, help="score maps to write (NetCDF)")
+    p.add_argument("--table", required=True, help="scores table to write (CSV)")
+    p.add_argument("--calibration", required=True, help="interval coverage table to write (CSV)")
+    p.add_argument("--spread-skill", required=True, help="spread-skill table to write (CSV)")
     p.add_argument("--spreads", required=True, help="the baselines' spreads fitted on the validation folds (NetCDF)")
     p.add_argument("--fold-reconstructions", nargs="+", required=True, help="reconstruction.nc of each validation fold")
     p.add_argument("--fold-baselines", nargs="+", required=True, help="baselines.nc of each validation fold, same order")
     p = stage("drought")
-    p.add_argument("--reconstruction", required=True)
-    p.add_argument("--fields", required=True)
-    p.add_argument("--events", required=True)
-    p.add_argument("--detection", required=True)
+    p.add_argument("--reconstruction", required=True, help="reconstruction.nc of predict")
+    p.add_argument("--fields", required=True,
+                   help="drought fields to write (deficit, WSDI, categories, probability; NetCDF)")
+    p.add_argument("--events", required=True, help="drought events to write (CSV)")
+    p.add_argument("--detection", required=True, help="hit rate and false-alarm ratio to write (CSV)")
     p.add_argument("--truth-direct", help="the synthetic drought's direct part (twsa_direct_deficit.nc), scored apart")
+    p = stage("build_product")
+    p.add_argument("--reconstruction", required=True, help="reconstruction.nc of predict")
+    p.add_argument("--output", required=True, help="product file to write (gracefill_twsa.nc)")
+    p.add_argument("--quantiles", nargs="+", type=float, default=[0.05, 0.5, 0.95], metavar="P",
+                   help="probability levels of the quantiles of reconstructed values (default 0.05 0.5 0.95)")
+    p.add_argument("--chunk-months", type=int, default=12,
+                   help="months per chunk on disk along time (default 12)")
     p = stage("plot")
-    p.add_argument("--figure", required=True, choices=FIGURES)
+    p.add_argument("--figure", required=True, choices=FIGURES, help="the figure to draw")
     p.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="an input file of the figure")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, help="figure to write (PNG; GIF for gap_animation)")
     p = stage("benchmark")
     p.add_argument("--cores", type=int, default=2, help="cores for each world's Snakemake run")
     p.add_argument("--snakefile", default="Snakefile", help="the workflow (run from the repository root)")

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from gracefill.io import UserError
+from gracefill.months import months_between
 from gracefill.predictors import PREDICTOR_PRESETS
 
 
@@ -255,6 +256,84 @@ def validate(config: dict | None, *, relations: bool = True) -> dict:
     if relations:
         _check_semantics(cfg, points_given="points" in ((config or {}).get("figures") or {}))
     return cfg
+
+
+def _scalar(value):
+    """A ``--config`` leaf as YAML would read it: Snakemake parses a nested value such as
+    ``grid='{resolution: 3}'`` with YAML's base loader, which leaves every leaf a string."""
+    if isinstance(value, dict):
+        return {key: _scalar(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scalar(item) for item in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            return value
+        if parsed is None or isinstance(parsed, (bool, int, float)):
+            return parsed
+    return value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def apply_overrides(config: dict, overrides: dict) -> dict:
+    """``config`` with the command line's ``--config`` entries merged in (a new dict).
+
+    A dotted key (``grid.resolution: 7``) sets that one nested key, a mapping
+    (``grid: {resolution: 3}``) is merged into its section key by key instead of replacing it,
+    and leaves that read as numbers, booleans or null in YAML become those.
+    """
+    nested: dict = {}
+    for key, value in (overrides or {}).items():
+        path = str(key).split(".")
+        if not all(path):
+            raise UserError(f"--config {key}=...: empty key in the dotted path; "
+                            "write nested keys as section.key=value or put them in a --configfile")
+        if len(path) > 1 or isinstance(value, (dict, list)):  # Snakemake typed the other top-level values
+            value = _scalar(value)
+        for part in reversed(path[1:]):
+            value = {part: value}
+        _merge(nested, {path[0]: value})
+    return _merge(copy.deepcopy(config), nested)
+
+
+#: what the default run's heavier rules used (results/default/benchmarks/<rule>.tsv, 2026-11-29:
+#: 72 x 180 cells, 228 months, the CBAM of 8 particles on 2 CPU cores): peak memory (max_rss, MB)
+#: and wall time (s)
+MEASURED_RESOURCES = {"train": (1320, 174), "predict": (1133, 22), "baselines": (1467, 6), "evaluate": (2063, 17),
+                      "build_tensors": (2013, 7), "regrid": (216, 2)}
+_DEFAULT_VOLUME = 72 * 180 * 228
+_PYTHON_MB = 400  # the interpreter with numpy, xarray and torch, before any data
+
+
+def data_volume_ratio(cfg: dict) -> float:
+    """Grid cells x months of a validated config over the default run's."""
+    grid = cfg["grid"]
+    cells = (grid["lat_max"] - grid["lat_min"]) * (grid["lon_max"] - grid["lon_min"]) / grid["resolution"] ** 2
+    months = months_between(cfg["period"]["start"], cfg["period"]["end"]) + 1
+    return cells * months / _DEFAULT_VOLUME
+
+
+def rule_memory_mb(cfg: dict, rule: str, attempt: int = 1) -> int:
+    """Memory (MB) to ask for ``rule``: the default run's peak above the interpreter's, scaled by
+    :func:`data_volume_ratio`, with 50 % headroom, times the attempt (a retry asks for more)."""
+    measured = MEASURED_RESOURCES[rule][0]
+    return int((_PYTHON_MB + (measured - _PYTHON_MB) * data_volume_ratio(cfg)) * 1.5 * attempt)
+
+
+def rule_runtime_min(cfg: dict, rule: str, attempt: int = 1) -> int:
+    """Wall time (minutes) to ask for ``rule``: ten times the default run's, scaled by
+    :func:`data_volume_ratio`, at least 10 minutes, times the attempt."""
+    seconds = MEASURED_RESOURCES[rule][1]
+    return max(10, int(seconds * data_volume_ratio(cfg) * 10 / 60) + 1) * attempt
 
 
 def read(path: str | Path) -> dict:

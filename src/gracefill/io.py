@@ -6,12 +6,15 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import xarray as xr
 
 from gracefill import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class UserError(Exception):
@@ -74,8 +77,13 @@ def atomic_path(path: str | os.PathLike, expected_bytes: int | None = None) -> I
         tmp_path.unlink(missing_ok=True)
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = True) -> Path:
-    """Write ``ds`` as NetCDF-4 atomically, float variables zlib-compressed, with the package version."""
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = True,
+                 chunks: dict[str, int] | None = None) -> Path:
+    """Write ``ds`` as NetCDF-4 atomically, float variables zlib-compressed, with the package version.
+
+    ``chunks`` ({dim: size}, e.g. {"time": 12}): the chunk shape on disk of every data variable
+    with one of those dims, whole along its other dims (the netCDF library chooses otherwise).
+    """
     ds = ds.copy()
     for name in ds.variables:  # a "bounds" attribute must name a variable of the same file
         if ds[name].attrs.get("bounds") and ds[name].attrs["bounds"] not in ds.variables:
@@ -96,6 +104,14 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
         encoding.setdefault(name, {})["_FillValue"] = None
         if coord.dtype.kind == "M":  # months as days since 1970 (float64), not int64 nanoseconds
             encoding[name].update(units="days since 1970-01-01", calendar="standard", dtype="float64")
+    for name, var in ds.data_vars.items():  # times held as data (e.g. time_bnds): as the time coordinate
+        if var.dtype.kind == "M":
+            encoding.setdefault(name, {}).update(units="days since 1970-01-01", calendar="standard",
+                                                 dtype="float64", _FillValue=None)
+    for name, var in ds.data_vars.items():
+        if chunks and any(dim in chunks for dim in var.dims) and all(var.shape):
+            encoding.setdefault(name, {})["chunksizes"] = tuple(
+                max(1, min(int(chunks.get(dim, size)), size)) for dim, size in zip(var.dims, var.shape))
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
     return Path(path)

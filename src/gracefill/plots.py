@@ -43,12 +43,23 @@ def _limits(values: list[np.ndarray], symmetric: bool) -> tuple[float, float]:
     return float(low), float(max(high, low + 1e-9))
 
 
+def units_label(field: xr.DataArray, name: str | None = None) -> str:
+    """A colour bar's label: the field's name (``name``, else its long_name) with its units in
+    brackets; "dimensionless" for units "1"."""
+    units = field.attrs.get("units", "")
+    units = "dimensionless" if units in ("1", "") else units
+    name = name if name is not None else field.attrs.get("long_name", "")
+    return f"{name} ({units})" if name else units
+
+
 def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2, dpi: int = 110,
                cmap: str | list = "RdBu", symmetric: bool | list = True, suptitle: str | None = None,
-               groups: list | None = None):
-    """One cartopy map per field, each with a colour bar labelled with the field's units. Fields
-    with the same ``groups`` key share one colour range (panels that are compared), and a colour
-    bar shows extend arrows where values lie beyond its range."""
+               groups: list | None = None, labels: list[str] | None = None):
+    """One cartopy map per field, each with a colour bar labelled with ``labels`` (default: the
+    field's units, see :func:`units_label`). Fields with the same ``groups`` key share one colour
+    range (panels that are compared), and a colour bar shows extend arrows where values lie
+    beyond its range. The layout is constrained, so titles, colour bars and the suptitle do not
+    overlap."""
     import cartopy.crs as ccrs
 
     plt = _pyplot()
@@ -60,7 +71,8 @@ def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2,
     nrows = int(np.ceil(len(fields) / ncols))
     aspect = (extent[3] - extent[2]) / (extent[1] - extent[0])
     width = 5.2 * ncols
-    fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 0.9 * nrows), dpi=dpi)
+    fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 0.9 * nrows), dpi=dpi,
+                     layout="constrained")
     cmaps = cmap if isinstance(cmap, list) else [cmap] * len(fields)
     symmetric_each = symmetric if isinstance(symmetric, list) else [symmetric] * len(fields)
     groups = groups if groups is not None else list(range(len(fields)))
@@ -77,8 +89,8 @@ def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2,
         ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.2", linewidths=0.4, transform=ccrs.PlateCarree())
         _set_extent(ax, extent, global_lon)
         ax.set_title(title, fontsize=9)
-        bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.75, pad=0.04, extend=extend)
-        bar.set_label(field.attrs.get("units", ""), fontsize=8)
+        bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.75, pad=0.02, extend=extend)
+        bar.set_label(labels[i] if labels is not None else units_label(field, name=""), fontsize=8)
         bar.ax.tick_params(labelsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
@@ -95,14 +107,16 @@ def save_figure(fig, path) -> None:
     plt.close(fig)
 
 
-def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, threshold: float, vmin: float = -2.5,
-                ncols: int = 4, dpi: int = 110, title: str = "WSDI"):
-    """One map per month: drought cells (WSDI <= threshold) coloured by WSDI from 0 to vmin,
-    other land grey, ocean white, as in the paper's gap panels."""
+def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, thresholds: list[float], ncols: int = 4,
+                dpi: int = 110, title: str = "WSDI", category_names: list[str] | None = None):
+    """One map per month on the drought categories of ``thresholds`` (mild to exceptional, e.g.
+    -0.5, -0.8, -1.3, -1.6, -2.0): one colour per category, the last open-ended; land above the
+    first threshold grey (no drought), ocean white, as in the paper's gap panels."""
     import cartopy.crs as ccrs
     import matplotlib.colors as mcolors
 
     plt = _pyplot()
+    bounds = sorted(float(t) for t in thresholds)          # most severe first
     lat, lon = wsdi["lat"].values, wsdi["lon"].values
     extent, projection, global_lon = _extent(lat, lon)
     c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
@@ -110,15 +124,18 @@ def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, threshold: float, vmi
     nrows = int(np.ceil(len(months) / ncols))
     aspect = (extent[3] - extent[2]) / (extent[1] - extent[0])
     width = 4.0 * ncols
-    fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 1.2), dpi=dpi)
-    cmap = plt.get_cmap("YlOrRd_r")
-    norm = mcolors.Normalize(vmin=vmin, vmax=0)
+    fig = plt.figure(figsize=(width, nrows * (width / ncols) * max(aspect, 0.35) + 1.4), dpi=dpi,
+                     layout="constrained")
+    # one colour per category: (-inf, t_n], (t_n, t_n-1], ..., (t_2, t_1]
+    colours = plt.get_cmap("YlOrRd_r")(np.linspace(0.0, 0.8, len(bounds)))
+    cmap = mcolors.ListedColormap(colours)
+    norm = mcolors.BoundaryNorm(bounds, cmap.N, extend="min")     # below the most severe bound: its colour
     grey = np.where(land.values.astype(bool), 1.0, np.nan)
     mesh = None
     for i, month in enumerate(months):
         ax = fig.add_subplot(nrows, ncols, i + 1, projection=projection)
         values = wsdi.sel(time=month).values
-        drought = np.ma.masked_where(~(values <= threshold), values)
+        drought = np.ma.masked_where(~(values <= bounds[-1]), values)
         ax.pcolormesh(lon, lat, np.ma.masked_invalid(grey), cmap=mcolors.ListedColormap(["0.85"]),
                       transform=ccrs.PlateCarree(), shading="nearest")
         mesh = ax.pcolormesh(lon, lat, drought, cmap=cmap, norm=norm, transform=ccrs.PlateCarree(), shading="nearest")
@@ -126,8 +143,14 @@ def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, threshold: float, vmi
         _set_extent(ax, extent, global_lon)
         ax.set_title(str(np.datetime_as_string(month, unit="M")), fontsize=9)
     if mesh is not None:
-        bar = fig.colorbar(mesh, ax=fig.axes, orientation="horizontal", shrink=0.5, pad=0.03, extend="min")
-        bar.set_label(f"{title} (drought where <= {threshold}; other land grey)", fontsize=8)
+        bar = fig.colorbar(mesh, ax=fig.axes, orientation="horizontal", shrink=0.6, pad=0.02, extend="min",
+                           ticks=bounds, spacing="uniform")
+        names = list(category_names or [])[1:][::-1]   # most severe first, like the colours
+        label = f"{title} (dimensionless) on the drought categories; land above {bounds[-1]} grey (no drought)"
+        if len(names) == len(bounds):
+            label += ": " + ", ".join(f"{name} <= {b:g}" if k == 0 else f"{name} ({bounds[k - 1]:g}, {b:g}]"
+                                      for k, (name, b) in enumerate(zip(names, bounds)))
+        bar.set_label(label, fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
 
@@ -211,24 +234,31 @@ def time_series(series: list[dict], gap: tuple, units: str, dpi: int = 110):
     return fig
 
 
-SCORE_COLUMNS = (("nse_median", "median NSE"), ("r_median", "median R"), ("rmse_median", "median RMSE"),
-                 ("crps", "mean CRPS"))
+#: the bar chart's scores: column, name, how it is summarised, whether it is in the target's units
+SCORE_COLUMNS = (("nse_median", "NSE", "median over land cells", False),
+                 ("r_median", "R", "median over land cells", False),
+                 ("rmse_median", "RMSE", "median over land cells", True),
+                 ("crps", "CRPS", "mean over every value", True))
 
 
-def bar_comparison(table, dpi: int = 110):
-    """Area-weighted median NSE, R, RMSE and mean CRPS of every method, one row of panels per
-    period (test months vs GRACE; gap months vs truth where known)."""
+def bar_comparison(table, units: str = "cm", dpi: int = 110):
+    """Area-weighted median NSE, R and RMSE over land cells and mean CRPS over every value of
+    every method, one row of panels per period (test months vs GRACE; gap months vs truth where
+    known); each axis names its score, how it is summarised and its units."""
     plt = _pyplot()
     periods = list(dict.fromkeys(table["period"]))
-    fig, axes = plt.subplots(len(periods), len(SCORE_COLUMNS), figsize=(3.2 * len(SCORE_COLUMNS), 3.0 * len(periods)),
-                             dpi=dpi, squeeze=False)
+    fig, axes = plt.subplots(len(periods), len(SCORE_COLUMNS), figsize=(3.3 * len(SCORE_COLUMNS), 3.1 * len(periods)),
+                             dpi=dpi, squeeze=False, layout="constrained")
     for row, period in zip(axes, periods):
         part = table[table["period"] == period]
-        for ax, (column, label) in zip(row, SCORE_COLUMNS):
+        for ax, (column, name, summary, dimensional) in zip(row, SCORE_COLUMNS):
             ax.bar(part["method"], part[column], color=[f"C{i}" for i in range(len(part))])
-            ax.set_title(f"{label}, {period} months", fontsize=9)
+            ax.set_title(f"{name}, {period.replace('_', '-')} months", fontsize=9)
+            ax.set_ylabel(f"{name} ({units if dimensional else 'dimensionless'}), {summary}", fontsize=7)
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    fig.tight_layout()
+            ax.axhline(0, color="0.4", linewidth=0.6)
+    fig.suptitle("The BCNN and the baselines, by period (higher NSE and R, lower RMSE and CRPS are better)",
+                 fontsize=10)
     return fig
 
 

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,8 +284,14 @@ def train(
 
     n_train = int(data.train_index.numel())
     batch = int(t["batch_size"])
+    # a bar on a terminal; in a log file (a rule's log) one line per epoch instead of carriage returns
+    show_bar = progress and sys.stderr.isatty()
+    if writer:
+        log.info("training %d particles on %s (%d CPU threads), %d training months, epochs %d-%d",
+                 settings["particles"], device, torch.get_num_threads(), n_train, first_epoch, t["epochs"])
     bar = tqdm(range(first_epoch, t["epochs"] + 1), initial=first_epoch - 1, total=t["epochs"],
-               desc="train", unit="epoch", disable=not progress)
+               desc="train", unit="epoch", disable=not show_bar)
+    run_started = time.perf_counter()
     def checkpoint_payload(epoch: int) -> dict:
         return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
                 "engine": _to_cpu(engine.state_dict()), "history": list(history)}
@@ -319,6 +326,8 @@ def train(
         if log_path is not None and writer:
             write_log(history, log_path)
         bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
+        if writer and not show_bar:
+            log.info(epoch_line(row, t["epochs"], (time.perf_counter() - run_started) / (epoch - first_epoch + 1)))
         if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
             payload = checkpoint_payload(epoch)
             if writer:
@@ -328,6 +337,21 @@ def train(
     if not payload:  # resumed from a checkpoint that already finished
         payload = checkpoint_payload(first_epoch - 1)
     return payload, history
+
+
+def epoch_line(row: dict, epochs: int, seconds_per_epoch: float) -> str:
+    """One epoch of the training log as a line: scores, time and the estimated time left."""
+    left = max(epochs - row["epoch"], 0) * seconds_per_epoch
+    test = (f", test RMSE {row['test_rmse']:.4g}, test MNLP {row['test_mnlp']:.4g}"
+            if math.isfinite(row["test_rmse"]) else "")
+    return (f"epoch {row['epoch']}/{epochs}: train RMSE {row['train_rmse']:.4g}{test}, "
+            f"mean log beta {row['mean_log_beta']:.3g}, {row['seconds']:.1f} s, ETA {_duration(left)}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
 def _to_cpu(state):

@@ -1,16 +1,31 @@
 # Shared set-up: config validation (the same code as the CLI), paths, and input functions.
 import json
+import os
 import shlex
 import sys
 
-from gracefill.config import fold_config, fold_ends, subset, validate
+from gracefill.config import apply_overrides, fold_config, fold_ends, rule_memory_mb, rule_runtime_min, subset, validate
 from gracefill.io import UserError
 from gracefill.predictors import MEMORY_FIELDS
 
+# --config entries (not the --configfile files) once more, over the merged config: Snakemake
+# reads a nested value such as grid='{resolution: 3}' with every leaf a string; here its numbers
+# become numbers and dotted keys (grid.resolution=7, from `python3 run.py workflow`) nest.
 try:
-    config = validate(config)
+    config = validate(apply_overrides(config, dict(workflow.config_settings.config)))
 except UserError as error:
     sys.exit(f"gracefill: invalid configuration: {error}")
+
+# With `--sdm conda` every rule runs in envs/gracefill.yaml, which holds gracefill's dependencies
+# but not gracefill: there `gracefill` is this checkout's src/ run by the environment's python.
+# PYTHONPATH is set in the command because Snakemake drops it from the environment of conda jobs.
+SRC = os.path.join(workflow.basedir, "src")
+if any(getattr(m, "name", str(m)).upper() == "CONDA" for m in workflow.deployment_settings.deployment_method):
+    shell.prefix(
+        "set -euo pipefail; "
+        + f"export PYTHONPATH={shlex.quote(SRC)}; ".replace("{", "{{").replace("}", "}}")
+        + 'gracefill() {{ python -m gracefill.cli "$@"; }}; '
+    )
 
 # training.devices > 1: train and predict run as that many torchrun processes on one node,
 # sharing the particles (gracefill.distributed); each asks for that many GPUs.
@@ -41,6 +56,17 @@ def stage_config(*sections):
     if "training" in sections:
         sections["training"] = {key: value for key, value in sections["training"].items() if key != "devices"}
     return json.dumps(sections, sort_keys=True, separators=(",", ":"))
+
+
+# Memory and run time of the heavier rules, scaled from the default run's to this run's grid and
+# period (gracefill.config.rule_memory_mb / rule_runtime_min); a retried job asks for more.
+# Training and prediction times depend on the device: the Slurm profile sets them (set-resources).
+def mem_mb(rule):
+    return lambda wildcards, attempt: rule_memory_mb(config, rule, attempt)
+
+
+def runtime_min(rule):
+    return lambda wildcards, attempt: rule_runtime_min(config, rule, attempt)
 
 
 # Forward-chaining validation folds, named by the last month of their fit window.
@@ -134,6 +160,7 @@ FIGURE_INPUTS = {
 }
 # The config sections each figure reads; a change elsewhere does not redraw it.
 FIGURE_SECTIONS = {
+    "baselines": ("figures", "predictors"),
     "gap_wsdi": ("figures", "drought"),
     "gap_drought_probability": ("figures", "drought"),
     "timeseries": ("figures", "split", "grid"),

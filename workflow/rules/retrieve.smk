@@ -19,177 +19,177 @@ except UserError as error:
 
 
 rule download_file:
-    message:
-        "Downloading {wildcards.file} ({wildcards.source})"
     output:
         f"{plan.DOWNLOADS}/{{source}}/{{file}}",
+    log:
+        f"{LOGS}/download_{{source}}_{{file}}.log",
+    benchmark:
+        f"{BENCHMARKS}/download_{{source}}_{{file}}.tsv"
     wildcard_constraints:
         source="csr|gsfc",
         file="|".join(re.escape(name) for _, name in DOWNLOAD_URLS) or "no-download",
+    conda:
+        "../../envs/gracefill.yaml"
     params:
         where=lambda wildcards: DOWNLOAD_URLS[(wildcards.source, wildcards.file)][0],
         check=lambda wildcards: DOWNLOAD_URLS[(wildcards.source, wildcards.file)][1],
         timeout=config["sources"]["download"]["timeout_s"],
         retries=config["sources"]["download"]["retries"],
-    log:
-        f"{LOGS}/download_{{source}}_{{file}}.log",
-    benchmark:
-        f"{BENCHMARKS}/download_{{source}}_{{file}}.tsv"
-    conda:
-        "../../envs/gracefill.yaml"
+    message:
+        "Downloading {wildcards.file} ({wildcards.source})"
     shell:
         "gracefill download {params.where} --output {output:q} --check {params.check} "
         "--timeout {params.timeout} --retries {params.retries} > {log:q} 2>&1"
 
 
 rule normalise_csr:
-    message:
-        "Normalising the CSR RL06.3 mascons"
     input:
         product=CSR_INPUTS["product"],
         land_mask=CSR_INPUTS["land_mask"],
     output:
         f"{raw_dir('csr')}/grace.nc",
-    params:
-        cfg=stage_config("grid", "period", "split", "sources"),
     log:
         f"{LOGS}/normalise_csr.log",
     benchmark:
         f"{BENCHMARKS}/normalise_csr.tsv"
     conda:
         "../../envs/gracefill.yaml"
+    params:
+        cfg=stage_config("grid", "period", "split", "sources"),
+    message:
+        "Normalising the CSR RL06.3 mascons"
     shell:
         "gracefill normalise_grace --product csr --config-json {params.cfg:q} "
         "--input {input.product:q} --land-mask {input.land_mask:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule normalise_mascons:
-    message:
-        "Normalising the {wildcards.product} mascons (land mask from the product file)"
     input:
         lambda wildcards: plan.mascon_input(config, wildcards.product),
     output:
         f"{raw_dir('{product}')}/grace.nc",
-    wildcard_constraints:
-        product="jpl|gsfc",
-    params:
-        cfg=stage_config("grid", "period", "split", "sources"),
     log:
         f"{LOGS}/normalise_{{product}}.log",
     benchmark:
         f"{BENCHMARKS}/normalise_{{product}}.tsv"
+    wildcard_constraints:
+        product="jpl|gsfc",
     conda:
         "../../envs/gracefill.yaml"
+    params:
+        cfg=stage_config("grid", "period", "split", "sources"),
+    message:
+        "Normalising the {wildcards.product} mascons (land mask from the product file)"
     shell:
         "gracefill normalise_grace --product {wildcards.product} --config-json {params.cfg:q} "
         "--input {input:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_jpl:
-    message:
-        "Downloading the JPL RL06.3 v04 CRI mascons from Earthdata"
     output:
         plan.jpl_download(config),
-    params:
-        cfg=plan.earthdata_request_config(config, "jpl"),
-        timeout=config["sources"]["download"]["timeout_s"],
-        retries=config["sources"]["download"]["retries"],
-    resources:
-        earthdata=1,  # `--resources earthdata=N` caps the Earthdata downloads running at once
     log:
         f"{LOGS}/retrieve_jpl.log",
     benchmark:
         f"{BENCHMARKS}/retrieve_jpl.tsv"
     conda:
         "../../envs/gracefill.yaml"
+    resources:
+        earthdata=1,  # `--resources earthdata=N` caps the Earthdata downloads running at once
+    params:
+        cfg=plan.earthdata_request_config(config, "jpl"),
+        timeout=config["sources"]["download"]["timeout_s"],
+        retries=config["sources"]["download"]["retries"],
+    message:
+        "Downloading the JPL RL06.3 v04 CRI mascons from Earthdata"
     shell:
         "gracefill retrieve_jpl --config-json {params.cfg:q} --timeout {params.timeout} "
         "--retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_gldas_month:
-    message:
-        "Downloading GLDAS Noah for {wildcards.yyyymm} from Earthdata"
     output:
         plan.gldas_pattern(config),
-    wildcard_constraints:
-        yyyymm=r"\d{6}",
-    params:
-        cfg=plan.earthdata_request_config(config, "gldas"),
-        timeout=config["sources"]["download"]["timeout_s"],
-        retries=config["sources"]["download"]["retries"],
-    resources:
-        earthdata=1,
     log:
         f"{LOGS}/retrieve_gldas_{{yyyymm}}.log",
     benchmark:
         f"{BENCHMARKS}/retrieve_gldas_{{yyyymm}}.tsv"
+    wildcard_constraints:
+        yyyymm=r"\d{6}",
     conda:
         "../../envs/gracefill.yaml"
+    resources:
+        earthdata=1,
+    params:
+        cfg=plan.earthdata_request_config(config, "gldas"),
+        timeout=config["sources"]["download"]["timeout_s"],
+        retries=config["sources"]["download"]["retries"],
+    message:
+        "Downloading GLDAS Noah for {wildcards.yyyymm} from Earthdata"
     shell:
         "gracefill retrieve_gldas --config-json {params.cfg:q} --month {wildcards.yyyymm} "
         "--timeout {params.timeout} --retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule normalise_gldas:
-    message:
-        "Normalising GLDAS Noah: soil layers + snow + canopy water as the land model storage"
     input:
         GLDAS_INPUTS,
     output:
         f"{raw_dir('gldas')}/land_model.nc",
-    params:
-        cfg=stage_config("grid", "period", "sources"),
     log:
         f"{LOGS}/normalise_gldas.log",
     benchmark:
         f"{BENCHMARKS}/normalise_gldas.tsv"
     conda:
         "../../envs/gracefill.yaml"
+    params:
+        cfg=stage_config("grid", "period", "sources"),
+    message:
+        "Normalising GLDAS Noah: soil layers + snow + canopy water as the land model storage"
     shell:
         "gracefill normalise_gldas --config-json {params.cfg:q} --inputs {input:q} "
         "--output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_era5land_year:
-    message:
-        "Requesting ERA5-Land monthly means for {wildcards.year} from the CDS"
     output:
         f"{ERA5_FOLDER}/era5land_{{year}}.nc",
-    wildcard_constraints:
-        year=r"\d{4}",
-    params:
-        cfg=plan.era5land_request_config(config),
-        timeout=config["sources"]["download"]["timeout_s"],
-        retries=config["sources"]["download"]["retries"],
-    resources:
-        cds=1,  # `--resources cds=N` caps the requests queued at the CDS at once
     log:
         f"{LOGS}/retrieve_era5land_{{year}}.log",
     benchmark:
         f"{BENCHMARKS}/retrieve_era5land_{{year}}.tsv"
+    wildcard_constraints:
+        year=r"\d{4}",
     conda:
         "../../envs/gracefill.yaml"
+    resources:
+        cds=1,  # `--resources cds=N` caps the requests queued at the CDS at once
+    params:
+        cfg=plan.era5land_request_config(config),
+        timeout=config["sources"]["download"]["timeout_s"],
+        retries=config["sources"]["download"]["retries"],
+    message:
+        "Requesting ERA5-Land monthly means for {wildcards.year} from the CDS"
     shell:
         "gracefill retrieve_era5land --config-json {params.cfg:q} --year {wildcards.year} "
         "--timeout {params.timeout} --retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule normalise_era5land:
-    message:
-        "Normalising ERA5-Land: monthly totals, evaporation sign, soil layers to water depth"
     input:
         ERA5_INPUTS,
     output:
         f"{raw_dir('era5land')}/era5land.nc",
-    params:
-        cfg=stage_config("grid", "period", "sources"),
     log:
         f"{LOGS}/normalise_era5land.log",
     benchmark:
         f"{BENCHMARKS}/normalise_era5land.tsv"
     conda:
         "../../envs/gracefill.yaml"
+    params:
+        cfg=stage_config("grid", "period", "sources"),
+    message:
+        "Normalising ERA5-Land: monthly totals, evaporation sign, soil layers to water depth"
     shell:
         "gracefill normalise_era5land --config-json {params.cfg:q} --inputs {input:q} "
         "--output {output:q} > {log:q} 2>&1"

@@ -11,12 +11,12 @@ wildcard_constraints:
 use rule build_predictors as build_predictors_fold with:
     output:
         f"{FOLD_RESULTS}/predictors.nc",
-    params:
-        cfg=fold_stage_config("period", "split", "predictors"),
     log:
         f"{LOGS}/validation/build_predictors_{{fold}}.log",
     benchmark:
         f"{BENCHMARKS}/validation/build_predictors_{{fold}}.tsv"
+    params:
+        cfg=fold_stage_config("period", "split", "predictors"),
 
 
 use rule build_tensors as build_tensors_fold with:
@@ -27,13 +27,13 @@ use rule build_tensors as build_tensors_fold with:
         truth=truth_input,
     output:
         f"{FOLD_RESULTS}/tensors.nc",
-    params:
-        cfg=fold_stage_config("period", "split", "predictors"),
-        truth=truth_option,
     log:
         f"{LOGS}/validation/build_tensors_{{fold}}.log",
     benchmark:
         f"{BENCHMARKS}/validation/build_tensors_{{fold}}.tsv"
+    params:
+        cfg=fold_stage_config("period", "split", "predictors"),
+        truth=truth_option,
 
 
 use rule train as train_fold with:
