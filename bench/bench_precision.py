@@ -31,7 +31,7 @@ def export(args) -> None:
     lat0, lon0 = args.window[0], args.window[1]
     ds = ds.isel(lat=slice(lat0, lat0 + args.size[0]), lon=slice(lon0, lon0 + args.size[1]))
     payload = {
-        "inputs": torch.as_tensor(ds["inputs"].values).half(),
+        "inputs": torch.as_tensor(ds["inputs"].transpose("time", "channel", "lat", "lon").values).half(),
         "target": torch.as_tensor(ds["target"].values),
         "land": torch.as_tensor(ds["land_mask"].values.astype(bool)),
         "split": torch.as_tensor(ds["split"].values.astype("int64")),

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +20,29 @@ from gracefill import months as mo
 # Ctrl-C need it to arrive. A handler here is reset to the default in each child.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Snakemake on the workflow of this checkout, in ``workdir``, with this interpreter's scripts on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def test_run(tmp_path_factory):
+    """The end-to-end run of configs/test.yaml, once per test session (test_workflow and
+    test_cf_compliance read its results)."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "configs/test.yaml"))
+    if result.returncode != 0:
+        logs = "\n".join(p.read_text()[-3000:] for p in workdir.glob("results/test/logs/*.log"))
+        pytest.fail(f"workflow failed:\n{result.stderr[-5000:]}\n{logs}")
+    return workdir
 
 
 def make_field(values: np.ndarray, months: pd.DatetimeIndex, lat: np.ndarray, lon: np.ndarray,

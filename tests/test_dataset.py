@@ -146,7 +146,8 @@ def test_no_training_statistic_uses_test_or_gap_months():
     in_test = np.isin(pd.DatetimeIndex(target["time"].values), MONTHS[not_train])
     shifted.values[in_test] -= 500.0
     other = build_tensors(preds, shifted, land, area, CFG)
-    for name in ("input_mean", "input_std", "target_trend_offset", "target_trend_slope"):
+    stats = [f"input_{stat}_{name}" for stat in ("mean", "std") for name in CFG["predictors"]["names"]]
+    for name in (*stats, "target_trend_offset", "target_trend_slope"):
         xr.testing.assert_allclose(base[name], other[name])
     train = ~not_train
     assert np.allclose(base["inputs"].values[train][:, ::3], other["inputs"].values[train][:, ::3])

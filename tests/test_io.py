@@ -33,6 +33,24 @@ def test_written_files_follow_the_umask(tmp_path, umask_022):
     assert oct(private.stat().st_mode & 0o777) == oct(0o600)
 
 
+def test_figures_follow_the_umask(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gracefill.plots import save_figure
+
+    for mask, mode in ((0o022, 0o644), (0o002, 0o664)):
+        old = os.umask(mask)
+        try:
+            fig, _ = plt.subplots()
+            save_figure(fig, tmp_path / f"f{mask:o}.png")
+        finally:
+            os.umask(old)
+        assert oct((tmp_path / f"f{mask:o}.png").stat().st_mode & 0o777) == oct(mode)
+
+
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     target = tmp_path / "out" / "scores.csv"
 
@@ -114,6 +132,37 @@ def test_netcdf_coordinates_carry_no_fill_value_and_months_are_days(tmp_path):
         assert list(nc["time"][:]) == [11688.0, 11719.0, 11747.0]
     back = xr.open_dataset(path)
     np.testing.assert_array_equal(back["time"].values, time.values)
+
+
+def test_netcdf_files_follow_cf_1_8_and_read_back_alike(tmp_path):
+    import netCDF4
+    import pandas as pd
+
+    from gracefill.io import CONVENTIONS, open_dataset
+
+    time = pd.date_range("2002-01-01", periods=3, freq="MS")
+    ds = xr.Dataset({"r": (("model", "time", "lat"), np.ones((2, 3, 2)), {"units": "1", "long_name": "r"}),
+                     "count": ("lat", np.array([3, 4], dtype=np.int64), {"units": "1", "long_name": "count"}),
+                     "lat_bnds": (("lat", "nv"), np.array([[0.0, 1.0], [1.0, 2.0]]))},
+                    coords={"model": ("model", ["bcnn", "land_model"], {"long_name": "method"}), "time": time,
+                            "lat": ("lat", [0.5, 1.5], {"bounds": "lat_bnds"})})
+    path = write_netcdf(ds, tmp_path / "a.nc")
+    assert "standard_name" not in ds["time"].attrs and ds["model"].dtype.kind == "U"   # the input is unchanged
+    with netCDF4.Dataset(path) as nc:
+        assert nc.Conventions == CONVENTIONS and set(CONVENTIONS.split()) == {"CF-1.8", "CF-1.10"}
+        assert "model" not in nc.variables and nc["model_name"].dimensions == ("model",)   # labels: auxiliary
+        assert nc["r"].coordinates == "model_name" and nc["model_name"].long_name == "method"
+        assert "_FillValue" not in nc["lat_bnds"].ncattrs()                                  # CF 7.1
+        assert nc["count"].dtype == np.int32                                                 # no int64 in CF-1.8
+        assert (nc["time"].standard_name, nc["time"].axis) == ("time", "T")
+    back = open_dataset(path)
+    assert list(back["model"].values) == ["bcnn", "land_model"] and "model_name" not in back.variables
+    assert back.sel(model="land_model")["r"].dims == ("time", "lat")
+    np.testing.assert_array_equal(back["count"].values, [3, 4])
+    plain = xr.open_dataset(path)                                        # plain xarray: an auxiliary coordinate
+    assert list(plain["model_name"].values) == ["bcnn", "land_model"] and "model_name" in plain["r"].coords
+    back.close()
+    plain.close()
 
 
 def test_a_float_flag_field_is_stored_as_its_flags_integers_and_reads_back_with_nan(tmp_path):

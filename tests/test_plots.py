@@ -71,3 +71,37 @@ def test_bar_comparison_labels_every_axis_with_its_summary_and_units():
     assert labels[:4] == ["NSE (dimensionless), median over land cells", "R (dimensionless), median over land cells",
                           "RMSE (cm), median over land cells", "CRPS (cm), mean over every value"]
     assert len(fig.axes) == 8 and all(labels)
+
+
+def test_coastlines_come_from_the_shipped_natural_earth_outlines():
+    from cartopy.mpl.feature_artist import FeatureArtist
+
+    lines = plots.coastlines()
+    assert len(lines.geoms) == 132
+    lon, lat = np.concatenate([np.asarray(g.coords) for g in lines.geoms]).T
+    assert -180 <= lon.min() < -170 and 170 < lon.max() <= 180 and -90 < lat.min() < -80 and 80 < lat.max() < 84
+    # Africa's west coast crosses the equator near 9 E, its east coast near 42 E
+    equator = lon[(np.abs(lat) < 1.5) & (lon > 0) & (lon < 50)]
+    assert ((equator > 8.5) & (equator < 9.6)).any() and ((equator > 41.5) & (equator < 42.5)).any()
+    fig = plots.map_panels([field(np.zeros((8, 16)))], ["x"])
+    artists = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, FeatureArtist)]
+    assert len(artists) == 1
+
+
+def test_line_figures_label_their_axes_with_units():
+    import pandas as pd
+
+    log = pd.DataFrame({"epoch": [1, 2, 3], "train_rmse": [3.0, 2.0, 1.5], "test_rmse": [np.nan, 2.5, 2.2],
+                        "test_r2": [np.nan, 0.5, 0.6], "test_mnlp": [np.nan, 3.0, 2.9], "mean_log_beta": [-3, -2.5, -2]})
+    fig = plots.training_curves(log)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["RMSE (target units)", "test R$^2$", "test MNLP (per value)",
+                                                    "mean log $\\beta$"]
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes[2:])
+    table = pd.DataFrame({"nominal": [0.5, 0.9], "observed": [0.45, 0.85]})
+    ax = plots.calibration_plot({"bcnn, test months": table}).axes[0]
+    assert ax.get_xlabel() == "nominal coverage of the central interval" and ax.get_ylabel() == "observed coverage"
+    time = np.arange("2016-01", "2019-01", dtype="datetime64[M]").astype("datetime64[ns]")
+    series = [{"name": "site", "time": time, "observed": np.zeros(time.size), "mean": np.zeros(time.size),
+               "lower": -np.ones(time.size), "upper": np.ones(time.size)}]
+    fig = plots.time_series(series, ("2017-07-01", "2018-05-01"), "cm")
+    assert fig.axes[0].get_ylabel() == "TWSA (cm)"

@@ -158,7 +158,9 @@ def test_main_run_statistics_ignore_grace_after_training(world):
         _run("build_tensors", "--config-json", features, "--grid", base / "grid.nc", "--predictors",
              base / "predictors.nc", "--target", base / "regridded" / "twsa.nc", "--output", base / "tensors.nc")
     with xr.open_dataset(root / "tensors.nc") as a, xr.open_dataset(poisoned_root / "tensors.nc") as b:
-        for name in ("inputs", "target_trend_offset", "target_trend_slope", "input_mean", "input_std", "split"):
+        stats = [name for name in a.data_vars if name.startswith(("input_mean_", "input_std_"))]
+        assert len(stats) == 2 * len(cfg["predictors"]["names"])
+        for name in ("inputs", "target_trend_offset", "target_trend_slope", *stats, "split"):
             xr.testing.assert_equal(a[name].load(), b[name].load())
         train = a["split"].values == 1
         xr.testing.assert_equal(a["target"][train].load(), b["target"][train].load())

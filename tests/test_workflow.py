@@ -1,41 +1,25 @@
 """End to end: configs/test.yaml through Snakemake, then nothing left to do, lint, and bad configs."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from tests.conftest import ROOT, snakemake
+
 pytestmark = pytest.mark.e2e
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def test_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e")
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "configs/test.yaml"))
-    if result.returncode != 0:
-        logs = "\n".join(p.read_text()[-3000:] for p in workdir.glob("results/test/logs/*.log"))
-        pytest.fail(f"workflow failed:\n{result.stderr[-5000:]}\n{logs}")
-    return workdir
-
-
 def test_tensors_are_complete_and_self_describing(test_run):
-    ds = xr.open_dataset(test_run / "results/test/tensors.nc")
-    assert ds["inputs"].dims == ("time", "channel", "lat", "lon")
-    assert ds["inputs"].shape == (228, 30, 8, 16)  # the memory preset's 10 predictors, 3 lags
+    from gracefill.io import open_dataset
+
+    ds = open_dataset(test_run / "results/test/tensors.nc")
+    assert ds["inputs"].dims == ("channel", "time", "lat", "lon")  # CF order: T, Y, X last
+    assert ds["inputs"].shape == (30, 228, 8, 16)  # the memory preset's 10 predictors, 3 lags
     assert list(ds["predictor"].values) == ["sTWSA", "P", "T", "CWB", "P_ew6", "P_ew24", "CWB_ew6", "CWB_ew24",
                                             "WSC_ew12", "WSC_ew48"]
     assert ds.attrs["target_trend"] == "shrunk"
@@ -95,8 +79,9 @@ def test_scores_table_compares_bcnn_and_baselines(test_run):
     assert (table.loc[table["period"] == "pseudo_gap", "months"] == 11).all()
     validation = table[table["period"] == "validation"]["months"]
     assert (validation > 100).all()   # three folds' validation months pooled
-    maps = xr.open_dataset(test_run / "results/test/evaluation/score_maps.nc")
-    assert set(maps["model"].values) == set(table["method"]) and maps["r"].attrs["units"] == "1"
+    maps = xr.open_dataset(test_run / "results/test/evaluation/score_maps.nc")  # plain xarray: labels in model_name
+    assert set(maps["model_name"].values) == set(table["method"]) and maps["r"].attrs["units"] == "1"
+    assert maps.set_xindex("model_name").sel(model_name="bcnn")["r"].dims == ("period", "lat", "lon")
     spreads = xr.open_dataset(test_run / "results/test/evaluation/baseline_spreads.nc")
     assert {"regression_cell_variance", "land_model_lead_factor"} <= set(spreads.data_vars)
 

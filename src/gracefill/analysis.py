@@ -287,6 +287,9 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
         calibration += c
         spread.append(s)
     score_maps = xr.combine_by_coords(maps) if maps else xr.Dataset()
+    if maps:
+        score_maps["model"].attrs["long_name"] = "method scored (the BCNN or a baseline)"
+        score_maps["period"].attrs["long_name"] = "evaluation period"
     return (pd.DataFrame(rows), score_maps, pd.DataFrame(calibration),
             pd.concat(spread, ignore_index=True) if spread else pd.DataFrame(), spreads_dataset(spreads))
 

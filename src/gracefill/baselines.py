@@ -475,7 +475,8 @@ def fit_spread(residuals: xr.DataArray, lead_months, lead_bin_months: float = 12
             "n_samples": ("lead_bin", np.asarray(group_counts, dtype=np.int64),
                           {"units": "1", "long_name": "validation samples with a value in the bin"}),
         },
-        coords={**coords, "lead_bin": np.arange(n_group)},
+        coords={**coords, "lead_bin": ("lead_bin", np.arange(n_group), {
+            "long_name": "lead bin (leads lead_lower to lead_upper)", "units": "1"})},
         attrs={"units": units, "lead_bin_months": float(lead_bin_months), "min_count": int(min_count),
                "comment": "predictive variance = cell_variance * lead_factor of the lead's bin"},
     )

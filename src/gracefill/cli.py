@@ -117,7 +117,7 @@ def regrid(args) -> None:
         out = regrid_conservative(da, grid)
     ds = out.to_dataset()
     ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
-                     "source_files": Path(args.source).name})
+                     "source_files": Path(args.source).name, "history": config_mod.history_line(args.stage)})
     import dask
 
     with ProgressBar(minimum=5, out=sys.stderr), dask.config.set(scheduler="threads", num_workers=args.threads):
@@ -135,18 +135,15 @@ def build_predictors(args) -> None:
     baseline = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
     with blame(', '.join(map(str, paths.values()))):
         ds = pr.build_predictors(fields, baseline, cfg["predictors"]["names"]).compute()
-    if cfg["predictors"]["detrend"]:
-        slopes = []
-        for name in list(ds.data_vars):
+    if cfg["predictors"]["detrend"]:  # the slope of each predictor in its own units (CF: one per variable)
+        for name in list(cfg["predictors"]["names"]):
+            units = ds[name].attrs.get("units", "1")
             if pr.MEMORY_PREDICTOR.match(name):  # stationary by construction: its trend is noise
-                slopes.append(xr.zeros_like(ds[name].isel(time=0, drop=True)).where(ds[name].notnull().any("time")))
-                continue
-            ds[name], _, slope = pr.detrend(ds[name], baseline)
-            slopes.append(slope.astype(np.float32))
-        ds["trend_slope"] = xr.concat(slopes, dim="predictor").assign_coords(
-            predictor=list(cfg["predictors"]["names"])).assign_attrs(
-            long_name="linear trend removed from each predictor (fitted on training months)",
-            units="predictor units month-1")
+                slope = xr.zeros_like(ds[name].isel(time=0, drop=True)).where(ds[name].notnull().any("time"))
+            else:
+                ds[name], _, slope = pr.detrend(ds[name], baseline)
+            ds[f"trend_slope_{name}"] = slope.astype(np.float32).assign_attrs(
+                long_name=f"linear trend removed from {name} (fitted on training months)", units=f"{units} month-1")
     ds["time"] = mo.time_coord(months)
     ds.attrs.update({"title": "gracefill predictors", "baseline": f"{cfg['split']['train_start']}..{cfg['split']['train_end']}",
                      "detrended": int(cfg["predictors"]["detrend"]), **config_mod.provenance(cfg, list(paths.values()), args.stage)})
@@ -171,7 +168,8 @@ def build_tensors(args) -> None:
                     args.target, ds.attrs["empty_target_months"])
     inputs = [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])
     ds.attrs.update(config_mod.provenance(cfg, inputs, args.stage))
-    write_netcdf(ds, args.output)
+    # on disk channel first (CF 2.4: a dim that is not T, Z, Y or X left of them); readers go by dim name
+    write_netcdf(ds.assign(inputs=ds["inputs"].transpose("channel", "time", "lat", "lon")), args.output)
     log.info("tensors: inputs %s; months train %d, test %d, gap %d, missing %d", dict(ds["inputs"].sizes),
              ds.attrs["train_months"], ds.attrs["test_months"], ds.attrs["gap_months"], ds.attrs["missing_months"])
 
@@ -232,6 +230,15 @@ def _torch_threads(threads: int | None) -> None:
         log.info("torch uses %d CPU threads", threads)
 
 
+def _log_gpu_peak() -> None:
+    """The peak GPU memory the stage allocated (torch's allocator), when it ran on a GPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        log.info("peak GPU memory allocated: %.2f GB (reserved %.2f GB)", torch.cuda.max_memory_allocated() / 1e9,
+                 torch.cuda.max_memory_reserved() / 1e9)
+
+
 TRAIN_TENSORS = ("inputs", "target", "land_mask", "split", "observed", "target_trend_offset",
                  "target_trend_slope", "month_index")
 
@@ -266,6 +273,7 @@ def train(args) -> None:
         payload, history = run(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
                                progress=not args.no_progress and (ranks is None or ranks.writer),
                                log_path=Path(args.log_csv))
+    _log_gpu_peak()
     if ranks is not None and not ranks.writer:
         return
     tr.save_checkpoint(out, payload)
@@ -291,6 +299,7 @@ def predict(args) -> None:
     with distributed.process_group(cfg["training"]["device"]) as ranks, blame(args.model):
         out = pr.reconstruct(ds.load(), checkpoint, cfg, save_samples=cfg["prediction"]["save_samples"],
                              progress=not args.no_progress and (ranks is None or ranks.writer), ranks=ranks)
+    _log_gpu_peak()
     if ranks is not None and not ranks.writer:
         return
     folds = args.calibration_folds if cfg["prediction"]["calibration"] == "folds" else []

@@ -384,4 +384,9 @@ def provenance(cfg: dict, sources, step: str) -> dict:
     path, so results moved between machines stay alike) and a CF ``history`` line naming the
     ``gracefill`` subcommand."""
     return {"config_hash": config_hash(cfg), "source_files": ", ".join(Path(s).name for s in sources),
-            "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill {step}"}
+            "history": history_line(step)}
+
+
+def history_line(step: str) -> str:
+    """A CF ``history`` line: the time (UTC) and the ``gracefill`` subcommand that wrote the file."""
+    return f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} gracefill {step}"

@@ -139,21 +139,21 @@ def build_tensors(
         "split": xr.DataArray(split, dims="time", attrs=dict(mo.split_attrs(), units="1")),
         "month_index": xr.DataArray(np.arange(len(months), dtype=np.int32), dims="time", attrs={
             "long_name": "months since the first month of the period", "units": "1"}),
-        "input_mean": xr.DataArray(mean.astype(np.float32), dims="predictor", attrs={
-            "long_name": "training-month land mean of each predictor (subtracted)",
-            "units": "units of each predictor (predictor_units)"}),
-        "input_std": xr.DataArray(std.astype(np.float32), dims="predictor", attrs={
-            "long_name": "training-month land standard deviation of each predictor (divided by)",
-            "units": "units of each predictor (predictor_units)"}),
     }
+    predictor_units = [predictors[name].attrs.get("units", "1") for name in names]
+    for i, (name, unit) in enumerate(zip(names, predictor_units)):  # one variable each: CF units are per variable
+        data_vars[f"input_mean_{name}"] = xr.DataArray(np.float32(mean[i]), attrs={
+            "long_name": f"training-month land mean of {name} (subtracted)", "units": unit})
+        data_vars[f"input_std_{name}"] = xr.DataArray(np.float32(std[i]), attrs={
+            "long_name": f"training-month land standard deviation of {name} (divided by)", "units": unit})
     if truth is not None:
         truth = truth.assign_coords(time=mo.to_month_start(truth["time"].values)).reindex(time=months)
         data_vars["truth"] = (truth * factor).where(land_bool).astype(np.float32).assign_attrs(
             long_name="true TWSA anomaly of the synthetic world (not detrended)", units=units)
-    predictor_units = [predictors[name].attrs.get("units", "1") for name in names]
     ds = xr.Dataset(data_vars, coords={"time": mo.time_coord(months), "predictor": np.asarray(names, dtype=str),
                                        "predictor_units": ("predictor", np.asarray(predictor_units, dtype=str))})
     ds["predictor"].attrs["long_name"] = "predictor name"
+    ds["predictor_units"].attrs["long_name"] = "units of the predictor"
     ds["channel"].attrs["long_name"] = "input channel (predictor-major, then lag)"
     ds["channel_predictor"].attrs["long_name"] = "predictor of each input channel"
     ds["channel_lag"].attrs.update(long_name="lag of each input channel", units="month")

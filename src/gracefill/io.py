@@ -77,18 +77,70 @@ def atomic_path(path: str | os.PathLike, expected_bytes: int | None = None) -> I
         tmp_path.unlink(missing_ok=True)
 
 
+#: The CF versions every file declares in ``Conventions``. The files use nothing newer than CF-1.8
+#: (no 64-bit or unsigned integers, no string-valued coordinate variables), so they conform to
+#: both, and tests/test_cf_compliance.py checks them against both with the IOOS compliance-checker.
+CONVENTIONS = "CF-1.8 CF-1.10"
+
+#: the suffix of the auxiliary coordinate that carries the string labels of a dim (CF: a
+#: coordinate variable is numeric; "model" labels become model_name(model))
+LABEL_SUFFIX = "_name"
+
+#: the integer types CF-1.8 knows (no 64-bit, no unsigned ones)
+_CF18_INTEGERS = (np.int8, np.int16, np.int32)
+
+
+def _labels_as_auxiliary(ds: xr.Dataset) -> xr.Dataset:
+    """Every string-valued dimension coordinate X(X) as the auxiliary coordinate X_name(X): CF
+    allows only numeric coordinate variables; labels are auxiliary coordinates (CF 6.1), which
+    the data variables name in their ``coordinates`` attribute. :func:`open_dataset` undoes it."""
+    for dim in list(ds.dims):
+        if dim in ds.coords and ds[dim].ndim == 1 and ds[dim].dtype.kind in "USO":
+            label = f"{dim}{LABEL_SUFFIX}"
+            if label in ds.variables:
+                raise ValueError(f"the labels of dim {dim!r} cannot be written as {label!r}: a variable of that name exists")
+            attrs = {"long_name": f"{dim} label", **ds[dim].attrs}
+            ds = ds.assign_coords({label: (dim, ds[dim].values.astype(str), attrs)}).drop_vars(dim)
+    return ds
+
+
+def _labels_as_index(ds: xr.Dataset) -> xr.Dataset:
+    """The labels a gracefill file keeps in X_name(X) as the index coordinate X again."""
+    for name in list(ds.coords):
+        dim = name[:-len(LABEL_SUFFIX)]
+        if (name.endswith(LABEL_SUFFIX) and ds[name].dims == (dim,) and dim not in ds.variables
+                and ds[name].dtype.kind in "USO"):
+            ds = ds.assign_coords({dim: (dim, ds[name].values, ds[name].attrs)}).drop_vars(name)
+    return ds
+
+
+def _fits_int32(var: xr.Variable) -> bool:
+    if var.size == 0:
+        return True
+    if not isinstance(var.data, np.ndarray):  # dask-backed: not computed here
+        return False
+    info = np.iinfo(np.int32)
+    return bool(info.min <= var.values.min() and var.values.max() <= info.max)
+
+
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = True,
                  chunks: dict[str, int] | None = None) -> Path:
     """Write ``ds`` as NetCDF-4 atomically, float variables zlib-compressed, with the package version.
 
     ``chunks`` ({dim: size}, e.g. {"time": 12}): the chunk shape on disk of every data variable
     with one of those dims, whole along its other dims (the netCDF library chooses otherwise).
+    The file follows CF-1.8 and CF-1.10 (:data:`CONVENTIONS`): string labels of a dim become an
+    auxiliary coordinate ``<dim>_name``, a datetime dim coordinate gets the time attributes,
+    bounds variables and coordinates have no ``_FillValue``, integers are 8, 16 or 32 bits.
     """
-    ds = ds.copy()
+    ds = _labels_as_auxiliary(ds.copy())
     for name in ds.variables:  # a "bounds" attribute must name a variable of the same file
         if ds[name].attrs.get("bounds") and ds[name].attrs["bounds"] not in ds.variables:
             ds[name].attrs = {k: v for k, v in ds[name].attrs.items() if k != "bounds"}
-    ds.attrs.setdefault("Conventions", "CF-1.10")
+    for name in ds.dims:  # CF 4.4: a time coordinate is recognised by its standard_name and axis
+        if name in ds.coords and ds[name].dtype.kind == "M":
+            ds[name].attrs = {"standard_name": "time", "long_name": "time", "axis": "T", **ds[name].attrs}
+    ds.attrs["Conventions"] = CONVENTIONS
     ds.attrs["gracefill_version"] = __version__
     encoding = {}
     if compress:
@@ -100,10 +152,17 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
         if var.dtype.kind == "f" and flags.size and flags.dtype.kind in "iu":
             fill = -1 if -1 not in flags else int(np.iinfo(flags.dtype).min)
             encoding.setdefault(name, {}).update(dtype=flags.dtype, _FillValue=fill)
+    for name, var in ds.variables.items():  # CF-1.8 has no 64-bit or unsigned integers
+        if var.dtype.kind in "iu" and var.dtype.type not in _CF18_INTEGERS and _fits_int32(var):
+            encoding.setdefault(name, {})["dtype"] = np.int32
     for name, coord in ds.coords.items():  # CF: a coordinate has no missing value, hence no _FillValue
         encoding.setdefault(name, {})["_FillValue"] = None
         if coord.dtype.kind == "M":  # months as days since 1970 (float64), not int64 nanoseconds
             encoding[name].update(units="days since 1970-01-01", calendar="standard", dtype="float64")
+    for var in list(ds.variables.values()):  # CF 7.1: nor does a bounds variable
+        for key in ("bounds", "climatology"):
+            if var.attrs.get(key) in ds.variables:
+                encoding.setdefault(var.attrs[key], {})["_FillValue"] = None
     for name, var in ds.data_vars.items():  # times held as data (e.g. time_bnds): as the time coordinate
         if var.dtype.kind == "M":
             encoding.setdefault(name, {}).update(units="days since 1970-01-01", calendar="standard",
@@ -143,6 +202,11 @@ def open_dataset(path: str | os.PathLike, required: tuple[str, ...] = (), **kwar
         ds = xr.open_dataset(path, engine="netcdf4", **kwargs)
     except Exception as exc:  # netCDF4 raises OSError/ValueError with long messages
         raise UserError(f"{path}: not a readable NetCDF file ({type(exc).__name__})") from exc
+    if "gracefill_version" in ds.attrs:  # labels written as <dim>_name: the index coordinate again
+        restored = _labels_as_index(ds)
+        if restored is not ds:
+            restored.set_close(ds.close)
+            ds = restored
     missing = [name for name in required if name not in ds.variables]
     if missing:
         ds.close()

@@ -1,14 +1,15 @@
 """Figures: cartopy maps drawn with no network access.
 
-Coastlines come from the land mask shipped with global-land-mask (contoured at 0.25 degree),
-never from cartopy's Natural Earth downloads.
+Coastlines are Natural Earth's 1:110m land outlines shipped with the package
+(gracefill/data/), never cartopy's Natural Earth downloads.
 """
 from __future__ import annotations
 
+import functools
+from importlib import resources
+
 import numpy as np
 import xarray as xr
-
-COASTLINE_RESOLUTION = 0.25  # degrees
 
 
 def _pyplot():
@@ -20,15 +21,24 @@ def _pyplot():
     return plt
 
 
-def coastline_mask(lat_range: tuple[float, float], lon_range: tuple[float, float]):
-    """A fine land mask (lat, lon, mask) for contouring coastlines offline."""
-    from global_land_mask import globe
+@functools.lru_cache(maxsize=1)
+def coastlines():
+    """Natural Earth 1:110m land outlines shipped with the package (see gracefill/data/README.md),
+    as one shapely MultiLineString in longitude / latitude."""
+    from shapely.geometry import MultiLineString
 
-    step = COASTLINE_RESOLUTION
-    lat = np.arange(lat_range[0] + step / 2, lat_range[1], step)
-    lon = np.arange(lon_range[0] + step / 2, lon_range[1], step)
-    lat2d, lon2d = np.meshgrid(np.clip(lat, -89.99, 89.99), lon, indexing="ij")
-    return lat, lon, globe.is_land(lat2d, lon2d).astype(np.float32)
+    with resources.files("gracefill").joinpath("data/coastlines_ne110m.npz").open("rb") as f:
+        data = np.load(f)
+        vertices, offsets = data["vertices"], data["offsets"]
+    return MultiLineString([vertices[a:b] for a, b in zip(offsets[:-1], offsets[1:])])
+
+
+def draw_coastlines(ax, color: str = "0.2", linewidth: float = 0.4) -> None:
+    """The coastlines on a cartopy map, projected by cartopy."""
+    import cartopy.crs as ccrs
+
+    ax.add_geometries([coastlines()], crs=ccrs.PlateCarree(), facecolor="none", edgecolor=color,
+                      linewidth=linewidth)
 
 
 def _limits(values: list[np.ndarray], symmetric: bool) -> tuple[float, float]:
@@ -66,7 +76,6 @@ def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2,
     first = fields[0]
     lat, lon = first["lat"].values, first["lon"].values
     extent, projection, global_lon = _extent(lat, lon)
-    c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
 
     nrows = int(np.ceil(len(fields) / ncols))
     aspect = (extent[3] - extent[2]) / (extent[1] - extent[0])
@@ -86,7 +95,7 @@ def map_panels(fields: list[xr.DataArray], titles: list[str], *, ncols: int = 2,
         extend = "both" if below and above else "min" if below else "max" if above else "neither"
         mesh = ax.pcolormesh(lon, lat, values, cmap=cmaps[i], vmin=vmin, vmax=vmax,
                              transform=ccrs.PlateCarree(), shading="nearest")
-        ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.2", linewidths=0.4, transform=ccrs.PlateCarree())
+        draw_coastlines(ax)
         _set_extent(ax, extent, global_lon)
         ax.set_title(title, fontsize=9)
         bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.75, pad=0.02, extend=extend)
@@ -119,7 +128,6 @@ def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, thresholds: list[floa
     bounds = sorted(float(t) for t in thresholds)          # most severe first
     lat, lon = wsdi["lat"].values, wsdi["lon"].values
     extent, projection, global_lon = _extent(lat, lon)
-    c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
     months = wsdi["time"].values
     nrows = int(np.ceil(len(months) / ncols))
     aspect = (extent[3] - extent[2]) / (extent[1] - extent[0])
@@ -139,7 +147,7 @@ def wsdi_panels(wsdi: xr.DataArray, land: xr.DataArray, *, thresholds: list[floa
         ax.pcolormesh(lon, lat, np.ma.masked_invalid(grey), cmap=mcolors.ListedColormap(["0.85"]),
                       transform=ccrs.PlateCarree(), shading="nearest")
         mesh = ax.pcolormesh(lon, lat, drought, cmap=cmap, norm=norm, transform=ccrs.PlateCarree(), shading="nearest")
-        ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.3", linewidths=0.3, transform=ccrs.PlateCarree())
+        draw_coastlines(ax, color="0.3", linewidth=0.3)
         _set_extent(ax, extent, global_lon)
         ax.set_title(str(np.datetime_as_string(month, unit="M")), fontsize=9)
     if mesh is not None:
@@ -272,7 +280,6 @@ def gap_animation(mean: xr.DataArray, std: xr.DataArray, path, *, dpi: int = 80,
     plt = _pyplot()
     lat, lon = mean["lat"].values, mean["lon"].values
     extent, projection, global_lon = _extent(lat, lon)
-    c_lat, c_lon, c_mask = coastline_mask(extent[2:], extent[:2])
     fig = plt.figure(figsize=(10, 3.6), dpi=dpi)
     axes = [fig.add_subplot(1, 2, i + 1, projection=projection) for i in range(2)]
     vmax = float(np.nanpercentile(np.abs(mean.values), 98)) or 1.0
@@ -282,7 +289,7 @@ def gap_animation(mean: xr.DataArray, std: xr.DataArray, path, *, dpi: int = 80,
                                               (axes[1], std, "viridis", (0, smax), "predictive std")):
         m = ax.pcolormesh(lon, lat, np.ma.masked_invalid(field.isel(time=0).values), cmap=cmap, vmin=lo, vmax=hi,
                           transform=ccrs.PlateCarree(), shading="nearest")
-        ax.contour(c_lon, c_lat, c_mask, levels=[0.5], colors="0.3", linewidths=0.3, transform=ccrs.PlateCarree())
+        draw_coastlines(ax, color="0.3", linewidth=0.3)
         _set_extent(ax, extent, global_lon)
         bar = fig.colorbar(m, ax=ax, orientation="horizontal", shrink=0.7, pad=0.04)
         bar.set_label(f"{label} ({field.attrs.get('units', '')})", fontsize=8)

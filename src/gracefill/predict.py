@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 
 from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS, split_attrs
-from gracefill.train import build_engine, resolve_device
+from gracefill.train import INPUT_DIMS, build_engine, resolve_device
 
 
 def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bool = False,
@@ -36,7 +36,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
                                       compile_network=cfg["prediction"]["compile"])
     engine.load_state_dict(checkpoint["engine"])
 
-    inputs = torch.as_tensor(ds["inputs"].values, dtype=torch.float32)
+    inputs = torch.as_tensor(ds["inputs"].transpose(*INPUT_DIMS).values, dtype=torch.float32)
     n_months, s = inputs.shape[0], settings["particles"]
     mean = np.empty((n_months, *grid), dtype=np.float32)
     epistemic = np.empty_like(mean)

@@ -31,6 +31,8 @@ log = logging.getLogger("gracefill")
 CHECKPOINT_FORMAT = 1
 LOG_COLUMNS = ["epoch", "train_rmse", "test_rmse", "test_r2", "test_mnlp", "test_spread", "mean_log_beta", "lr",
                "kernel_offdiag", "repulsion_ratio", "particle_distance", "seconds"]
+#: the order of the input stack's dims in memory (tensors.nc keeps channel first, as CF orders dims)
+INPUT_DIMS = ("time", "channel", "lat", "lon")
 TENSOR_VARIABLES = ("inputs", "target", "land_mask", "split", "target_trend_offset", "target_trend_slope", "month_index")
 MIN_GRID_SIDE = 8
 #: the scores of :func:`evaluate` where no month is scored
@@ -66,7 +68,7 @@ class TrainingData:
         if train.size == 0:
             raise UserError("the training split is empty: no month is labelled train")
         return cls(
-            inputs=torch.as_tensor(ds["inputs"].values, dtype=torch.float32, device=device),
+            inputs=torch.as_tensor(ds["inputs"].transpose(*INPUT_DIMS).values, dtype=torch.float32, device=device),
             target=torch.as_tensor(np.nan_to_num(target, nan=0.0), dtype=torch.float32, device=device),
             valid=torch.as_tensor(np.ascontiguousarray(valid), device=device),
             train_index=torch.as_tensor(train, device=device),
@@ -291,7 +293,6 @@ def train(
                  settings["particles"], device, torch.get_num_threads(), n_train, first_epoch, t["epochs"])
     bar = tqdm(range(first_epoch, t["epochs"] + 1), initial=first_epoch - 1, total=t["epochs"],
                desc="train", unit="epoch", disable=not show_bar)
-    run_started = time.perf_counter()
     def checkpoint_payload(epoch: int) -> dict:
         return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
                 "engine": _to_cpu(engine.state_dict()), "history": list(history)}
@@ -326,8 +327,9 @@ def train(
         if log_path is not None and writer:
             write_log(history, log_path)
         bar.set_postfix(train_rmse=f"{train_rmse:.3g}", test_rmse=f"{scores['rmse']:.3g}")
-        if writer and not show_bar:
-            log.info(epoch_line(row, t["epochs"], (time.perf_counter() - run_started) / (epoch - first_epoch + 1)))
+        if writer and not show_bar:  # the pace leaves out this run's first epoch (compilation, warm-up)
+            paces = [r["seconds"] for r in history[-(epoch - first_epoch + 1):]]
+            log.info(epoch_line(row, t["epochs"], float(np.mean(paces[1:] or paces))))
         if epoch % t["checkpoint_every"] == 0 or epoch == t["epochs"]:
             payload = checkpoint_payload(epoch)
             if writer:

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The paper's model (configs/paper.yaml: RRDB nf 48, 30 particles, bf16, chunks of 6) on the
+# synthetic world at 1 degree, through the workflow's own rules (retrieve_synthetic .. train ..
+# predict) on a GPU machine, then a table of every rule's wall time and peak memory from its
+# benchmark TSV, and the training log's seconds per epoch.
+#
+#   EPOCHS=10 COMPILE=false bash bench/run_paper_workflow.sh     # 5 min on one H200 (2026-11-29)
+#   DEVICES=2 EPOCHS=10 COMPILE=false bash bench/run_paper_workflow.sh   # torchrun over 2 GPUs
+#
+# WHEELS: a folder of wheels for what the machine lacks (snakemake and its dependencies,
+# xarray-regrid, global-land-mask, netCDF4 ...), installed with --no-deps into /tmp/site.
+# Results stay in results/paper-gpu/; the logs, benchmarks and the table go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out}
+EPOCHS=${EPOCHS:-200}
+COMPILE=${COMPILE:-true}
+DEVICES=${DEVICES:-1}
+LIMIT=${LIMIT:-560}
+mkdir -p "$OUT" /tmp/site/bin
+if [ -n "${WHEELS:-}" ]; then
+    python3 -m pip install -q --no-deps --no-index --target /tmp/site $(ls "$WHEELS"/*.whl | sort -u) >"$OUT/pip.log" 2>&1 \
+        || { tail -5 "$OUT/pip.log"; exit 1; }
+fi
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+printf '#!/bin/sh\nexec python3 -m gracefill.cli "$@"\n' >/tmp/site/bin/gracefill
+chmod +x /tmp/site/bin/gracefill
+export PATH=/tmp/site/bin:$PATH
+
+cat >/tmp/paper-gpu.yaml <<EOF
+run: paper-gpu
+sources: {target: synthetic, predictors: synthetic}
+training: {epochs: $EPOCHS, compile: $COMPILE, checkpoint_every: 5, score_every: 5, devices: $DEVICES}
+EOF
+started=$(date +%s)
+timeout "$LIMIT" python3 -m snakemake results/paper-gpu/reconstruction.nc --cores 16 --resources gpu=$DEVICES \
+    --rerun-incomplete --configfile configs/paper.yaml /tmp/paper-gpu.yaml >"$OUT/snakemake.log" 2>&1
+echo "snakemake exit $? after $(( $(date +%s) - started )) s"
+cp -r results/paper-gpu/logs "$OUT/logs" 2>/dev/null
+python3 - "$OUT" <<'EOF'
+import glob, os, sys
+import pandas as pd
+out = sys.argv[1]
+rows = []
+for path in sorted(glob.glob("results/paper-gpu/benchmarks/*.tsv")):
+    t = pd.read_csv(path, sep="\t")
+    rows.append({"rule": os.path.basename(path)[:-4], "seconds": float(t["s"].iloc[-1]),
+                 "max_rss_MB": float(t["max_rss"].iloc[-1])})
+table = pd.DataFrame(rows)
+print(table.to_string(index=False))
+table.to_csv(os.path.join(out, "rules.csv"), index=False)
+log = "results/paper-gpu/model/training_log.csv"
+if os.path.exists(log):
+    h = pd.read_csv(log)
+    h.to_csv(os.path.join(out, "training_log.csv"), index=False)
+    print(f"epochs {len(h)}: first {h['seconds'].iloc[0]:.1f} s, median of the rest "
+          f"{h['seconds'].iloc[1:].median():.2f} s per epoch; last train RMSE {h['train_rmse'].iloc[-1]:.3f}, "
+          f"test RMSE {h['test_rmse'].dropna().iloc[-1] if h['test_rmse'].notna().any() else float('nan'):.3f}")
+EOF
+grep -h "peak GPU memory" results/paper-gpu/logs/*.log 2>/dev/null
