@@ -69,6 +69,9 @@ def test_the_seven_predictors_on_a_hand_made_series():
     baseline = np.arange(36) < 24
     ds = pr.build_predictors(fields, baseline)
     assert list(ds.data_vars) == list(pr.PREDICTOR_NAMES)
+    # a CF standard name where the table has one (temperature anomaly), none for the others
+    assert ds["T"].attrs["standard_name"] == "air_temperature_anomaly"
+    assert all("standard_name" not in ds[name].attrs for name in ds.data_vars if name != "T")
 
     def clim_anom(x):
         clim = np.array([x[:24][m::12].mean() for m in range(12)])

@@ -32,6 +32,9 @@ import xarray as xr
 
 PREDICTOR_NAMES = ("sTWSA", "CWSC", "P", "T", "CWB", "CPA", "CCWB")
 
+#: CF standard names of the predictors that the standard-name table has (the others, anomalies of
+#: fluxes and storages, have none there)
+STANDARD_NAMES = {"T": "air_temperature_anomaly"}
 LONG_NAMES = {
     "sTWSA": "simulated terrestrial water storage anomaly (land model)",
     "CWSC": "cumulative water storage change (running sum of P - ET - R anomalies)",
@@ -230,7 +233,8 @@ def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, name
         else:
             raise ValueError(f"unknown predictor {name!r}: expected one of {', '.join(PREDICTOR_NAMES)} "
                              "or <P|CWB|WSC>_ew<months>")
-        da.attrs = {"units": da.attrs.get("units", "1"), "long_name": long_name}
+        da.attrs = {"units": da.attrs.get("units", "1"), "long_name": long_name,
+                    **({"standard_name": STANDARD_NAMES[name]} if name in STANDARD_NAMES else {})}
         out[name] = da.rename(name)
     return xr.Dataset(out)
 
