@@ -177,6 +177,7 @@ def build_tensors(args) -> None:
 def plot_inputs(args) -> None:
     """Maps of the GRACE TWSA and of every predictor for one month."""
     from gracefill import plots
+    from gracefill.dataset import UNIT_FACTORS_FROM_MM
     from gracefill.predictors import MEMORY_PREDICTOR
 
     cfg = _config(args)
@@ -187,7 +188,7 @@ def plot_inputs(args) -> None:
     target = target.assign_coords(time=mo.to_month_start(target["time"].values))
     land = grid["land_mask"].astype(bool)
     units = cfg["predictors"]["target_units"]
-    to_target = {"mm": 1.0, "cm": 0.1, "m": 0.001}[units]        # storage in the units of every other figure
+    to_target = UNIT_FACTORS_FROM_MM[units]                        # storage in the units of every other figure
     fields, titles, cmaps = [], [], []
     if month in target.indexes["time"]:
         fields.append((target.sel(time=month).where(land) * to_target).assign_attrs(units=units))

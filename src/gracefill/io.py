@@ -155,16 +155,14 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
     for name, var in ds.variables.items():  # CF-1.8 has no 64-bit or unsigned integers
         if var.dtype.kind in "iu" and var.dtype.type not in _CF18_INTEGERS and _fits_int32(var):
             encoding.setdefault(name, {})["dtype"] = np.int32
-    for name, coord in ds.coords.items():  # CF: a coordinate has no missing value, hence no _FillValue
+    for name in ds.coords:  # CF: a coordinate has no missing value, hence no _FillValue
         encoding.setdefault(name, {})["_FillValue"] = None
-        if coord.dtype.kind == "M":  # months as days since 1970 (float64), not int64 nanoseconds
-            encoding[name].update(units="days since 1970-01-01", calendar="standard", dtype="float64")
     for var in list(ds.variables.values()):  # CF 7.1: nor does a bounds variable
         for key in ("bounds", "climatology"):
             if var.attrs.get(key) in ds.variables:
                 encoding.setdefault(var.attrs[key], {})["_FillValue"] = None
-    for name, var in ds.data_vars.items():  # times held as data (e.g. time_bnds): as the time coordinate
-        if var.dtype.kind == "M":
+    for name, var in ds.variables.items():  # months, as coordinate or data (time_bnds): float64 days
+        if var.dtype.kind == "M":             # since 1970, not int64 nanoseconds, and never missing
             encoding.setdefault(name, {}).update(units="days since 1970-01-01", calendar="standard",
                                                  dtype="float64", _FillValue=None)
     for name, var in ds.data_vars.items():

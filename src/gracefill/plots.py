@@ -292,7 +292,7 @@ def gap_animation(mean: xr.DataArray, std: xr.DataArray, path, *, dpi: int = 80,
         draw_coastlines(ax, color="0.3", linewidth=0.3)
         _set_extent(ax, extent, global_lon)
         bar = fig.colorbar(m, ax=ax, orientation="horizontal", shrink=0.7, pad=0.04)
-        bar.set_label(f"{label} ({field.attrs.get('units', '')})", fontsize=8)
+        bar.set_label(units_label(field, name=label), fontsize=8)
         meshes.append(m)
     title = fig.suptitle("")
 

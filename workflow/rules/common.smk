@@ -10,7 +10,8 @@ from gracefill.predictors import MEMORY_FIELDS
 
 # --config entries (not the --configfile files) once more, over the merged config: Snakemake
 # reads a nested value such as grid='{resolution: 3}' with every leaf a string; here its numbers
-# become numbers and dotted keys (grid.resolution=7, from `python3 run.py workflow`) nest.
+# become numbers. (Snakemake refuses dotted keys itself; `python3 run.py workflow` rewrites
+# grid.resolution=7 into grid={resolution: 7} before Snakemake reads it.)
 try:
     config = validate(apply_overrides(config, dict(workflow.config_settings.config)))
 except UserError as error:
