@@ -46,6 +46,10 @@ VARIANTS = {
                                "training": {"likelihood_temperature": 0.1}},
     "memory_shrunk_ensemble": {"predictors": {"names": MEMORY, "target_trend": "shrunk"},
                                "training": {"svgd_kernel": "none"}},
+    # 2026-12-03, over the default of 2026-11-29 (memory predictors, shrunk trend)
+    "temperature_auto": {"training": {"likelihood_temperature": "auto"}},
+    "kernel_last_layer": {"training": {"svgd_kernel": "last_layer"}},
+    "kernel_function": {"training": {"svgd_kernel": "function"}},
 }
 
 

@@ -22,6 +22,8 @@ WORLD = 2
 SETTINGS = {"model": {"backbone": "cbam", "features": 4, "particles": 4},
             "training": {"device": "cpu", "epochs": 3, "batch_size": 8, "checkpoint_every": 1, "lr_noise": 0.1}}
 RTOL, ATOL = 1e-5, 1e-6
+#: the SVGD kernels whose sharded steps are compared with one process's
+KERNELS = ("rbf", "last_layer", "function")
 
 
 def config(**training):
@@ -56,17 +58,19 @@ def _worker(rank: int, port: int, out: str) -> None:
                       WORLD_SIZE=str(WORLD))
     ranks = distributed.start("cpu")
     try:
-        cfg = config()
         ds, _ = tiny_tensors()
-        engine, batch = _engine_and_batch(cfg, ds, ranks.device, lambda settings, data, lb: distributed.build_sharded_engine(
-            settings, cfg, int(data.train_index.numel()), ranks, log_beta_init=lb))
-        initial = engine.state_dict()
-        stats = [engine.step(*batch) for _ in range(2)]
-        if ranks.writer:
-            torch.save({"initial": initial, "after": engine.state_dict(),
-                        "sse_mean": [s["sse_mean"] for s in stats]}, f"{out}/steps.pt")
-        else:
-            engine.state_dict()  # a collective: every rank takes part
+        for kernel in KERNELS:
+            cfg = config(svgd_kernel=kernel)
+            engine, batch = _engine_and_batch(cfg, ds, ranks.device, lambda settings, data, lb: distributed.build_sharded_engine(
+                settings, cfg, int(data.train_index.numel()), ranks, log_beta_init=lb))
+            initial = engine.state_dict()
+            stats = [engine.step(*batch, diagnose=True) for _ in range(2)]
+            if ranks.writer:
+                torch.save({"initial": initial, "after": engine.state_dict(),
+                            "sse_mean": [s["sse_mean"] for s in stats]}, f"{out}/steps_{kernel}.pt")
+            else:
+                engine.state_dict()  # a collective: every rank takes part
+        cfg = config()
 
         def stop(epoch, row):
             if epoch == 2:
@@ -101,14 +105,16 @@ def _close(a, b, atol=ATOL) -> None:
     torch.testing.assert_close(a, b, rtol=RTOL, atol=atol)
 
 
-def test_two_ranks_start_and_step_as_one_process(sharded):
-    out, ds, cfg, _, _ = sharded
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_two_ranks_start_and_step_as_one_process(sharded, kernel):
+    out, ds, _, _, _ = sharded
+    cfg = config(svgd_kernel=kernel)
     engine, batch = _engine_and_batch(cfg, ds, torch.device("cpu"), lambda settings, data, lb: build_engine(
         settings, cfg, int(data.train_index.numel()), torch.device("cpu"), log_beta_init=lb))
     initial = copy.deepcopy(engine.state_dict())
-    sse_mean = [engine.step(*batch)["sse_mean"] for _ in range(2)]
+    sse_mean = [engine.step(*batch, diagnose=True)["sse_mean"] for _ in range(2)]
     after = engine.state_dict()
-    got = torch.load(out / "steps.pt", weights_only=True)
+    got = torch.load(out / f"steps_{kernel}.pt", weights_only=True)
     for key, value in initial["ensemble"].items():
         assert torch.equal(got["initial"]["ensemble"][key], value), key
     assert torch.equal(got["initial"]["log_beta"], initial["log_beta"])

@@ -468,3 +468,77 @@ def test_kernel_diagnostics_measure_coupling_and_repulsion():
     eng = SVGD(FunctionalEnsemble(mlp_factory, 4).to(F64), 10)
     eng.step(torch.randn(4, 3, dtype=F64), torch.randn(4, 2, dtype=F64), diagnose=True)
     assert set(eng.diagnostics) == {"kernel_offdiag", "repulsion_ratio", "bandwidth", "particle_distance"}
+
+
+class LastLayerTiny(TinyConvEnsemble):
+    """TinyConvEnsemble whose 1x1 output conv is the last layer of the ``last_layer`` kernel."""
+
+    def last_layer_parameters(self):
+        return [self.w2, self.b2]
+
+
+def test_last_layer_kernel_measures_the_output_layer_and_repels_only_there():
+    torch.manual_seed(3)
+    ens = LastLayerTiny(5).to(F64)
+    _, x, y, mask, log_beta = make_case("conv")
+    eng = SVGD(ens, 40, kernel="last_layer", log_beta_init=log_beta)
+    grads, _ = eng.log_joint_grads(x, y, mask)
+    theta = eng.theta()
+    # the output layer's columns: w2 and b2 come after w1, b1, bn_w, bn_b in theta's order
+    first = sum(p[0].numel() for p in (ens.w1, ens.b1, ens.bn_w, ens.bn_b))
+    cols = torch.arange(first, first + ens.w2[0].numel() + ens.b2[0].numel())
+    torch.testing.assert_close(eng._kernel_columns, cols)
+    xc = theta - theta.mean(0)
+    d2 = torch.cdist(xc[:, cols], xc[:, cols]).square()
+    h = torch.median(d2) / math.log(5)
+    k = torch.exp(-d2 / h)
+    expected = k @ grads / 5
+    expected[:, cols] += (2 / h) * ((torch.diag(k.sum(1)) - k) @ xc[:, cols]) / 5
+    assert_rel(eng.direction(theta, grads), expected, 1e-9)
+    with pytest.raises(ValueError, match="last_layer_parameters"):
+        SVGD(TinyConvEnsemble(3).to(F64), 40, kernel="last_layer")
+
+
+def test_function_space_kernel_pulls_the_output_direction_back_through_each_particle():
+    ens, x, y, mask, _ = make_case("mlp", s=4)
+    log_beta = 0.3 * torch.randn(4, dtype=F64)
+    eng = SVGD(copy.deepcopy(ens), 40, kernel="function", log_beta_init=log_beta, particle_chunk=3)
+    got, stats = eng.function_space_grads(x, y, mask, diagnose=True)
+
+    # by hand: the outputs at the counted cells, their log-likelihood gradients, the RBF kernel on them
+    scale = 40 / x.shape[0]
+    ref = SVGD(copy.deepcopy(ens), 40, kernel="rbf", log_beta_init=log_beta)
+    f = ref.ensemble(x).detach().masked_fill(~mask, 0.0)
+    beta = log_beta.exp().view(-1, 1, 1)
+    g = scale * beta * (y - f).masked_fill(~mask, 0.0)
+    flat, gflat = f.reshape(4, -1), g.reshape(4, -1)
+    d2 = torch.cdist(flat - flat.mean(0), flat - flat.mean(0)).square()
+    h = torch.median(d2) / math.log(4)
+    k = torch.exp(-d2 / h)
+    phi_f = (k @ gflat + (2 / h) * (torch.diag(k.sum(1)) - k) @ flat) / 4
+    # J_i^T phi_f_i, plus 1/S of each particle's own prior and log-beta gradients
+    out = ref.ensemble(x)
+    sse = (y - f).masked_fill(~mask, 0.0).square().reshape(4, -1).sum(1)
+    n_y = mask.sum()
+    lik_lb = scale * (-0.5 * ref.log_beta.exp() * sse + 0.5 * n_y * ref.log_beta)
+    prior = ref.log_prior_log_beta(ref.log_beta) + sum(ref.weight_prior(p) for p in ref._params)
+    ((out * phi_f.reshape(out.shape)).sum() + (lik_lb.sum() + prior.sum()) / 4).backward()
+    assert_rel(got, ref._flat_grads(), 1e-9)
+    torch.testing.assert_close(stats["sse"], sse)
+    assert set(eng.diagnostics) == {"kernel_offdiag", "repulsion_ratio", "particle_distance"}
+    torch.testing.assert_close(eng.diagnostics["kernel_offdiag"], (k.sum() - k.trace()) / 12)
+    with pytest.raises(ValueError, match="function_space_grads"):
+        eng.direction(eng.theta(), got)
+
+
+def test_function_space_kernel_moves_batchnorm_statistics_once_a_step():
+    ens, x, y, mask, log_beta = make_case("conv")
+    plain = SVGD(copy.deepcopy(ens), 40, kernel="rbf", log_beta_init=log_beta)
+    function = SVGD(copy.deepcopy(ens), 40, kernel="function", log_beta_init=log_beta, particle_chunk=2)
+    plain.log_joint_grads(x, y, mask)
+    function.function_space_grads(x, y, mask)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(function.ensemble, name), getattr(plain.ensemble, name))
+    before = function.theta()
+    function.step(x, y, mask)
+    assert torch.isfinite(function.theta()).all() and not torch.equal(function.theta(), before)

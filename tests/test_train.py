@@ -310,3 +310,47 @@ def test_training_logs_the_device_and_one_line_per_epoch_with_an_eta(tmp_path, c
     assert all(", ETA " in line for line in epochs) and epochs[-1].endswith("ETA 0 min 00 s")
     assert "\r" not in caplog.text
     assert len(pd.read_csv(tmp_path / "log.csv")) == 3
+
+
+def _exponential_fields(lat, lon, length_km, months, rng):
+    """Gaussian fields (months, lat, lon) with correlation exp(-d / length_km) over great-circle distance."""
+    la, lo = np.meshgrid(np.radians(lat), np.radians(lon), indexing="ij")
+    points = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], -1).reshape(-1, 3)
+    distance = 6371.0088 * np.arccos(np.clip(points @ points.T, -1, 1))
+    chol = np.linalg.cholesky(np.exp(-distance / length_km) + 1e-9 * np.eye(len(points)))
+    return (chol @ rng.standard_normal((len(points), months))).T.reshape(months, lat.size, lon.size)
+
+
+@pytest.mark.parametrize("length", [300.0, 700.0])
+def test_the_residual_correlation_length_of_exponentially_correlated_fields(length):
+    from gracefill.train import effective_sample_fraction, residual_correlation_length
+
+    lat, lon = np.arange(-19.0, 20.0, 2.0), np.arange(1.0, 60.0, 2.0)
+    fields = _exponential_fields(lat, lon, length, 300, np.random.default_rng(0))
+    fields[:, :4, :6] = np.nan  # ocean
+    assert residual_correlation_length(fields, lat, lon) == pytest.approx(length, rel=0.15)
+    assert effective_sample_fraction(300.0, 222.0**2) == pytest.approx(222.0**2 / (2 * np.pi * 300.0**2))
+    assert effective_sample_fraction(10.0, 222.0**2) == 1.0
+    assert effective_sample_fraction(float("nan"), 222.0**2) == 1.0
+
+
+def test_auto_temperature_is_fitted_on_training_months_and_kept_in_the_checkpoint(tmp_path, caplog):
+    from gracefill.train import resolve_likelihood_temperature, TrainingData
+
+    ds, _ = tiny_tensors()
+    cfg = config(likelihood_temperature="auto", epochs=1)
+    with caplog.at_level("INFO", logger="gracefill"):
+        payload, _ = train(ds, cfg, checkpoint_path=tmp_path / "m.pt", config_hash="h", progress=False)
+    info = payload["likelihood"]
+    assert 0 < info["likelihood_temperature"] <= 1 and info["residual_correlation_length_km"] > 0
+    assert any("likelihood temperature" in r.getMessage() for r in caplog.records)
+    assert reconstruct(ds, payload, cfg, progress=False)["twsa"].notnull().any()  # predict takes the config as it is
+    # months outside training do not move it
+    training = ds["split"] == 1
+    poisoned = ds.assign(target=ds["target"].where(training, 1e6), inputs=ds["inputs"].where(training, 1e6))
+    data = TrainingData.from_dataset(poisoned, torch.device("cpu"))
+    same, _ = resolve_likelihood_temperature(poisoned, data, cfg)
+    assert same == pytest.approx(info["likelihood_temperature"])
+    assert resolve_likelihood_temperature(ds, data, config(likelihood_temperature=0.5))[0] == 0.5
+    with pytest.raises(UserError, match="likelihood_temperature"):
+        config(likelihood_temperature="warm")

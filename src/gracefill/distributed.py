@@ -162,6 +162,12 @@ class ShardedSVGD(SVGD):
         """All ranks' ``t`` (leading axis: local particles) concatenated: the group's particles."""
         return gather(t, self.ranks.world)
 
+    def _all(self, t: Tensor) -> Tensor:
+        return self.gather(t)
+
+    def _own(self, t: Tensor) -> Tensor:
+        return t[self.rows]
+
     def direction(self, theta: Tensor, grads: Tensor) -> Tensor:
         """This rank's rows of the SVGD direction of all S particles (gathered theta and G)."""
         return super().direction(self.gather(theta), self.gather(grads))[self.rows]

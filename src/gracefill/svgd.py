@@ -32,6 +32,7 @@ __all__ = [
     "GaussianPrior",
     "SVGD",
     "StudentTPrior",
+    "function_space_direction",
     "kernel_diagnostics",
     "predictive_moments",
     "rbf_kernel",
@@ -39,7 +40,9 @@ __all__ = [
 ]
 
 _NOISE_PRIORS = ("correct", "published")
-_KERNELS = ("rbf", "none")
+#: rbf: the RBF kernel on every parameter (the paper); last_layer: on the output layer's
+#: parameters only; function: on the particles' outputs (function space); none: no kernel
+_KERNELS = ("rbf", "last_layer", "function", "none")
 
 
 # --------------------------------------------------------------------------- priors
@@ -132,7 +135,7 @@ def rbf_kernel(theta: Tensor) -> tuple[Tensor, Tensor]:
         return _kernel_centred(theta - theta.mean(0, keepdim=True))
 
 
-def svgd_direction(theta: Tensor, grads: Tensor) -> Tensor:
+def svgd_direction(theta: Tensor, grads: Tensor, columns: Tensor | None = None) -> Tensor:
     """SVGD update direction (ascent) for every particle.
 
     phi_i = 1/S sum_j [ K_ij grad log p(theta_j) + grad_{theta_j} K(theta_j, theta_i) ]
@@ -146,34 +149,68 @@ def svgd_direction(theta: Tensor, grads: Tensor) -> Tensor:
     away from nearby theta_j). Theta is centred first, which leaves (diag(K1) - K) Theta
     unchanged since the rows of diag(K1) - K sum to zero, but reduces cancellation.
 
+    ``columns`` (an index of theta's columns, None = all) restricts the kernel to those
+    coordinates (e.g. the output layer's): K and h are computed from them, K G still mixes the
+    full gradients, and the repulsive term acts on those coordinates only (the kernel's gradient
+    is zero along the others).
+
     theta, grads: (S, P). Returns phi (S, P).
     """
     s = theta.shape[0]
     with _ieee_fp32_matmul():
         xc = theta - theta.mean(0, keepdim=True)
-        k, h = _kernel_centred(xc)
+        xk = xc if columns is None else xc[:, columns]
+        k, h = _kernel_centred(xk)
         kbar = torch.diag_embed(k.sum(1)) - k
         phi = torch.mm(k / s, grads)
-        phi.addmm_(kbar * (2.0 / (h * s)), xc)
+        if columns is None:
+            phi.addmm_(kbar * (2.0 / (h * s)), xc)
+        else:
+            phi[:, columns] += torch.mm(kbar * (2.0 / (h * s)), xk)
     return phi
 
 
-def kernel_diagnostics(theta: Tensor, grads: Tensor) -> dict[str, Tensor]:
+def function_space_direction(outputs: Tensor, output_grads: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The SVGD direction in function space (Wang et al. 2019, ICLR: function space particle
+    optimization): :func:`svgd_direction` applied to the particles' outputs on the mini-batch.
+
+    outputs, output_grads: (S, D), every particle's outputs f_i and the gradient of its log
+    likelihood with respect to them. Returns (phi, K, h): phi (S, D), the direction in which
+    each particle's outputs should move, ``phi_i = 1/S sum_j [K_ij dlogL_j/df_j + (2/h) K_ij
+    (f_i - f_j)]``, with the RBF kernel K and bandwidth h of the outputs (median heuristic). The
+    engine pulls phi back to the weights through each particle's Jacobian (one backward pass).
+    """
+    k, h = rbf_kernel(outputs)
+    return svgd_direction(outputs, output_grads), k, h
+
+
+def kernel_diagnostics(theta: Tensor, grads: Tensor, columns: Tensor | None = None) -> dict[str, Tensor]:
     """How much the kernel couples the particles (0-d tensors, no host synchronisation):
     ``kernel_offdiag`` the mean off-diagonal K_ij (1/S-ish means every pair is far apart),
     ``repulsion_ratio`` ||repulsive term|| / ||driving term K G|| of :func:`svgd_direction`
     (near 0: the particles move as independent gradient ascents), ``bandwidth`` h and
-    ``particle_distance`` the root mean squared distance between particles."""
+    ``particle_distance`` the root mean squared distance between particles (over every
+    coordinate). ``columns``: the kernel's coordinates, as in :func:`svgd_direction`."""
     s = theta.shape[0]
-    k, h = rbf_kernel(theta)
+    k, h = rbf_kernel(theta if columns is None else theta[:, columns])
     with _ieee_fp32_matmul():
         drive = torch.mm(k / s, grads)
-    repulse = svgd_direction(theta, grads) - drive
+    repulse = svgd_direction(theta, grads, columns) - drive
+    return {**_coupling(k, repulse, drive), "bandwidth": h, "particle_distance": _particle_distance(theta)}
+
+
+def _coupling(k: Tensor, repulse: Tensor, drive: Tensor) -> dict[str, Tensor]:
+    """The mean off-diagonal kernel value and the repulsive-to-driving norm ratio."""
+    s = k.shape[0]
     off = (k.sum() - k.diagonal().sum()) / max(s * (s - 1), 1)
-    # mean squared distance over pairs = 2 x the summed per-coordinate variance (S - 1 divisor)
-    distance = (2.0 * theta.var(0, correction=1).sum()).sqrt() if s > 1 else theta.new_zeros(())
-    return {"kernel_offdiag": off, "repulsion_ratio": repulse.norm() / drive.norm().clamp_min(1e-30),
-            "bandwidth": h, "particle_distance": distance}
+    return {"kernel_offdiag": off, "repulsion_ratio": repulse.norm() / drive.norm().clamp_min(1e-30)}
+
+
+def _particle_distance(theta: Tensor) -> Tensor:
+    """Root mean squared distance over pairs = sqrt(2 x the summed per-coordinate variance)."""
+    if theta.shape[0] < 2:
+        return theta.new_zeros(())
+    return (2.0 * theta.var(0, correction=1).sum()).sqrt()
 
 
 # --------------------------------------------------------------------------- prediction
@@ -283,6 +320,10 @@ class SVGD:
     particles at once (:func:`svgd_direction`, log beta part of theta), -phi written into
     ``.grad`` and one Adam step (stacked parameters; Adam is elementwise, so this is one
     Adam per particle). Two groups: weights ``lr``, log beta ``lr_noise``.
+    ``kernel``: ``"rbf"`` on all of theta (the paper); ``"last_layer"`` on the parameters of
+    ``ensemble.last_layer_parameters()`` only (a kernel in a space of tens of dimensions, where
+    the repulsive term is not vanishingly small); ``"function"`` on the particles' outputs at the
+    counted cells of the mini-batch (:meth:`function_space_grads`); ``"none"`` phi = G.
     ``scheduler_step(metric)`` drives one ReduceLROnPlateau over both groups.
     ``learn_noise=False`` freezes log beta (not in theta, not optimised).
     ``autocast_dtype`` (e.g. torch.bfloat16) autocasts the forward only; parameters and the
@@ -361,6 +402,8 @@ class SVGD:
         self.diagnostics: dict[str, Tensor] = {}
 
         s = self.num_particles
+        #: every particle of the group (a sharded engine holds only some of them)
+        self.total_particles = s
         self._params = [p for p in ensemble.parameters() if p.requires_grad]
         if not self._params:
             raise ValueError("the ensemble has no trainable parameters")
@@ -376,6 +419,7 @@ class SVGD:
             init = torch.as_tensor(log_beta_init, dtype=torch.float64).expand(s)
         self.log_beta = nn.Parameter(init.to(device=ref.device, dtype=ref.dtype).clone(),
                                      requires_grad=self.learn_noise)
+        self._kernel_columns = self._last_layer_columns() if kernel == "last_layer" else None
 
         groups: list[dict[str, Any]] = [{"params": self._params, "lr": lr}]
         if self.learn_noise:
@@ -396,6 +440,30 @@ class SVGD:
         """Flattened particles theta (S, P): every trainable parameter, then log beta."""
         s = self.num_particles
         return torch.cat([v.detach().reshape(s, -1) for v in self._variables], dim=1)
+
+    def _last_layer_columns(self) -> Tensor:
+        """theta's columns that hold the parameters of ``ensemble.last_layer_parameters()``."""
+        chosen = getattr(self.ensemble, "last_layer_parameters", None)
+        if chosen is None:
+            raise ValueError("kernel 'last_layer' needs an ensemble with a last_layer_parameters() method")
+        ids = {id(p) for p in chosen()}
+        columns, offset = [], 0
+        for v in self._variables:
+            n = v.numel() // self.num_particles
+            if id(v) in ids:
+                columns.append(torch.arange(offset, offset + n))
+            offset += n
+        if not columns:
+            raise ValueError("kernel 'last_layer': last_layer_parameters() holds no trainable parameter")
+        return torch.cat(columns).to(self.log_beta.device)
+
+    def _all(self, t: Tensor) -> Tensor:
+        """Every particle's rows of ``t`` (leading axis: this engine's particles); see ShardedSVGD."""
+        return t
+
+    def _own(self, t: Tensor) -> Tensor:
+        """This engine's rows of ``t`` (leading axis: every particle of the group)."""
+        return t
 
     def _flat_grads(self) -> Tensor:
         s = self.num_particles
@@ -451,20 +519,7 @@ class SVGD:
         ``output_mean`` (B, ...) mean over particles, ``sse_mean`` (0-d) squared error of
         the mean output over the counted cells. No host synchronisation.
         """
-        if not self.ensemble.training:
-            self.ensemble.train()
-        for v in self._variables:
-            v.grad = None
-        dtype = self.log_beta.dtype
-        y = y.to(dtype)
-        if self.land_only and mask is not None:
-            mask = torch.broadcast_to(mask.to(device=y.device, dtype=torch.bool), y.shape)
-            y = y.masked_fill(~mask, 0.0)  # NaN targets at invalid cells stay harmless
-            n_y = mask.sum().to(dtype)
-        else:
-            mask = None
-            n_y = y.new_full((), float(y.numel()))
-        scale = self.likelihood_weight * self.num_train / x.shape[0]
+        y, mask, n_y, scale = self._start_step(x, y, mask)
 
         sse_parts, lik_parts = [], []
         out_sum = None
@@ -482,10 +537,7 @@ class SVGD:
             part = out.detach().sum(0)
             out_sum = part if out_sum is None else out_sum + part
 
-        log_prior = self.log_prior_log_beta(self.log_beta)
-        for p in self._params:
-            log_prior = log_prior + self.weight_prior(p)
-        log_prior.sum().backward()
+        log_prior = self._log_prior_backward(1.0)
 
         out_mean = out_sum / self.num_particles
         r2m = (out_mean - y).square()
@@ -500,21 +552,106 @@ class SVGD:
         }
         return self._flat_grads(), stats
 
+    def _start_step(self, x: Tensor, y: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor, float]:
+        """Train mode, cleared gradients; the target with invalid cells at 0 (NaN targets there stay
+        harmless), the mask of counted cells (None: all), their number and the likelihood's N/B weight."""
+        if not self.ensemble.training:
+            self.ensemble.train()
+        for v in self._variables:
+            v.grad = None
+        y = y.to(self.log_beta.dtype)
+        if self.land_only and mask is not None:
+            mask = torch.broadcast_to(mask.to(device=y.device, dtype=torch.bool), y.shape)
+            y = y.masked_fill(~mask, 0.0)
+            n_y = mask.sum().to(y.dtype)
+        else:
+            mask = None
+            n_y = y.new_full((), float(y.numel()))
+        return y, mask, n_y, self.likelihood_weight * self.num_train / x.shape[0]
+
+    def _log_prior_backward(self, weight: float) -> Tensor:
+        """Accumulate ``weight`` x the gradient of every particle's log prior; returns it (S,), detached."""
+        log_prior = self.log_prior_log_beta(self.log_beta)
+        for p in self._params:
+            log_prior = log_prior + self.weight_prior(p)
+        (weight * log_prior.sum()).backward()
+        return log_prior.detach()
+
+    def function_space_grads(self, x: Tensor, y: Tensor, mask: Tensor | None = None,
+                             diagnose: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """The ascent direction (S, P) of the function-space kernel (``kernel="function"``) and the
+        statistics of :meth:`log_joint_grads`.
+
+        Two passes over the particle chunks. First every particle's outputs f on the batch (train
+        mode, no graph; BatchNorm's running statistics are put back, so they move once per step);
+        then phi_f = :func:`function_space_direction` of the outputs at the counted cells and
+        their log-likelihood gradients scale * beta_i * (y - f_i), and one backward pass of
+        sum_i <f_i, phi_f_i> pulls it back to each particle's weights (J_i^T phi_f_i). log beta
+        and the weight prior stay out of the kernel: each particle takes 1/S of its own gradient
+        of them, the weight they have in phi where the kernel is the identity. ``diagnose`` stores
+        the function-space kernel's coupling and the particles' distance in ``self.diagnostics``.
+        """
+        y, mask, n_y, scale = self._start_step(x, y, mask)
+        buffers = list(self.ensemble.buffers())
+        saved = [b.detach().clone() for b in buffers]
+        with torch.no_grad():
+            f = torch.cat([self._forward(x, sl) for sl in self._chunks()])
+            for b, value in zip(buffers, saved):
+                b.copy_(value)
+            residual = y - f
+            if mask is not None:
+                f = f.masked_fill(~mask, 0.0)
+                residual = residual.masked_fill(~mask, 0.0)
+            sse = residual.square().reshape(f.shape[0], -1).sum(1)
+            beta = self.log_beta.detach().exp().view(-1, *([1] * (f.dim() - 1)))
+            f_all = self._all(f)
+            g_all = self._all(scale * beta * residual)
+            flat = f_all.reshape(f_all.shape[0], -1)
+            phi_all, k, _ = function_space_direction(flat, g_all.reshape(flat.shape))
+            phi_f = self._own(phi_all).reshape(f.shape)
+        share = 1.0 / self.total_particles
+        for sl in self._chunks():
+            out = self._forward(x, sl)
+            lb = self.log_beta if sl is None else self.log_beta[sl]
+            part = sse if sl is None else sse[sl]
+            lik = scale * (-0.5 * lb.exp() * part + 0.5 * n_y * lb)
+            ((out * (phi_f if sl is None else phi_f[sl])).sum() + share * lik.sum()).backward()
+        log_prior = self._log_prior_backward(share)
+        if diagnose:
+            with torch.no_grad(), _ieee_fp32_matmul():
+                drive = torch.mm(k / k.shape[0], g_all.reshape(flat.shape))
+                self.diagnostics = {**_coupling(k, phi_all - drive, drive),
+                                    "particle_distance": _particle_distance(self._all(self.theta()))}
+        with torch.no_grad():
+            out_mean = f_all.mean(0)
+            r2m = (out_mean - y).square()
+            if mask is not None:
+                r2m = r2m.masked_fill(~mask, 0.0)
+            stats = {"sse": sse, "n_y": n_y, "output_mean": out_mean, "sse_mean": r2m.sum(),
+                     "log_joint": scale * (-0.5 * self.log_beta.detach().exp() * sse + 0.5 * n_y
+                                           * self.log_beta.detach()) + log_prior}
+        return self._flat_grads(), stats
+
     def kernel(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """RBF kernel (S, S) and bandwidth h of flattened particles; see :func:`rbf_kernel`."""
         return rbf_kernel(theta)
 
     def direction(self, theta: Tensor, grads: Tensor) -> Tensor:
-        """SVGD ascent direction phi (S, P); see :func:`svgd_direction`. With ``kernel="none"``
-        phi = G: every particle ascends its own log joint (a deep ensemble, the reference that
-        shows what the kernel adds)."""
+        """SVGD ascent direction phi (S, P) from the log joints' gradients G; see
+        :func:`svgd_direction` (with ``kernel="last_layer"`` on the output layer's columns). With
+        ``kernel="none"`` phi = G: every particle ascends its own log joint (a deep ensemble, the
+        reference that shows what the kernel adds). ``kernel="function"`` has no direction in
+        parameter space from G alone: :meth:`step` takes it from :meth:`function_space_grads`."""
         if self.kernel_name == "none":
             return grads
-        return svgd_direction(theta, grads)
+        if self.kernel_name == "function":
+            raise ValueError("kernel 'function' works on the particles' outputs: use function_space_grads")
+        return svgd_direction(theta, grads, self._kernel_columns)
 
     def diagnose(self, theta: Tensor, grads: Tensor) -> dict[str, Tensor]:
-        """:func:`kernel_diagnostics` of all particles (what the RBF kernel does or would do)."""
-        return kernel_diagnostics(theta, grads)
+        """:func:`kernel_diagnostics` of all particles (what the parameter-space kernel does or
+        would do; the RBF kernel on every parameter for ``none``)."""
+        return kernel_diagnostics(theta, grads, self._kernel_columns)
 
     def all_log_beta(self) -> Tensor:
         """log beta (S,) of every particle, detached."""
@@ -524,13 +661,18 @@ class SVGD:
     def step(self, x: Tensor, y: Tensor, mask: Tensor | None = None, diagnose: bool = False) -> dict[str, Tensor]:
         """One SVGD update on one mini-batch; returns the statistics of
         :meth:`log_joint_grads` (tensors, no host synchronisation). ``diagnose`` also stores
-        :func:`kernel_diagnostics` of this step in ``self.diagnostics``."""
-        grads, stats = self.log_joint_grads(x, y, mask)
-        with torch.no_grad():
-            if diagnose:
-                self.diagnostics = self.diagnose(self.theta(), grads)
-            phi = self.direction(self.theta(), grads)
+        :func:`kernel_diagnostics` of this step in ``self.diagnostics`` (for the function-space
+        kernel, its coupling in function space)."""
+        if self.kernel_name == "function":
+            phi, stats = self.function_space_grads(x, y, mask, diagnose=diagnose)
+        else:
+            grads, stats = self.log_joint_grads(x, y, mask)
+            with torch.no_grad():
+                if diagnose:
+                    self.diagnostics = self.diagnose(self.theta(), grads)
+                phi = self.direction(self.theta(), grads)
             del grads
+        with torch.no_grad():
             s, offset = self.num_particles, 0
             for v in self._variables:
                 n = v.numel() // s

@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from gracefill.grid import EARTH_RADIUS_M
+from gracefill.grid import cell_area as grid_cell_area
 from gracefill.io import UserError, atomic_path, write_csv
 from gracefill.months import SPLIT_FLAGS
 from gracefill.nn import build_backbone
@@ -102,6 +104,97 @@ def initial_log_beta(data: "TrainingData", cfg: dict, particles: int) -> torch.T
     return -math.log(max(variance, 1e-12)) + 0.1 * torch.randn(particles, dtype=torch.float64)
 
 
+def regression_residuals(data: TrainingData, ridge: float = 0.1, min_months: int = 24,
+                         cells_per_chunk: int = 4096) -> np.ndarray:
+    """Training-month residuals (T, H, W; NaN where none) of a per-cell ridge regression of the
+    target on the network's own inputs: a cheap stand-in for the network's residual, whose
+    spatial correlation says how many independent values a target field holds.
+
+    Each cell with at least ``min_months`` valid training months solves (X'X + ridge n I) b = X'y
+    (inputs are normalised; the intercept is not penalised); other cells stay NaN.
+    """
+    idx = data.train_index
+    valid = data.valid[idx, 0]
+    t, c, h, w = data.inputs[idx].shape
+    cells = torch.nonzero(valid.sum(0).reshape(-1) >= min_months).flatten()
+    out = torch.full((t, h * w), math.nan, dtype=torch.float64, device=valid.device)
+    for start in range(0, cells.numel(), cells_per_chunk):
+        chosen = cells[start:start + cells_per_chunk]
+        x = data.inputs[idx].reshape(t, c, h * w)[:, :, chosen].permute(2, 0, 1).double()  # (n, T, C)
+        y = data.target[idx, 0].reshape(t, h * w)[:, chosen].T.double()  # (n, T)
+        m = valid.reshape(t, h * w)[:, chosen].T.double()
+        x = torch.cat([x, torch.ones_like(x[..., :1])], -1) * m[..., None]
+        gram = x.transpose(1, 2) @ x
+        penalty = torch.full((c + 1,), ridge, dtype=x.dtype, device=x.device)
+        penalty[-1] = 0.0
+        gram = gram + torch.diag_embed(penalty * m.sum(1, keepdim=True))
+        coef = torch.linalg.solve(gram, (x.transpose(1, 2) @ (y * m)[..., None]))
+        residual = (y - (x @ coef)[..., 0]).masked_fill(m == 0, math.nan)
+        out[:, chosen] = residual.T
+    return out.reshape(t, h, w).cpu().numpy()
+
+
+def residual_correlation_length(residuals: np.ndarray, lat: np.ndarray, lon: np.ndarray, max_shift: int = 2,
+                                min_months: int = 24) -> float:
+    """e-folding length (km) of the spatial correlation of residual fields (T, H, W; NaN = none).
+
+    The temporal correlation of every pair of cells up to ``max_shift`` cells apart (north, east
+    and diagonal) is averaged per grid row and shift; the length L of rho(d) = exp(-d / L) is the
+    least-squares fit of -log rho against the great-circle distance d through the origin, over
+    the averages between 0.02 and 0.99. NaN when no pair is usable.
+    """
+    r = np.asarray(residuals, dtype=np.float64)
+    lat_r, lon_r = np.radians(np.asarray(lat, float)), np.radians(np.asarray(lon, float))
+    num = den = 0.0
+    for dy in range(max_shift + 1):
+        for dx in range(max_shift + 1):
+            if dx == dy == 0 or dy >= r.shape[1] or dx >= r.shape[2]:
+                continue
+            a, b = r[:, :r.shape[1] - dy, :r.shape[2] - dx], r[:, dy:, dx:]
+            both = np.isfinite(a) & np.isfinite(b)
+            n = both.sum(0)
+            a, b = np.where(both, a, 0.0), np.where(both, b, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ma, mb = a.sum(0) / n, b.sum(0) / n
+                cov = (a * b).sum(0) / n - ma * mb
+                va, vb = (a * a).sum(0) / n - ma**2, (b * b).sum(0) / n - mb**2
+                rho = np.where(n >= min_months, cov / np.sqrt(va * vb), np.nan)
+            row_rho = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in rho])
+            phi1, phi2 = lat_r[:r.shape[1] - dy], lat_r[dy:]
+            dlon = lon_r[dx] - lon_r[0]
+            hav = np.sin((phi2 - phi1) / 2) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(dlon / 2) ** 2
+            dist = 2 * EARTH_RADIUS_M / 1e3 * np.arcsin(np.sqrt(hav))
+            use = np.isfinite(row_rho) & (row_rho > 0.02) & (row_rho < 0.99)
+            num += float((dist[use] ** 2).sum())
+            den += float((dist[use] * -np.log(row_rho[use])).sum())
+    return num / den if den > 0 else math.nan
+
+
+def effective_sample_fraction(length_km: float, cell_area_km2: float) -> float:
+    """The fraction of a field's values that are independent: a cell's area over the integral area
+    2 pi L^2 of an exponential correlation of e-folding length L, at most 1 (1 when L is unknown)."""
+    if not math.isfinite(length_km) or length_km <= 0:
+        return 1.0
+    return float(min(1.0, cell_area_km2 / (2 * math.pi * length_km**2)))
+
+
+def resolve_likelihood_temperature(ds: xr.Dataset, data: TrainingData, cfg: dict) -> tuple[float, dict]:
+    """``training.likelihood_temperature`` as a number; ``auto`` is the effective sample fraction of
+    the training residuals' correlation length (:func:`regression_residuals`). Returns it and what
+    it came from (logged and kept in the checkpoint)."""
+    value = cfg["training"]["likelihood_temperature"]
+    if value != "auto":
+        return float(value), {"likelihood_temperature": float(value)}
+    lat, lon = ds["lat"].values, ds["lon"].values
+    length = residual_correlation_length(regression_residuals(data), lat, lon)
+    area = grid_cell_area(lat, lon, float(np.abs(np.diff(lat)).mean())) / 1e6  # km2
+    land = data.valid[data.train_index, 0].any(0).cpu().numpy()
+    cell_area = float(area[land].mean()) if land.any() else math.nan
+    temperature = effective_sample_fraction(length, cell_area)
+    return temperature, {"likelihood_temperature": temperature, "residual_correlation_length_km": length,
+                         "mean_land_cell_area_km2": cell_area}
+
+
 def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device,
                  log_beta_init: torch.Tensor | None = None, compile_network: bool = False) -> SVGD:
     """The ensemble backbone and its SVGD engine, initialised from the global torch RNG;
@@ -122,7 +215,8 @@ def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device
         log_beta_init=log_beta_init,
         predict_chunk=cfg["prediction"]["particle_chunk"] or None,
         compile_ensemble=compile_network,
-        likelihood_weight=t["likelihood_temperature"],
+        # "auto" is resolved on the training data by train(); an engine built to predict never uses it
+        likelihood_weight=1.0 if t["likelihood_temperature"] == "auto" else t["likelihood_temperature"],
         kernel=t["svgd_kernel"],
     )
 
@@ -266,6 +360,12 @@ def train(
     device = device if device is not None else resolve_device(t["device"])
     data = TrainingData.from_dataset(ds, device, land_only=t["land_only_loss"])
     settings = model_settings(cfg, data.inputs.shape[1], (ds.sizes["lat"], ds.sizes["lon"]))
+    temperature, likelihood = resolve_likelihood_temperature(ds, data, cfg)
+    if t["likelihood_temperature"] == "auto":
+        cfg = {**cfg, "training": {**t, "likelihood_temperature": temperature}}
+        if writer:
+            log.info("likelihood temperature %.4g: residual correlation length %.0f km, mean land cell %.0f km2",
+                     temperature, likelihood["residual_correlation_length_km"], likelihood["mean_land_cell_area_km2"])
     torch.manual_seed(cfg["seed"])
     engine = (engine_builder or build_engine)(settings, cfg, int(data.train_index.numel()), device,
                                               log_beta_init=initial_log_beta(data, cfg, settings["particles"]),
@@ -295,7 +395,7 @@ def train(
                desc="train", unit="epoch", disable=not show_bar)
     def checkpoint_payload(epoch: int) -> dict:
         return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "config_hash": config_hash, "model": settings,
-                "engine": _to_cpu(engine.state_dict()), "history": list(history)}
+                "likelihood": likelihood, "engine": _to_cpu(engine.state_dict()), "history": list(history)}
 
     payload: dict = {}
     for epoch in bar:

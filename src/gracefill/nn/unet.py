@@ -60,6 +60,11 @@ class _EnsembleUNet(EnsembleModule):
         else:
             self.skips = None
 
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The output layer's parameters (the 1x1 conv, nf x Cout weights + Cout biases a particle):
+        the coordinates of SVGD's ``last_layer`` kernel."""
+        return list(self.outc.parameters())
+
     def _skip(self, k: int, x, particles):
         if self.skips is None:
             return x

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Model options scored on the validation folds of the five benchmark worlds, on a GPU machine with
+# many cores: the worlds' grids and regridded fields through the workflow's own rules
+# (retrieve_synthetic .. regrid_variable, the five worlds at once), then bench/select_on_folds.py.
+#
+#   WHEELS=.whl VARIANTS="default kernel_function" bash bench/select_on_device.sh
+#
+# WHEELS: a folder of wheels for what the machine lacks (snakemake and its dependencies,
+# xarray-regrid, global-land-mask, netCDF4, dask, jsonschema ...), installed with --no-deps into
+# /tmp/site. The worlds stay in results/benchmark-<world>/ (a second call reuses them and every
+# finished fold); the logs and the tables go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/out}
+VARIANTS=${VARIANTS:-default}
+JOBS=${JOBS:-5}
+THREADS=${THREADS:-3}
+mkdir -p "$OUT" /tmp/site/bin
+if [ -n "${WHEELS:-}" ] && [ ! -e /tmp/site/.installed ]; then
+    python3 -m pip install -q --no-deps --no-index --target /tmp/site $(ls "$WHEELS"/*.whl | sort -u) >"$OUT/pip.log" 2>&1 \
+        || { tail -5 "$OUT/pip.log"; exit 1; }
+    touch /tmp/site/.installed
+fi
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+printf '#!/bin/sh\nexec python3 -m gracefill.cli "$@"\n' >/tmp/site/bin/gracefill
+chmod +x /tmp/site/bin/gracefill
+export PATH=/tmp/site/bin:$PATH
+
+started=$(date +%s)
+worlds=$(python3 - <<'PY'
+from pathlib import Path
+import yaml
+from gracefill import benchmark as bm
+from gracefill import config
+raw = bm.merge(config.read("config.yaml"), config.read("configs/benchmark.yaml"))
+folder = Path("results/benchmark/benchmark/worlds")
+folder.mkdir(parents=True, exist_ok=True)
+for name, world in bm.world_configs(raw, config.validate(raw)["benchmark"]["worlds"]).items():
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(world, sort_keys=False))
+    print(world["run"])
+PY
+)
+for run in $worlds; do
+    name=${run#benchmark-}
+    targets="results/$run/grid.nc"
+    for field in precipitation temperature evaporation runoff land_water_storage twsa; do
+        targets="$targets results/$run/regridded/$field.nc"
+    done
+    python3 -m snakemake $targets --cores "$THREADS" --scheduler greedy --rerun-incomplete \
+        --configfile "results/benchmark/benchmark/worlds/$name.yaml" >"$OUT/snakemake_$name.log" 2>&1 &
+done
+wait
+echo "worlds ready after $(( $(date +%s) - started )) s"
+SELECT_THREADS=$THREADS python3 bench/select_on_folds.py --worlds $(printf 'results/%s ' $worlds) \
+    --variants $VARIANTS --jobs "$JOBS" --out "$OUT/selection" 2>&1 | tee "$OUT/select.log" | grep -v Warning | tail -30
+echo "done after $(( $(date +%s) - started )) s"
