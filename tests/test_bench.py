@@ -219,3 +219,14 @@ def test_layer_bench_quick_cpu_writes_table(tmp_path):
                           "--no-compile", "--out", str(tmp_path / "fwd.json")], capture_output=True, text=True,
                          timeout=180, cwd=ROOT)
     assert fwd.returncode == 0 and "forward only" in fwd.stdout, fwd.stdout[-2000:] + fwd.stderr[-2000:]
+
+
+def test_kernel_bench_times_every_kernel_on_the_cpu(tmp_path):
+    from bench import bench_kernels
+
+    out = tmp_path / "kernels.json"
+    rows = bench_kernels.main(["--features", "4", "--particles", "3", "--channels", "5", "--grid", "16", "24",
+                               "--batch", "2", "--steps", "1", "--device", "cpu", "--out", str(out)])
+    assert [r["kernel"] for r in rows] == list(bench_kernels.KERNELS)
+    assert all(r["seconds_per_step"] > 0 for r in rows) and rows[0]["ratio_to_rbf"] == 1.0
+    assert json.loads(out.read_text())["rows"][2]["kernel"] == "function"
