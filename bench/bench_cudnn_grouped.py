@@ -8,7 +8,7 @@ bf16) for each memory layout (NCHW, channels-last) and algorithm choice (cuDNN's
 candidates, ``benchmark_limit = 0``). Medians by ``triton.testing.do_bench`` (L2 flushed).
 Prints one table and writes it as JSON.
 
-    PYTHONPATH=src python bench/bench_cudnn_grouped.py --out bench/cudnn_grouped.json   # GPU
+    python -m bench.bench_cudnn_grouped --out bench/results/cudnn_grouped.json   # GPU
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv=None):
     ap.add_argument("--features", type=int, default=48)
     ap.add_argument("--chunk", type=int, default=6)
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
-    ap.add_argument("--out", default="bench/cudnn_grouped.json")
+    ap.add_argument("--out", default="bench/results/cudnn_grouped.json")
     args = ap.parse_args(argv)
     unknown = set(args.settings.split(",")) - set(SETTINGS)
     if unknown:

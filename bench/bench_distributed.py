@@ -13,13 +13,13 @@ measures the single-GPU engine. Each call adds its world size's row to the JSON 
 divide --particles runs the next multiple of it (said in the table: the particles column).
 
     # one GPU, then 2 and 4 (same --out); TORCHINDUCTOR_CACHE_DIR shared keeps compilations
-    PYTHONPATH=src python bench/bench_distributed.py --out bench/results_distributed.json
-    PYTHONPATH=src torchrun --standalone --nproc-per-node 2 bench/bench_distributed.py --out bench/results_distributed.json
-    PYTHONPATH=src torchrun --standalone --nproc-per-node 4 bench/bench_distributed.py --out bench/results_distributed.json
+    python -m bench.bench_distributed --out bench/results/results_distributed.json
+    torchrun --standalone --nproc-per-node 2 -m bench.bench_distributed --out bench/results/results_distributed.json
+    torchrun --standalone --nproc-per-node 4 -m bench.bench_distributed --out bench/results/results_distributed.json
     # or all in one call (each world size a torchrun of its own)
-    PYTHONPATH=src python bench/bench_distributed.py --worlds 1,2,4 --out bench/results_distributed.json
+    python -m bench.bench_distributed --worlds 1,2,4 --out bench/results/results_distributed.json
     # tiny shapes on the CPU (gloo), seconds
-    PYTHONPATH=src torchrun --standalone --nproc-per-node 2 bench/bench_distributed.py --quick --device cpu --out /tmp/d.json
+    torchrun --standalone --nproc-per-node 2 -m bench.bench_distributed --quick --device cpu --out /tmp/d.json
 """
 from __future__ import annotations
 

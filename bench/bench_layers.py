@@ -18,8 +18,8 @@ layers one dense residual block is made of, at the finest U-net level of the pap
 Prints one table (ms per call, and ms per training step when multiplied by the number of such
 calls in the whole RRDB U-net for the 30 particles) and writes it as JSON.
 
-    PYTHONPATH=src python bench/bench_layers.py --out bench/layers.json
-    python bench/bench_layers.py --quick --device cpu       # tiny shapes, seconds, for tests
+    python -m bench.bench_layers --out bench/results/layers.json
+    python -m bench.bench_layers --quick --device cpu       # tiny shapes, seconds, for tests
 """
 
 from __future__ import annotations
@@ -28,19 +28,15 @@ import argparse
 import contextlib
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-_SRC = Path(__file__).resolve().parents[1] / "src"
-if _SRC.is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
 
-from gracefill.nn.blocks import DAU, DenseResidualBlock  # noqa: E402
-from gracefill.nn.layers import EnsembleActivation, EnsembleConvTranspose2d  # noqa: E402
+from gracefill.nn.blocks import DAU, DenseResidualBlock
+from gracefill.nn.layers import EnsembleActivation, EnsembleConvTranspose2d
 
 # Calls per forward pass of the whole RRDB U-net (5 RRDBs of 3 dense blocks, 5 skip DAUs) at the
 # finest level, where E1 and D1 run (2 RRDBs) and the skips of inc and E1 (2 DAUs). The coarser
@@ -62,7 +58,7 @@ def parse_args(argv=None):
     ap.add_argument("--forward-only", action="store_true", help="time forward passes without autograd (prediction)")
     ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU, seconds; used by the tests)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--out", default="bench/layers.json")
+    ap.add_argument("--out", default="bench/results/layers.json")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.grid, args.features, args.chunk, args.particles = 2, "8x16", 8, 2, 4

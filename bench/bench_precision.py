@@ -3,8 +3,8 @@
 
 Two steps, so that the GPU machine needs nothing but torch:
 
-    python bench/bench_precision.py export --tensors results/default/tensors.nc --out results/precision_data.pt
-    PYTHONPATH=src python bench/bench_precision.py run --data results/precision_data.pt --out precision.json
+    python -m bench.bench_precision export --tensors results/default/tensors.nc --out results/precision_data.pt
+    python -m bench.bench_precision run --data results/precision_data.pt --out precision.json
 
 ``export`` crops the tensors file to a window (inputs as float16 to keep the file small) and keeps the
 split labels; ``run`` trains the CBAM ensemble with each precision and seed exactly as gracefill.train

@@ -26,8 +26,8 @@ kernels, see :class:`SharedWeightBound`), CHUNK the training particle chunk
 (``all`` or 0: no chunking). Reference loops take the same tokens without a chunk; speed-ups are
 against the fastest reference loop of a precision.
 
-    PYTHONPATH=src python bench/bench_train.py --backbone rrdb,cbam --out bench/results.json
-    python bench/bench_train.py --quick --device cpu        # tiny shapes, seconds, for tests
+    python -m bench.bench_train --backbone rrdb,cbam --out bench/results/results.json
+    python -m bench.bench_train --quick --device cpu        # tiny shapes, seconds, for tests
 """
 
 from __future__ import annotations
@@ -46,14 +46,11 @@ from pathlib import Path
 
 import torch
 
-_SRC = Path(__file__).resolve().parents[1] / "src"
-if _SRC.is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
 
-from gracefill.nn import build_backbone  # noqa: E402
-from gracefill.nn.layers import EnsembleConv2d, EnsembleConvTranspose2d  # noqa: E402
-from gracefill.svgd import SVGD  # noqa: E402
-from gracefill.svgd_reference import ReferenceSVGD  # noqa: E402
+from gracefill.nn import build_backbone
+from gracefill.nn.layers import EnsembleConv2d, EnsembleConvTranspose2d
+from gracefill.svgd import SVGD
+from gracefill.svgd_reference import ReferenceSVGD
 
 # GFLOP per 144 x 360 sample per particle (Cin 21, Cout 1, nf 48): forward, forward + backward
 PAPER_GFLOP = {"rrdb": (47.0, 140.8), "cbam": (4.29, 12.65)}
@@ -158,7 +155,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU in seconds; used by the tests)")
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="bench/results.json")
+    ap.add_argument("--out", default="bench/results/results.json")
     args = ap.parse_args(argv)
     if args.quick:
         args.particles, args.batch, args.months, args.predict_months = 2, 2, 4, 4

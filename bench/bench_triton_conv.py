@@ -11,10 +11,10 @@ then tunes each pass's launch configuration per layer and times forward, data gr
 gradient and forward + backward of the four dense-block layers (48..192 -> 48 per particle,
 72 x 180, batch 12, a chunk of particles, bf16) against cuDNN.
 
-    PYTHONPATH=src python bench/bench_triton_conv.py --out bench/triton_conv.json      # GPU
-    TRITON_INTERPRET=1 python bench/bench_triton_conv.py --check-only --device cpu     # CPU, tiny shapes
+    python -m bench.bench_triton_conv --out bench/results/triton_conv.json      # GPU
+    TRITON_INTERPRET=1 python -m bench.bench_triton_conv --check-only --device cpu     # CPU, tiny shapes
 
-Outcome on an H100 (bench/RESULTS.md, session 5): forward and data gradient 0.94-1.34x cuDNN's
+Outcome on an H100 (bench/results/RESULTS.md, session 5): forward and data gradient 0.94-1.34x cuDNN's
 speed, the weight gradient 4-6x slower; not worth wiring into the package.
 """
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 import triton.testing
-from bench_cudnn_grouped import dense_block_layers  # same directory: the same four layers
+from bench.bench_cudnn_grouped import dense_block_layers  # the same four layers
 
 
 # launch configurations searched per layer shape: (block_m, block_n, block_k, num_warps); the
@@ -271,7 +271,7 @@ def main(argv=None):
     ap.add_argument("--features", type=int, default=48)
     ap.add_argument("--chunk", type=int, default=6)
     ap.add_argument("--check-only", action="store_true", help="only the correctness checks")
-    ap.add_argument("--out", default="bench/triton_conv.json")
+    ap.add_argument("--out", default="bench/results/triton_conv.json")
     args = ap.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of bench/RESULTS.md, one stage per device call (each fits 600 s).
+# The GPU measurements of bench/results/RESULTS.md, one stage per device call (each fits 600 s).
 # Logs and JSON go to $OUT (default bench/out). The inductor cache stays in
 # $TORCHINDUCTOR_CACHE_DIR (default /tmp/inductor) so that a later stage on the same machine
 # reuses the RRDB compilation (3-5 minutes cold).
@@ -39,48 +39,48 @@ for stage in "$@"; do
     gpu_state
     case $stage in
     layers)
-        run layers6 200 python3 -u bench/bench_layers.py --chunk 6 --out "$OUT/layers6.json" ;;
+        run layers6 200 python3 -u -m bench.bench_layers --chunk 6 --out "$OUT/layers6.json" ;;
     layers-eager)
-        run layers6_eager 60 python3 -u bench/bench_layers.py --chunk 6 --no-compile --out "$OUT/layers6_eager.json" ;;
+        run layers6_eager 60 python3 -u -m bench.bench_layers --chunk 6 --no-compile --out "$OUT/layers6_eager.json" ;;
     forms)  # eager only: the three layer forms against the two reference loops (about 4 min)
-        run forms_rrdb 200 python3 -u bench/bench_train.py --backbone rrdb --no-check \
+        run forms_rrdb 200 python3 -u -m bench.bench_train --backbone rrdb --no-check \
             --rrdb-ref-variants fp32,fp32+plain --rrdb-variants bf16@6,bf16+subpixel@6,bf16+plain@6 \
             --predict-batch 25 --out "$OUT/forms_rrdb.json"
-        run forms_cbam 80 python3 -u bench/bench_train.py --backbone cbam --no-check \
+        run forms_cbam 80 python3 -u -m bench.bench_train --backbone cbam --no-check \
             --cbam-ref-variants fp32,fp32+plain --cbam-variants bf16@all,bf16+subpixel@all,bf16+plain@all \
             --predict-batch 25 --out "$OUT/forms_cbam.json" ;;
     triton-conv)  # the Triton grouped-convolution prototype against cuDNN, chunks 6 and 30
-        run triton_conv6 300 python3 -u bench/bench_triton_conv.py --chunk 6 --out "$OUT/triton_conv6.json"
-        run triton_conv30 200 python3 -u bench/bench_triton_conv.py --chunk 30 --out "$OUT/triton_conv30.json" ;;
+        run triton_conv6 300 python3 -u -m bench.bench_triton_conv --chunk 6 --out "$OUT/triton_conv6.json"
+        run triton_conv30 200 python3 -u -m bench.bench_triton_conv --chunk 30 --out "$OUT/triton_conv30.json" ;;
     cudnn-grouped)
-        run cudnn_grouped 200 python3 -u bench/bench_cudnn_grouped.py --out "$OUT/cudnn_grouped.json" ;;
+        run cudnn_grouped 200 python3 -u -m bench.bench_cudnn_grouped --out "$OUT/cudnn_grouped.json" ;;
     layers30)
-        run layers30 90 python3 -u bench/bench_layers.py --chunk 30 --no-compile --out "$OUT/layers30.json" ;;
+        run layers30 90 python3 -u -m bench.bench_layers --chunk 30 --no-compile --out "$OUT/layers30.json" ;;
     cbam)
-        run cbam 330 python3 -u bench/bench_train.py --backbone cbam --check-compile cbam --profile \
+        run cbam 330 python3 -u -m bench.bench_train --backbone cbam --check-compile cbam --profile \
             --cbam-ref-variants fp32,fp32+plain --cbam-variants "$CBAM_VARIANTS" --full-predict "$CBAM_VARIANTS" \
             --predict-batch 25,8 --out "$OUT/cbam.json" ;;
     table)  # the table: both backbones in one process, references timed over 2 steps
-        run table 590 python3 -u bench/bench_train.py --backbone rrdb,cbam --ref-steps 2 \
+        run table 590 python3 -u -m bench.bench_train --backbone rrdb,cbam --ref-steps 2 \
             --ref-variants fp32,fp32+plain --rrdb-variants bf16+compile@6,bf16@6 \
             --cbam-variants bf16+compile@all,bf16@all --full-predict bf16+compile@6,bf16@6,bf16+compile@all,bf16@all \
             --predict-batch 25 --out "$OUT/table.json" ;;
     shared-cbam)  # the shared-weight bound (dense convolutions, same FLOP) against the engine in one process;
         # compiled channels-last in a process of its own (a device-side assert would end the others)
-        run shared_cbam 330 python3 -u bench/bench_train.py --backbone cbam --no-check --cbam-ref-variants fp32+plain \
+        run shared_cbam 330 python3 -u -m bench.bench_train --backbone cbam --no-check --cbam-ref-variants fp32+plain \
             --cbam-variants bf16+compile@all,bf16@all,bf16+shared@all,bf16+cl+shared@all,bf16+compile+shared@all \
             --predict-batch 25 --out "$OUT/shared_cbam.json"
-        run shared_cbam_cl 150 python3 -u bench/bench_train.py --backbone cbam --no-check --skip-reference \
+        run shared_cbam_cl 150 python3 -u -m bench.bench_train --backbone cbam --no-check --skip-reference \
             --cbam-variants bf16+compile+cl+shared@all --predict-batch 25 --out "$OUT/shared_cbam_cl.json" ;;
     shared-rrdb-eager)
-        run shared_rrdb_eager 300 python3 -u bench/bench_train.py --backbone rrdb --no-check --rrdb-ref-variants fp32+plain \
+        run shared_rrdb_eager 300 python3 -u -m bench.bench_train --backbone rrdb --no-check --rrdb-ref-variants fp32+plain \
             --rrdb-variants bf16@6,bf16+shared@6,bf16+cl+shared@6 --predict-batch 25 --out "$OUT/shared_rrdb_eager.json" ;;
     shared-rrdb-compiled)
-        run shared_rrdb_compiled 590 python3 -u bench/bench_train.py --backbone rrdb --no-check \
+        run shared_rrdb_compiled 590 python3 -u -m bench.bench_train --backbone rrdb --no-check \
             --rrdb-ref-variants fp32+plain --rrdb-variants bf16+compile+cl+shared@6 --predict-batch 25 \
             --out "$OUT/shared_rrdb_compiled.json" ;;
     rrdb)
-        run rrdb 590 python3 -u bench/bench_train.py --backbone rrdb --profile --rrdb-ref-variants fp32 \
+        run rrdb 590 python3 -u -m bench.bench_train --backbone rrdb --profile --rrdb-ref-variants fp32 \
             --rrdb-variants "$RRDB_VARIANTS" --full-predict "$RRDB_VARIANTS" --predict-batch 25 \
             --out "$OUT/rrdb.json" ;;
     *)

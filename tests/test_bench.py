@@ -21,12 +21,9 @@ BENCH = ROOT / "bench" / "bench_train.py"
 
 
 def _bench_train():
-    """The bench script as a module (it lives outside the package)."""
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        import bench_train
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    """The bench script as a module of the repository's bench/ folder (run as ``python -m bench.bench_train``)."""
+    from bench import bench_train
+
     return bench_train
 
 

@@ -36,7 +36,7 @@ def build_backbone(name: str, in_channels: int, out_channels: int, num_particles
     """Build the ensemble U-net ``name`` ("rrdb" or "cbam", case-insensitive) of S particles.
 
     ``channels_last`` (default off) runs the activations in NHWC layout: same values, a
-    performance knob (see bench/RESULTS.md for whether it pays on a given GPU).
+    performance knob (see bench/results/RESULTS.md for whether it pays on a given GPU).
     """
     key = name.lower() if isinstance(name, str) else name
     classes = {"rrdb": RRDBUNet, "cbam": CBAMUNet}

@@ -142,7 +142,7 @@ class EnsembleConv2d(EnsembleModule):
     channels is used (no input replication). A 1 x 1 convolution (stride 1, no padding) on
     NCHW activations runs as one batched matmul over the particles: same values, and on an
     H100 2.1x faster forward + backward than cuDNN's grouped 1 x 1 convolution (the DAU's
-    96 -> 48 merge, bf16, bench/RESULTS.md).
+    96 -> 48 merge, bf16, bench/results/RESULTS.md).
     """
 
     pointwise_matmul = True  # performance knob (same values); the bench switches it off to compare
@@ -189,7 +189,7 @@ class EnsembleConvTranspose2d(EnsembleModule):
     With ``subpixel`` on, the U-nets' 4 x 4, stride 2, padding 1 up-sampling runs as a 3 x 3
     convolution to 4 * out channels (one per output pixel parity, the unused taps zero)
     followed by a 2x pixel shuffle: same values, 2.25x the multiply-adds. Off by default: on
-    an H100 it made the compiled CBAM and both reference loops slower (bench/RESULTS.md).
+    an H100 it made the compiled CBAM and both reference loops slower (bench/results/RESULTS.md).
     """
 
     subpixel = False  # performance knob (same values); the bench switches it on to compare
