@@ -7,6 +7,8 @@ import pytest
 import xarray as xr
 
 from gracefill.sources import synthetic as syn
+from gracefill.sources.synthetic import storage as syn_storage
+from gracefill.sources.synthetic import world as syn_world
 
 LAT = np.arange(21.0, 52.0, 2.0)  # 20N..52N
 LON = np.arange(-127.0, -64.0, 2.0)  # 128W..64W
@@ -204,7 +206,7 @@ def test_evapotranspiration_is_the_exact_monthly_dry_down():
     soil = np.array([0.0, 50.0, 100.0, 300.0, 300.0, 80.0])
     pet = np.array([100.0, 0.0, 70.0, 50.0, 250.0, 140.0])
     wet = np.full(6, 140.0)
-    et = syn._evapotranspiration(soil, pet, wet)
+    et = syn_storage._evapotranspiration(soil, pet, wet)
     expected = [
         0.0,  # nothing to evaporate
         0.0,  # no PET
@@ -218,12 +220,12 @@ def test_evapotranspiration_is_the_exact_monthly_dry_down():
 
 def test_root_zone_grows_with_aridity():
     p_clim = np.array([100.0, 100.0, 30.0, 5.0])[None, :].repeat(12, 0)  # mm/month
-    t_clim = np.full((12, 4), syn.FREEZE_K + 20.0)  # PET = 0.15 x 20 x 30.44 = 91 mm/month
-    t_clim[:, 0] = syn.FREEZE_K - 5.0  # frozen: no PET
+    t_clim = np.full((12, 4), syn_storage.FREEZE_K + 20.0)  # PET = 0.15 x 20 x 30.44 = 91 mm/month
+    t_clim[:, 0] = syn_storage.FREEZE_K - 5.0  # frozen: no PET
     factor = syn.root_zone_factor(p_clim, t_clim)
-    aridity = syn.PET_MM_PER_DAY_K * syn.DAYS_PER_MONTH * 20.0 / 30.0  # about 3: humid 1, desert clipped
-    exponent = syn.ROOT_ZONE_ARIDITY_EXPONENT
-    np.testing.assert_allclose(factor, [1.0, 1.0, aridity**exponent, syn.ROOT_ZONE_MAX_ARIDITY**exponent])
+    aridity = syn_storage.PET_MM_PER_DAY_K * syn_storage.DAYS_PER_MONTH * 20.0 / 30.0  # about 3: humid 1, desert clipped
+    exponent = syn_storage.ROOT_ZONE_ARIDITY_EXPONENT
+    np.testing.assert_allclose(factor, [1.0, 1.0, aridity**exponent, syn_storage.ROOT_ZONE_MAX_ARIDITY**exponent])
     assert 1.0 < factor[2] < factor[3]
 
 
@@ -271,10 +273,10 @@ def test_drought_forcing_in_the_predictors(world, calm):
     e, c = world["era5land"], calm["era5land"]
     on = slice("2017-01", DROUGHT["end"])  # DROUGHT_LEAD_MONTHS before the start
     ratio = box_mean(e.precipitation.sel(time=on)).sum() / box_mean(c.precipitation.sel(time=on)).sum()
-    assert float(ratio) == pytest.approx(1.0 - syn.DROUGHT_PRECIP_DEFICIT, abs=1e-4)
+    assert float(ratio) == pytest.approx(1.0 - syn_world.DROUGHT_PRECIP_DEFICIT, abs=1e-4)
     warm = (e.temperature - c.temperature).sel(**DROUGHT_BOX)
     np.testing.assert_allclose(warm.sel(time=on).values[np.isfinite(warm.sel(time=on).values)],
-                               syn.DROUGHT_WARMING_K, atol=1e-4)
+                               syn_world.DROUGHT_WARMING_K, atol=1e-4)
     off = (e.temperature - c.temperature).drop_sel(time=warm.sel(time=on).time)
     assert float(np.abs(off).max()) == 0.0
     assert float(np.abs((e.temperature - c.temperature).sel(lon=slice(-128, -100))).max()) == 0.0
@@ -307,8 +309,8 @@ def test_direct_deficit_is_the_documented_ramp(world, calm):
     start, end = pd.Period(DROUGHT["start"], "M"), pd.Period(DROUGHT["end"], "M")
     since_start = np.array([(m - start).n for m in months])
     since_end = np.array([(m - end).n for m in months])
-    ramp = np.clip((since_start + syn.DROUGHT_LEAD_MONTHS) / syn.DROUGHT_LEAD_MONTHS, 0, 1)
-    ramp = np.where(since_end > 0, np.clip(1 - since_end / syn.DROUGHT_RECOVERY_MONTHS, 0, 1), ramp)
+    ramp = np.clip((since_start + syn_world.DROUGHT_LEAD_MONTHS) / syn_world.DROUGHT_LEAD_MONTHS, 0, 1)
+    ramp = np.where(since_end > 0, np.clip(1 - since_end / syn_world.DROUGHT_RECOVERY_MONTHS, 0, 1), ramp)
     np.testing.assert_allclose(box_mean(direct).values, -DROUGHT["depth_mm"] * ramp, atol=1e-3)
     assert ramp.max() == 1.0 and ramp[months == pd.Period("2017-04", "M")] == 0.5
     assert float(direct.max()) <= 0.0 and float(direct.sel(lon=slice(-128, -110)).min()) > -1e-6
@@ -347,7 +349,7 @@ def test_heteroscedastic_noise(world):
     # the mission epochs: one static map times a per-month factor
     land = np.isfinite(unc.values[0])
     first, late, fo = (unc.sel(time=t).values[land] for t in ("2005-03-01", "2012-03-01", "2019-03-01"))
-    epochs = dict(syn.GRACE_NOISE_EPOCHS)
+    epochs = dict(syn_world.GRACE_NOISE_EPOCHS)
     np.testing.assert_allclose(late / first, epochs["2011-01"] / epochs["2002-01"], rtol=1e-5)
     np.testing.assert_allclose(fo / first, epochs["2018-06"] / epochs["2002-01"], rtol=1e-5)
     assert epochs["2011-01"] > epochs["2002-01"] > epochs["2018-06"]
