@@ -12,6 +12,7 @@ import sys
 
 from gracefill import config as config_mod
 from gracefill.io import UserError, write_netcdf
+from gracefill.sources.plan import grid_bounds
 
 log = logging.getLogger("gracefill.sources")
 
@@ -19,10 +20,6 @@ log = logging.getLogger("gracefill.sources")
 CHECKS = ("csr", "csr_land_mask", "gsfc")
 #: The GRACE mascon products `normalise_grace` reads.
 MASCONS = ("csr", "jpl", "gsfc")
-
-
-def bounds_of(cfg: dict) -> dict:
-    return {k: cfg["grid"][k] for k in ("lat_min", "lat_max", "lon_min", "lon_max")}
 
 
 def grace_required_span(cfg: dict) -> tuple[str, str]:
@@ -64,7 +61,7 @@ def normalise_grace(args) -> None:
 
     cfg = config_mod.from_json(args.config_json)
     options = {"period": (cfg["period"]["start"], cfg["period"]["end"]), "require": grace_required_span(cfg),
-               "bounds": bounds_of(cfg)}
+               "bounds": grid_bounds(cfg)}
     if args.product == "csr":
         ds = csr.read(args.input, args.land_mask, **options)
     elif args.land_mask:
@@ -104,7 +101,7 @@ def normalise_gldas(args) -> None:
     from gracefill.sources import gldas
 
     cfg = config_mod.from_json(args.config_json)
-    ds = gldas.read(args.inputs, period=(cfg["period"]["start"], cfg["period"]["end"]), bounds=bounds_of(cfg))
+    ds = gldas.read(args.inputs, period=(cfg["period"]["start"], cfg["period"]["end"]), bounds=grid_bounds(cfg))
     ds.attrs.update({k: v for k, v in config_mod.provenance(cfg, args.inputs, args.stage).items() if k != "source_files"})  # one file a month: keep read's summary
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)
@@ -117,7 +114,7 @@ def retrieve_era5land(args) -> None:
 
     cfg = config_mod.from_json(args.config_json)
     e5cfg = {**cfg["sources"]["era5land"], "variables": e5.needed_variables(cfg["sources"])}
-    bounds = bounds_of(cfg) if e5cfg["area"] == "grid" else None
+    bounds = grid_bounds(cfg) if e5cfg["area"] == "grid" else None
     path = e5.retrieve_year(e5cfg, args.year, args.output, bounds=bounds, timeout_s=args.timeout, retries=args.retries)
     log.info("%s: %d bytes", path, path.stat().st_size)
 
@@ -130,7 +127,7 @@ def normalise_era5land(args) -> None:
 
     cfg = config_mod.from_json(args.config_json)
     period = (cfg["period"]["start"], cfg["period"]["end"])
-    ds = e5.read(args.inputs, e5.needed_variables(cfg["sources"]), period=period, bounds=bounds_of(cfg))
+    ds = e5.read(args.inputs, e5.needed_variables(cfg["sources"]), period=period, bounds=grid_bounds(cfg))
     ds.attrs.update(config_mod.provenance(cfg, args.inputs, args.stage))
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)

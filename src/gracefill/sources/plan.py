@@ -15,6 +15,7 @@ DOWNLOADS = "resources/download"
 
 
 def grid_bounds(config: dict) -> dict:
+    """The target grid's box (lat_min, lat_max, lon_min, lon_max) from the config: the region to read or fetch."""
     return {k: config["grid"][k] for k in ("lat_min", "lat_max", "lon_min", "lon_max")}
 
 
