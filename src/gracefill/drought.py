@@ -44,7 +44,26 @@ def _months(da: xr.DataArray) -> pd.DatetimeIndex:
 
 
 def baseline_mask(da: xr.DataArray, baseline) -> np.ndarray:
-    """Boolean mask over ``da.time`` of the baseline months ((start, end) "YYYY-MM" or a mask)."""
+    """Boolean mask over ``da.time`` of the baseline months ((start, end) "YYYY-MM" or a mask).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        Series with a ``time`` dim of month stamps (any day of the month reads as that month).
+    baseline : tuple of str or array_like of bool
+        Baseline months: a (start, end) pair of "YYYY-MM" strings (inclusive), or a boolean mask
+        over ``time`` (array or DataArray).
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask of shape (time,), True for the baseline months.
+
+    Raises
+    ------
+    ValueError
+        If start is after end, the mask is not boolean of shape (time,), or no month is selected.
+    """
     n = da.sizes["time"]
     if isinstance(baseline, (tuple, list)) and len(baseline) == 2 and all(isinstance(b, str) for b in baseline):
         start, end = baseline
@@ -69,6 +88,26 @@ def monthly_climatology(twsa: xr.DataArray, baseline) -> xr.DataArray:
     """Mean of each calendar month over the baseline months (dim ``month`` 1..12), NaN skipped.
 
     Cells without a valid value of some calendar month in the baseline get NaN for that month.
+
+    Parameters
+    ----------
+    twsa : xr.DataArray
+        TWSA, e.g. [cm] on (time, lat, lon); any further dims are kept.
+    baseline : tuple of str or array_like of bool
+        Baseline months: a (start, end) pair of "YYYY-MM" strings (inclusive), or a boolean mask
+        over ``time`` (array or DataArray).
+
+    Returns
+    -------
+    xr.DataArray
+        Climatology on (month, lat, lon) (``month`` 1..12 first, then the other dims of ``twsa``),
+        same units as ``twsa``.
+
+    Raises
+    ------
+    ValueError
+        If ``twsa`` is not a DataArray with a ``time`` dim, the baseline is invalid (see
+        :func:`baseline_mask`), or the baseline lacks a calendar month.
     """
     _check_field(twsa, "twsa")
     mask = baseline_mask(twsa, baseline)
@@ -88,10 +127,33 @@ def _subtract_climatology(twsa: xr.DataArray, clim: xr.DataArray) -> xr.DataArra
 
 
 def drought_reference(twsa: xr.DataArray, baseline, ddof: int = 0) -> xr.Dataset:
-    """Baseline statistics that define deficit and WSDI: ``climatology`` (month, ...) and the
-    baseline ``deficit_mean`` and ``deficit_std`` (ddof ``ddof``) per cell.
+    """Baseline statistics that define deficit and WSDI.
 
-    Fit it on the gap-filled series and reuse it for particles (:func:`drought_probability`).
+    ``climatology`` (month, ...) and the baseline ``deficit_mean`` and ``deficit_std`` (ddof
+    ``ddof``) per cell. Fit it on the gap-filled series and reuse it for particles
+    (:func:`drought_probability`).
+
+    Parameters
+    ----------
+    twsa : xr.DataArray
+        TWSA, e.g. the gap-filled series [cm] on (time, lat, lon).
+    baseline : tuple of str or array_like of bool
+        Baseline months: a (start, end) pair of "YYYY-MM" strings (inclusive), or a boolean mask
+        over ``time`` (array or DataArray).
+    ddof : int, default 0
+        Delta degrees of freedom of ``deficit_std``.
+
+    Returns
+    -------
+    xr.Dataset
+        ``climatology`` on (month, lat, lon), ``deficit_mean`` and ``deficit_std`` on (lat, lon),
+        all in the units of ``twsa``; attributes ``baseline_start`` and ``baseline_end`` ("YYYY-MM"),
+        ``baseline_months`` (count) and ``ddof``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`monthly_climatology`.
     """
     mask = baseline_mask(_check_field(twsa, "twsa"), baseline)
     clim = monthly_climatology(twsa, mask)
@@ -121,10 +183,32 @@ def _reference(baseline, reference, name: str) -> xr.Dataset | None:
 
 
 def storage_deficit(twsa: xr.DataArray, baseline=None, *, reference: xr.Dataset | None = None) -> xr.DataArray:
-    """Water storage deficit: TWSA minus its baseline monthly climatology; units of TWSA.
+    """Water storage deficit: TWSA minus its baseline monthly climatology.
 
     The climatology is fitted on ``baseline`` months of ``twsa`` itself, or taken from a
     ``reference`` (:func:`drought_reference`). Extra dims (e.g. ``particle``) broadcast.
+
+    Parameters
+    ----------
+    twsa : xr.DataArray
+        TWSA, e.g. [cm] on (time, lat, lon), or (particle, time, lat, lon) with a reference.
+    baseline : tuple of str, array_like of bool or None, default None
+        Baseline months, as in :func:`baseline_mask`; None when ``reference`` is given.
+    reference : xr.Dataset or None, keyword-only
+        Statistics of :func:`drought_reference`; give exactly one of ``baseline`` and
+        ``reference``.
+
+    Returns
+    -------
+    xr.DataArray
+        Deficit on the dims of ``twsa``, same units as ``twsa``; negative is drier than usual.
+
+    Raises
+    ------
+    ValueError
+        If ``twsa`` is not a DataArray with a ``time`` dim, both or neither of ``baseline`` and
+        ``reference`` are given, ``reference`` is not a Dataset, its climatology's units differ
+        from those of ``twsa``, or the baseline is invalid (see :func:`monthly_climatology`).
     """
     _check_field(twsa, "twsa")
     ref = _reference(baseline, reference, "storage_deficit")
@@ -137,10 +221,36 @@ def storage_deficit(twsa: xr.DataArray, baseline=None, *, reference: xr.Dataset 
 
 
 def wsdi(deficit: xr.DataArray, baseline=None, *, reference: xr.Dataset | None = None, ddof: int = 0) -> xr.DataArray:
-    """Water storage deficit index: (deficit - baseline mean) / baseline std, per cell. Units "1".
+    """Water storage deficit index: (deficit - baseline mean) / baseline std, per cell.
 
     The statistics come from ``baseline`` months of ``deficit`` itself (std with ``ddof``), or
     from a ``reference`` (:func:`drought_reference`). Cells with zero spread give NaN.
+
+    Parameters
+    ----------
+    deficit : xr.DataArray
+        Water storage deficit (:func:`storage_deficit`), e.g. [cm] on (time, lat, lon); extra
+        dims (e.g. ``particle``) broadcast against the reference.
+    baseline : tuple of str, array_like of bool or None, default None
+        Baseline months, as in :func:`baseline_mask`; None when ``reference`` is given.
+    reference : xr.Dataset or None, keyword-only
+        Statistics of :func:`drought_reference`; give exactly one of ``baseline`` and
+        ``reference``.
+    ddof : int, default 0, keyword-only
+        Delta degrees of freedom of the baseline std; unused with ``reference`` (whose std is
+        already fitted).
+
+    Returns
+    -------
+    xr.DataArray
+        WSDI on the dims of ``deficit``, dimensionless (units "1").
+
+    Raises
+    ------
+    ValueError
+        If ``deficit`` is not a DataArray with a ``time`` dim, both or neither of ``baseline`` and
+        ``reference`` are given, ``reference`` is not a Dataset, or the baseline is invalid (see
+        :func:`baseline_mask`).
     """
     _check_field(deficit, "deficit")
     ref = _reference(baseline, reference, "wsdi")
@@ -161,8 +271,30 @@ def _check_thresholds(thresholds) -> np.ndarray:
 
 
 def drought_category(index: xr.DataArray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> xr.DataArray:
-    """Drought category of each WSDI value: k when WSDI <= thresholds[k-1] (the highest such k),
-    0 = no drought, NaN where WSDI is missing. float32 with CF flag attrs."""
+    """Drought category of each WSDI value.
+
+    k when WSDI <= thresholds[k-1] (the highest such k), 0 = no drought, NaN where WSDI is
+    missing. float32 with CF flag attrs.
+
+    Parameters
+    ----------
+    index : xr.DataArray
+        WSDI (dimensionless), e.g. on (time, lat, lon).
+    thresholds : sequence of float, default (-0.5, -0.8, -1.3, -1.6, -2.0)
+        Non-positive, strictly decreasing WSDI thresholds of categories 1, 2, ...
+
+    Returns
+    -------
+    xr.DataArray
+        Category 0..len(thresholds) on the dims of ``index``, float32, units "1", with attributes
+        ``flag_values``, ``flag_meanings`` (the names of :data:`CATEGORY_NAMES` for five
+        thresholds) and ``thresholds``.
+
+    Raises
+    ------
+    ValueError
+        If ``thresholds`` is empty, has a positive value or is not strictly decreasing.
+    """
     thr = _check_thresholds(thresholds)
     level = xr.DataArray(thr, dims="_threshold")
     cat = (index <= level).sum("_threshold").where(index.notnull()).astype(np.float32)
@@ -181,13 +313,43 @@ def drought_events(deficit: xr.DataArray, index: xr.DataArray | None = None, *, 
     """Drought events: runs of at least ``min_duration`` consecutive drought months per cell.
 
     A month is a drought month when ``criterion`` = "deficit" (default, Thomas et al. 2014):
-    deficit < 0; "wsdi": ``index`` (the WSDI) <= ``threshold``. A missing month (NaN, or a month
-    absent from the time axis) ends a run. One row per event with the cell's coordinates
-    (e.g. lat, lon), ``onset`` and ``end`` (first and last drought month), ``duration`` (months),
-    ``severity`` = mean deficit x duration (the summed deficit, negative, units x month),
-    ``mean_deficit``, ``peak_deficit`` (most negative deficit) and ``peak_month``, and
-    ``censored`` (the run touches the first or last month, so it may be longer).
-    Units are in ``DataFrame.attrs['units']``.
+    deficit < 0; "wsdi": ``index`` (the WSDI) <= ``threshold`` and the deficit is valid. A missing
+    month (NaN, or a month absent from the time axis) ends a run.
+
+    Parameters
+    ----------
+    deficit : xr.DataArray
+        Water storage deficit, e.g. [cm] on (time, lat, lon); the time axis holds increasing,
+        distinct months.
+    index : xr.DataArray or None, default None
+        WSDI (dimensionless) on the coordinates of ``deficit``; needed for ``criterion="wsdi"``,
+        unused otherwise.
+    min_duration : int, default 3, keyword-only
+        Least number of consecutive drought months of an event.
+    criterion : {"deficit", "wsdi"}, default "deficit", keyword-only
+        What makes a drought month (see above).
+    threshold : float, default -0.5, keyword-only
+        WSDI threshold (dimensionless) of the "wsdi" criterion.
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per event (per cell, in time order) with the cell's coordinates (e.g. lat, lon;
+        integer positions along a dim without a coordinate), ``onset`` and ``end`` (first and
+        last drought month, month-start timestamps), ``duration`` (months), ``severity`` = mean
+        deficit x duration (the summed deficit, negative under the "deficit" criterion, [units of
+        deficit x month]), ``mean_deficit`` and ``peak_deficit`` (most negative deficit) [units of
+        deficit], ``peak_month``, and ``censored`` (the run touches the first or last month, so it
+        may be longer). Units are in ``DataFrame.attrs['units']``; ``attrs`` also hold
+        ``criterion``, ``threshold`` (None for "deficit") and ``min_duration``.
+
+    Raises
+    ------
+    ValueError
+        If ``deficit`` (or ``index``) is not a DataArray with a ``time`` dim, ``min_duration`` is
+        not a positive integer, ``criterion`` is unknown, the months are not increasing and
+        distinct, ``index`` is missing for "wsdi", or the coordinates of ``index`` and ``deficit``
+        differ.
     """
     _check_field(deficit, "deficit")
     if isinstance(min_duration, bool) or not isinstance(min_duration, (int, np.integer)) or min_duration < 1:
@@ -266,7 +428,28 @@ def drought_probability(samples: xr.DataArray, reference: xr.Dataset,
     a common reference makes the probability the posterior chance that storage falls below one
     fixed drought level, consistent with the WSDI map it accompanies. Standardising each particle
     by its own baseline would also standardise away its bias and spread, i.e. the very
-    uncertainty the probability should carry. NaN where no particle is valid. Units "1".
+    uncertainty the probability should carry.
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle TWSA on (particle, time, lat, lon), same units as the reference (e.g. [cm]).
+    reference : xr.Dataset
+        Statistics of :func:`drought_reference`.
+    threshold : float, default -0.5
+        WSDI threshold (dimensionless).
+
+    Returns
+    -------
+    xr.DataArray
+        Probability in [0, 1] on (time, lat, lon), dimensionless (units "1"; attribute
+        ``threshold``), over the particles with a valid WSDI; NaN where no particle is valid.
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` is not a DataArray with ``time`` and ``particle`` dims, ``reference`` is not
+        a Dataset, or the units of ``samples`` and of the reference's climatology differ.
     """
     _check_field(samples, "samples")
     if PARTICLE not in samples.dims:
@@ -282,6 +465,26 @@ def gap_filled(observed: xr.DataArray, reconstruction: xr.DataArray) -> xr.DataA
     """Observed TWSA where observed, the reconstruction elsewhere, on the reconstruction's months.
 
     ``observed`` may lack months (the gap, missing months): they are taken from the reconstruction.
+
+    Parameters
+    ----------
+    observed : xr.DataArray
+        Observed TWSA, e.g. [cm] on (time, lat, lon); reindexed onto the time values of
+        ``reconstruction`` (exact match).
+    reconstruction : xr.DataArray
+        Reconstructed TWSA on (time, lat, lon), same grid and units as ``observed``.
+
+    Returns
+    -------
+    xr.DataArray
+        Gap-filled TWSA on the dims and months of ``reconstruction``, in its units (else those of
+        ``observed``, else "1").
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray with a ``time`` dim, both have ``units`` and they differ,
+        or the grids differ.
     """
     _check_field(observed, "observed")
     _check_field(reconstruction, "reconstruction")
@@ -304,8 +507,31 @@ def detection_scores(predicted: xr.DataArray, truth: xr.DataArray, threshold: fl
 
     ``predicted`` and ``truth`` are drought masks (bool, or 0/1 with NaN for missing), or WSDI
     fields when ``threshold`` is given (drought = WSDI <= threshold). Counted over ``dim``
-    (None: all values) where both are valid. hit_rate = hits / (hits + misses) (probability of
-    detection); false_alarm_ratio = false alarms / (hits + false alarms). NaN when undefined.
+    (None: all values) where both are valid.
+
+    Parameters
+    ----------
+    predicted : xr.DataArray
+        Predicted drought mask or WSDI, e.g. on (time, lat, lon).
+    truth : xr.DataArray
+        True drought mask or WSDI on the same coordinates.
+    threshold : float or None, default None
+        WSDI threshold (dimensionless); None: the inputs are masks.
+    dim : str, sequence of str or None, default None
+        Dims to count over; None: every dim of ``predicted``.
+
+    Returns
+    -------
+    xr.Dataset
+        On the dims not counted over, all dimensionless (units "1"): ``hit_rate`` = hits / (hits +
+        misses) (probability of detection), ``false_alarm_ratio`` = false alarms / (hits + false
+        alarms), NaN when undefined, and the counts ``hits``, ``misses``, ``false_alarms`` and
+        ``correct_negatives``.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray or their coordinates differ.
     """
     for name, da in (("predicted", predicted), ("truth", truth)):
         if not isinstance(da, xr.DataArray):

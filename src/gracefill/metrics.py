@@ -114,7 +114,28 @@ def _paired(pred: xr.DataArray, obs: xr.DataArray, dim) -> tuple[xr.DataArray, x
 def pearson_r(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int = 3) -> xr.DataArray:
     """Per-cell Pearson correlation over ``dim`` of the pairs where both are valid.
 
-    Cells with fewer than ``min_count`` pairs or a constant series give NaN. Units "1".
+    Parameters
+    ----------
+    pred : xr.DataArray
+        Predicted values, e.g. TWSA [cm] on (time, lat, lon); same coordinates as ``obs``.
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``pred``.
+    dim : str, default "time"
+        Dimension to correlate over.
+    min_count : int, default 3
+        Least number of valid pairs per cell.
+
+    Returns
+    -------
+    xr.DataArray
+        R on the remaining dims (e.g. (lat, lon)), dimensionless (units "1"). Cells with fewer
+        than ``min_count`` pairs or a constant series give NaN.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, or ``dim`` is not
+        a dimension of ``obs``.
     """
     p, o, valid, _ = _paired(pred, obs, dim)
     n = valid.sum(dim)
@@ -136,7 +157,29 @@ def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int
     """Per-cell Nash-Sutcliffe efficiency 1 - sum (p - o)^2 / sum (o - mean o)^2 over ``dim``.
 
     1 is a perfect prediction, 0 the skill of the cell's time mean of the (paired) observations.
-    Cells with fewer than ``min_count`` pairs or constant observations give NaN. Units "1".
+
+    Parameters
+    ----------
+    pred : xr.DataArray
+        Predicted values, e.g. TWSA [cm] on (time, lat, lon); same coordinates as ``obs``.
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``pred``.
+    dim : str, default "time"
+        Dimension to sum over.
+    min_count : int, default 3
+        Least number of valid pairs per cell.
+
+    Returns
+    -------
+    xr.DataArray
+        NSE on the remaining dims (e.g. (lat, lon)), dimensionless (units "1"), at most 1. Cells
+        with fewer than ``min_count`` pairs or constant observations give NaN.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, or ``dim`` is not
+        a dimension of ``obs``.
     """
     p, o, valid, _ = _paired(pred, obs, dim)
     n = valid.sum(dim)
@@ -147,7 +190,31 @@ def nse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int
 
 
 def rmse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int = 1) -> xr.DataArray:
-    """Per-cell root mean squared error over ``dim``; units of the inputs."""
+    """Per-cell root mean squared error over ``dim`` of the pairs where both are valid.
+
+    Parameters
+    ----------
+    pred : xr.DataArray
+        Predicted values, e.g. TWSA [cm] on (time, lat, lon); same coordinates as ``obs``.
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``pred``.
+    dim : str, default "time"
+        Dimension to average over.
+    min_count : int, default 1
+        Least number of valid pairs per cell (values below 1 act as 1).
+
+    Returns
+    -------
+    xr.DataArray
+        RMSE on the remaining dims (e.g. (lat, lon)), same units as ``obs``; NaN in cells with
+        fewer than ``min_count`` pairs.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, or ``dim`` is not
+        a dimension of ``obs``.
+    """
     p, o, valid, units = _paired(pred, obs, dim)
     n = valid.sum(dim)
     out = np.sqrt(((p - o) ** 2).sum(dim) / n.where(n >= max(min_count, 1)))
@@ -155,7 +222,31 @@ def rmse(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: in
 
 
 def score_maps(pred: xr.DataArray, obs: xr.DataArray, dim: str = "time", min_count: int = 3) -> xr.Dataset:
-    """R, NSE and RMSE maps together (variables ``r``, ``nse``, ``rmse``)."""
+    """R, NSE and RMSE maps together (variables ``r``, ``nse``, ``rmse``).
+
+    Parameters
+    ----------
+    pred : xr.DataArray
+        Predicted values, e.g. TWSA [cm] on (time, lat, lon); same coordinates as ``obs``.
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``pred``.
+    dim : str, default "time"
+        Dimension to score over.
+    min_count : int, default 3
+        Least number of valid pairs per cell, for all three scores (RMSE included).
+
+    Returns
+    -------
+    xr.Dataset
+        ``r`` and ``nse`` (dimensionless, units "1") and ``rmse`` (same units as ``obs``) on the
+        remaining dims (e.g. (lat, lon)); see :func:`pearson_r`, :func:`nse`, :func:`rmse`.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, or ``dim`` is not
+        a dimension of ``obs``.
+    """
     return xr.Dataset({"r": pearson_r(pred, obs, dim, min_count), "nse": nse(pred, obs, dim, min_count),
                        "rmse": rmse(pred, obs, dim, min_count)})
 
@@ -175,7 +266,25 @@ def _weights(da: xr.DataArray, weights: xr.DataArray) -> tuple[xr.DataArray, xr.
 def weighted_mean(da: xr.DataArray, weights: xr.DataArray) -> xr.DataArray:
     """Mean over the dims of ``weights`` (e.g. cell_area (lat, lon)), NaN cells skipped.
 
-    Other dims (e.g. time) are kept; where no weighted valid cell remains the result is NaN.
+    Parameters
+    ----------
+    da : xr.DataArray
+        Values, e.g. TWSA [cm] on (time, lat, lon); any units.
+    weights : xr.DataArray
+        Non-negative weights on a subset of the dims of ``da``, e.g. cell_area [m2] on (lat, lon);
+        only their ratios matter. NaN weights count as 0.
+
+    Returns
+    -------
+    xr.DataArray
+        The weighted mean on the other dims of ``da`` (e.g. (time,)), same units as ``da`` ("1"
+        if it has none); NaN where no weighted valid cell remains.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not a DataArray, has a dim that ``da`` lacks, or has a negative value,
+        or if the coordinates of ``da`` and ``weights`` differ.
     """
     da, w = _weights(da, weights)
     red = list(w.dims)
@@ -191,7 +300,27 @@ def weighted_median(da: xr.DataArray, weights: xr.DataArray) -> xr.DataArray:
 
     The smallest value whose cumulative weight reaches half the total; when the cumulative
     weight equals exactly one half, the mean of that value and the next (so equal weights
-    reproduce numpy.median). Other dims are kept.
+    reproduce numpy.median).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        Values, e.g. TWSA [cm] on (time, lat, lon); any units.
+    weights : xr.DataArray
+        Non-negative weights on a subset of the dims of ``da``, e.g. cell_area [m2] on (lat, lon);
+        only their ratios matter. NaN weights count as 0.
+
+    Returns
+    -------
+    xr.DataArray
+        The weighted median on the other dims of ``da`` (e.g. (time,)), same units as ``da``
+        ("1" if it has none); NaN where no weighted valid cell remains.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` is not a DataArray, has a dim that ``da`` lacks, or has a negative value,
+        or if the coordinates of ``da`` and ``weights`` differ.
     """
     da, w = _weights(da, weights)
     red = list(w.dims)
@@ -227,9 +356,31 @@ def _nlp_mixture_core(x: np.ndarray, y: np.ndarray, var: np.ndarray) -> np.ndarr
 def nlp_mixture(samples: xr.DataArray, noise_var, obs: xr.DataArray) -> xr.DataArray:
     """Negative log predictive density of each value under the particle mixture.
 
-    -log[(1/S) sum_s N(obs; y_s, noise_var_s)], by log-sum-exp. ``samples`` (particle, ...),
-    ``noise_var`` (particle,) = 1/beta in units of the data squared, ``obs`` (...). NaN where
-    obs is missing. Units "1" (a log density in 1/units of the data).
+    -log[(1/S) sum_s N(obs; y_s, noise_var_s)], by log-sum-exp.
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle outputs on (particle, time, lat, lon) (any dims after ``particle``), e.g. TWSA
+        [cm].
+    noise_var : array_like or xr.DataArray
+        Per-particle noise variance 1/beta, shape (particle,), finite and positive, in units of
+        the data squared (e.g. [cm2]).
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``samples``.
+
+    Returns
+    -------
+    xr.DataArray
+        NLP [nat] per value, on the dims of ``obs`` (broadcast with those of ``samples`` but
+        ``particle``); NaN where obs is missing. Units "1", but it is a log density in 1/units of
+        the data (attribute ``density_units``), so it depends on the data's units.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, ``samples`` has no
+        ``particle`` dim, or ``noise_var`` is not a finite positive (particle,) array.
     """
     samples, obs = _aligned(samples=samples, obs=obs)
     units = _units(("samples", samples), ("obs", obs))
@@ -240,7 +391,33 @@ def nlp_mixture(samples: xr.DataArray, noise_var, obs: xr.DataArray) -> xr.DataA
 
 
 def mnlp_mixture(samples: xr.DataArray, noise_var, obs: xr.DataArray, dim=None) -> xr.DataArray:
-    """Mean over ``dim`` (None: all values) of :func:`nlp_mixture`, missing values skipped."""
+    """Mean over ``dim`` (None: all values) of :func:`nlp_mixture`, missing values skipped.
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle outputs on (particle, time, lat, lon), e.g. TWSA [cm].
+    noise_var : array_like or xr.DataArray
+        Per-particle noise variance 1/beta, shape (particle,), finite and positive, in units of
+        the data squared (e.g. [cm2]).
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``samples``.
+    dim : str, sequence of str or None, default None
+        Dims to average over; None: every dim (a 0-d result).
+
+    Returns
+    -------
+    xr.DataArray
+        Mean NLP [nat] per value on the remaining dims; units "1" (a log density in 1/units of the
+        data).
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, ``samples`` has no
+        ``particle`` dim, ``noise_var`` is not a finite positive (particle,) array, or a ``dim``
+        is not a dimension of the NLP field.
+    """
     out = _reduce_mean(nlp_mixture(samples, noise_var, obs), dim)
     return out.assign_attrs(units="1", long_name="mean negative log predictive density per value (particle mixture)")
 
@@ -248,7 +425,26 @@ def mnlp_mixture(samples: xr.DataArray, noise_var, obs: xr.DataArray, dim=None) 
 def nlp_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray) -> xr.DataArray:
     """Negative log density of each value under N(mean, std^2) (when samples are not kept).
 
-    NaN where std is not positive or a value is missing. Units "1".
+    Parameters
+    ----------
+    mean : xr.DataArray
+        Predictive mean, e.g. TWSA [cm] on (time, lat, lon).
+    std : xr.DataArray
+        Predictive standard deviation on the same dims, same units as ``mean``.
+    obs : xr.DataArray
+        Observed values on the same dims, same units as ``mean``.
+
+    Returns
+    -------
+    xr.DataArray
+        NLP [nat] per value on the broadcast dims of the inputs; NaN where std is not positive or a
+        value is missing. Units "1", but it is a log density in 1/units of the data (attribute
+        ``density_units``).
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, or their coordinates or ``units`` differ.
     """
     mean, std, obs = _aligned(mean=mean, std=std, obs=obs)
     units = _units(("mean", mean), ("std", std), ("obs", obs))
@@ -259,7 +455,31 @@ def nlp_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray) -> xr
 
 
 def mnlp_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray, dim=None) -> xr.DataArray:
-    """Mean over ``dim`` (None: all values) of :func:`nlp_gaussian`, missing values skipped."""
+    """Mean over ``dim`` (None: all values) of :func:`nlp_gaussian`, missing values skipped.
+
+    Parameters
+    ----------
+    mean : xr.DataArray
+        Predictive mean, e.g. TWSA [cm] on (time, lat, lon).
+    std : xr.DataArray
+        Predictive standard deviation on the same dims, same units as ``mean``.
+    obs : xr.DataArray
+        Observed values on the same dims, same units as ``mean``.
+    dim : str, sequence of str or None, default None
+        Dims to average over; None: every dim (a 0-d result).
+
+    Returns
+    -------
+    xr.DataArray
+        Mean NLP [nat] per value on the remaining dims; units "1" (a log density in 1/units of the
+        data).
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, or a ``dim`` is
+        not a dimension of the NLP field.
+    """
     out = _reduce_mean(nlp_gaussian(mean, std, obs), dim)
     return out.assign_attrs(units="1", long_name="mean negative log predictive density per value (Gaussian)")
 
@@ -271,6 +491,32 @@ def nlp_mixture_per_field(samples: xr.DataArray, noise_var, obs: xr.DataArray,
     NLP = -LSE_s[-||y - f_s||^2 / (2 v_s) - D/2 log v_s] + D/2 log 2 pi + log S, per month.
     It grows with D, so it is not comparable across grids (model.md); for comparison only.
     To reproduce the published code exactly, fill ocean with zeros in obs and samples first.
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle outputs on (particle, time, lat, lon), e.g. TWSA [cm].
+    noise_var : array_like or xr.DataArray
+        Per-particle noise variance 1/beta, shape (particle,), finite and positive, in units of
+        the data squared (e.g. [cm2]).
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same coordinates as ``samples``.
+    field_dims : sequence of str, default ("lat", "lon")
+        The dims of ``obs`` that make up one field.
+
+    Returns
+    -------
+    xr.DataArray
+        NLP [nat] of each field on the other dims (e.g. (time,)); a value counts where obs and
+        every particle are valid; NaN for a field without a valid value. Units "1" (a log density
+        in 1/(units of the data)^D).
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates differ, ``samples`` has no ``particle``
+        dim, ``noise_var`` is not a finite positive (particle,) array, or a field dim is not a
+        dimension of ``obs``.
     """
     samples, obs = _aligned(samples=samples, obs=obs)
     nv = _noise_var(noise_var, samples)
@@ -295,7 +541,28 @@ def _abs_gauss_mean(m: np.ndarray, s: np.ndarray) -> np.ndarray:
 def crps_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray) -> xr.DataArray:
     """Closed-form CRPS of N(mean, std^2): std [z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)], z = (obs - mean)/std.
 
-    std = 0 gives the absolute error. Units of the data; lower is better.
+    std = 0 gives the absolute error. Lower is better.
+
+    Parameters
+    ----------
+    mean : xr.DataArray
+        Predictive mean, e.g. TWSA [cm] on (time, lat, lon).
+    std : xr.DataArray
+        Predictive standard deviation (non-negative) on the same dims, same units as ``mean``.
+    obs : xr.DataArray
+        Observed values on the same dims, same units as ``mean``.
+
+    Returns
+    -------
+    xr.DataArray
+        CRPS per value on the broadcast dims of the inputs, same units as ``obs``; NaN where obs,
+        mean or std is missing.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, or a std is
+        negative.
     """
     mean, std, obs = _aligned(mean=mean, std=std, obs=obs)
     units = _units(("mean", mean), ("std", std), ("obs", obs))
@@ -335,7 +602,29 @@ def crps_ensemble(samples: xr.DataArray, obs: xr.DataArray, noise_var=None) -> x
     aleatoric noise is added *exactly*, not by drawing noise: both expectations are evaluated
     in closed form with E|N(m, v)| = m (2 Phi(m/sqrt v) - 1) + 2 sqrt(v) phi(m/sqrt v), over the
     S particles and the S^2 particle pairs (O(S^2) per value; restrict to the months and cells
-    you score). Units of the data.
+    you score).
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle outputs on (particle, time, lat, lon), e.g. TWSA [cm].
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``samples``.
+    noise_var : array_like, xr.DataArray or None, default None
+        Per-particle noise variance 1/beta, shape (particle,), finite and positive, in units of
+        the data squared (e.g. [cm2]); None: the particles alone.
+
+    Returns
+    -------
+    xr.DataArray
+        CRPS per value on the dims of ``obs`` (broadcast with those of ``samples`` but
+        ``particle``), same units as ``obs``; NaN where obs is missing.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, ``samples`` has no
+        ``particle`` dim, or ``noise_var`` is not a finite positive (particle,) array.
     """
     samples, obs = _aligned(samples=samples, obs=obs)
     units = _units(("samples", samples), ("obs", obs))
@@ -360,7 +649,28 @@ def _check_levels(levels) -> np.ndarray:
 
 
 def pit_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray) -> xr.DataArray:
-    """Probability integral transform Phi((obs - mean)/std): uniform on [0, 1] when calibrated."""
+    """Probability integral transform Phi((obs - mean)/std): uniform on [0, 1] when calibrated.
+
+    Parameters
+    ----------
+    mean : xr.DataArray
+        Predictive mean, e.g. TWSA [cm] on (time, lat, lon).
+    std : xr.DataArray
+        Predictive standard deviation on the same dims, same units as ``mean``.
+    obs : xr.DataArray
+        Observed values on the same dims, same units as ``mean``.
+
+    Returns
+    -------
+    xr.DataArray
+        PIT in [0, 1] per value on the broadcast dims of the inputs, dimensionless (units "1");
+        NaN where std is not positive or a value is missing.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, or their coordinates or ``units`` differ.
+    """
     mean, std, obs = _aligned(mean=mean, std=std, obs=obs)
     _units(("mean", mean), ("std", std), ("obs", obs))
     out = xr.apply_ufunc(special.ndtr, (obs - mean) / std.where(std > 0))
@@ -376,8 +686,33 @@ def _pit_mixture_core(x: np.ndarray, y: np.ndarray, var: np.ndarray) -> np.ndarr
 
 
 def pit_samples(samples: xr.DataArray, obs: xr.DataArray, noise_var=None) -> xr.DataArray:
-    """PIT of obs under the particles: the mixture CDF mean_s Phi((obs - y_s)/sd_s) with
-    ``noise_var``, else the empirical CDF (ties count one half)."""
+    """PIT of obs under the particles.
+
+    The mixture CDF mean_s Phi((obs - y_s)/sd_s) with ``noise_var``, else the empirical CDF
+    (ties count one half).
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle outputs on (particle, time, lat, lon), e.g. TWSA [cm].
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``samples``.
+    noise_var : array_like, xr.DataArray or None, default None
+        Per-particle noise variance 1/beta, shape (particle,), finite and positive, in units of
+        the data squared (e.g. [cm2]); None: the empirical CDF of the particles.
+
+    Returns
+    -------
+    xr.DataArray
+        PIT in [0, 1] per value on the dims of ``obs`` (broadcast with those of ``samples`` but
+        ``particle``), dimensionless (units "1"); NaN where obs is missing.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, ``samples`` has no
+        ``particle`` dim, or ``noise_var`` is not a finite positive (particle,) array.
+    """
     samples, obs = _aligned(samples=samples, obs=obs)
     _units(("samples", samples), ("obs", obs))
     if noise_var is None:
@@ -390,7 +725,30 @@ def pit_samples(samples: xr.DataArray, obs: xr.DataArray, noise_var=None) -> xr.
 
 
 def coverage_from_pit(pit: xr.DataArray, levels, dim=None) -> xr.DataArray:
-    """Share of values whose PIT lies in the central interval of each level (the interval covers obs)."""
+    """Share of values whose PIT lies in the central interval of each level (the interval covers obs).
+
+    A value is inside the central l-interval when |PIT - 0.5| <= l/2; NaN PIT values are skipped.
+
+    Parameters
+    ----------
+    pit : xr.DataArray
+        PIT values in [0, 1] (dimensionless), e.g. on (time, lat, lon).
+    levels : float or sequence of float
+        Nominal coverages, fractions in (0, 1).
+    dim : str, sequence of str or None, default None
+        Dims to reduce over; None: every dim.
+
+    Returns
+    -------
+    xr.DataArray
+        Fraction of valid values inside the interval, dimensionless (units "1"), with a leading
+        ``level`` dim (coordinate: the levels) before the dims not reduced.
+
+    Raises
+    ------
+    ValueError
+        If a level is not in (0, 1) or a ``dim`` is not a dimension of ``pit``.
+    """
     lv = _check_levels(levels)
     dims = _dims(dim, pit)
     level = xr.DataArray(lv, dims="level", coords={"level": lv}, attrs={"units": "1", "long_name": "nominal coverage"})
@@ -404,7 +762,33 @@ def coverage_gaussian(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray,
                       levels: Sequence[float] = DEFAULT_LEVELS, dim=None) -> xr.DataArray:
     """Empirical coverage of the central intervals mean +- z_l std, z_l = Phi^-1((1 + l)/2).
 
-    Reduced over ``dim`` (None: all values); result has a leading ``level`` dim. Units "1".
+    Computed from :func:`pit_gaussian` by :func:`coverage_from_pit`; values with a missing input
+    or a non-positive std are skipped.
+
+    Parameters
+    ----------
+    mean : xr.DataArray
+        Predictive mean, e.g. TWSA [cm] on (time, lat, lon).
+    std : xr.DataArray
+        Predictive standard deviation on the same dims, same units as ``mean``.
+    obs : xr.DataArray
+        Observed values on the same dims, same units as ``mean``.
+    levels : float or sequence of float, default (0.5, 0.9, 0.95)
+        Nominal coverages, fractions in (0, 1).
+    dim : str, sequence of str or None, default None
+        Dims to reduce over; None: every dim.
+
+    Returns
+    -------
+    xr.DataArray
+        Fraction of valid values inside the interval, dimensionless (units "1"), with a leading
+        ``level`` dim (coordinate: the levels) before the dims not reduced.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, a level is not in
+        (0, 1), or a ``dim`` is not a dimension of the data.
     """
     return coverage_from_pit(pit_gaussian(mean, std, obs), levels, dim)
 
@@ -415,7 +799,34 @@ def coverage_samples(samples: xr.DataArray, obs: xr.DataArray, noise_var=None,
 
     obs lies in the central l-interval when its PIT (:func:`pit_samples`; the mixture with
     ``noise_var``, the empirical particle CDF without) is within [(1 - l)/2, (1 + l)/2]; this
-    avoids inverting the mixture CDF. Reduced over ``dim`` (None: all values); leading ``level``.
+    avoids inverting the mixture CDF.
+
+    Parameters
+    ----------
+    samples : xr.DataArray
+        Particle outputs on (particle, time, lat, lon), e.g. TWSA [cm].
+    obs : xr.DataArray
+        Observed values on (time, lat, lon), same units as ``samples``.
+    noise_var : array_like, xr.DataArray or None, default None
+        Per-particle noise variance 1/beta, shape (particle,), in units of the data squared
+        (e.g. [cm2]); None: the particles alone.
+    levels : float or sequence of float, default (0.5, 0.9, 0.95)
+        Nominal coverages, fractions in (0, 1).
+    dim : str, sequence of str or None, default None
+        Dims to reduce over; None: every dim.
+
+    Returns
+    -------
+    xr.DataArray
+        Fraction of valid values inside the interval, dimensionless (units "1"), with a leading
+        ``level`` dim (coordinate: the levels) before the dims not reduced.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, ``samples`` has no
+        ``particle`` dim, ``noise_var`` is not a finite positive (particle,) array, a level is not
+        in (0, 1), or a ``dim`` is not a dimension of the PIT field.
     """
     return coverage_from_pit(pit_samples(samples, obs, noise_var), levels, dim)
 
@@ -424,10 +835,38 @@ def spread_skill(mean: xr.DataArray, std: xr.DataArray, obs: xr.DataArray, n_bin
                  bins: Sequence[float] | None = None) -> xr.Dataset:
     """Binned predicted spread against observed error, as a tidy Dataset over ``bin``.
 
-    Values are binned by predicted std (``n_bins`` equal-count bins from its quantiles, or the
-    explicit edges ``bins``). Per bin: ``spread`` = sqrt(mean predicted variance), ``rmse`` of
-    the predictive mean, ``count``; a calibrated predictive has rmse ~ spread. Empty bins are NaN.
-    Use ``.to_dataframe()`` for a table.
+    Values where mean, std and obs are all valid are binned by predicted std (``n_bins``
+    equal-count bins from its quantiles, coinciding edges merged, or the explicit edges ``bins``;
+    bins are closed on the left, the last also on the right, and values outside the edges are
+    left out). Per bin: ``spread`` = sqrt(mean predicted variance), ``rmse`` of the predictive
+    mean, ``count``; a calibrated predictive has rmse ~ spread. Use ``.to_dataframe()`` for a
+    table.
+
+    Parameters
+    ----------
+    mean : xr.DataArray
+        Predictive mean, e.g. TWSA [cm] on (time, lat, lon).
+    std : xr.DataArray
+        Predictive standard deviation on the same dims, same units as ``mean``.
+    obs : xr.DataArray
+        Observed values on the same dims, same units as ``mean``.
+    n_bins : int, default 10
+        Number of equal-count bins (used when ``bins`` is None).
+    bins : sequence of float or None, default None
+        Strictly increasing bin edges of the std, same units as ``std``.
+
+    Returns
+    -------
+    xr.Dataset
+        On dim ``bin`` (0, 1, ...): ``std_lower``, ``std_upper`` (bin edges), ``spread`` and
+        ``rmse``, all in the units of the data, and ``count`` (units "1"). Empty bins have
+        NaN spread and rmse.
+
+    Raises
+    ------
+    ValueError
+        If an input is not a DataArray, their coordinates or ``units`` differ, no value is valid
+        in all three, ``n_bins`` < 1, or ``bins`` is not at least two strictly increasing edges.
     """
     mean, std, obs = _aligned(mean=mean, std=std, obs=obs)
     units = _units(("mean", mean), ("std", std), ("obs", obs))

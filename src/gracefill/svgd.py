@@ -50,7 +50,16 @@ class StudentTPrior:
     """Student-t weight prior: the Normal(0, 1/alpha) prior with alpha ~ Gamma(a, rate b)
     marginalised, log p(w) = -(a + 1/2) * sum log(1 + w^2 / (2b)) (constants dropped).
 
-    Called on a stacked parameter (S, ...) it returns the per-particle log density (S,).
+    Called on a stacked parameter (S, ...) it returns the per-particle log density (S,):
+    ``prior(w)`` takes ``w`` (Tensor, (S, ...), one parameter of every particle, particle axis
+    first) and returns a Tensor (S,), the log density of each particle's entries summed.
+
+    Parameters
+    ----------
+    a : float, default 1.0
+        Shape of the Gamma prior on the weight precision alpha.
+    b : float, default 0.05
+        Rate of that Gamma prior.
     """
 
     def __init__(self, a: float = 1.0, b: float = 0.05) -> None:
@@ -67,8 +76,14 @@ class StudentTPrior:
 class GaussianPrior:
     """Gaussian weight prior Normal(0, 1/precision): log p(w) = -precision/2 * sum w^2.
 
-    Same calling convention as :class:`StudentTPrior` ((S, ...) -> (S,)); used for
-    conjugate tests with a known posterior.
+    Same calling convention as :class:`StudentTPrior` ((S, ...) -> (S,)): ``prior(w)`` returns
+    the log density (constants dropped) of each particle's entries summed. Used for conjugate
+    tests with a known posterior.
+
+    Parameters
+    ----------
+    precision : float, default 1.0
+        Precision of the Normal prior on every weight.
     """
 
     def __init__(self, precision: float = 1.0) -> None:
@@ -125,11 +140,24 @@ def _kernel_centred(xc: Tensor) -> tuple[Tensor, Tensor]:
 def rbf_kernel(theta: Tensor) -> tuple[Tensor, Tensor]:
     """RBF kernel on flattened particles.
 
-    theta: (S, P). Returns K (S, S) with K_ij = exp(-||theta_i - theta_j||^2 / h) and the
-    bandwidth h = median(squared distances) / log S (median heuristic, lower median over
-    all S^2 entries including the zero diagonal, i.e. ``torch.median``). The squared
-    distances use the centred Gram form ||xi||^2 + ||xj||^2 - 2 xi.xj on column-centred
-    particles (translation invariant, small cancellation error).
+    K_ij = exp(-||theta_i - theta_j||^2 / h) with the bandwidth h = median(squared distances) /
+    log S (median heuristic, lower median over all S^2 entries including the zero diagonal,
+    i.e. ``torch.median``). The squared distances use the centred Gram form
+    ||xi||^2 + ||xj||^2 - 2 xi.xj on column-centred particles (translation invariant, small
+    cancellation error); float32 matmuls run at full precision (no TF32).
+
+    Parameters
+    ----------
+    theta : Tensor
+        Flattened particles, shape (S, P).
+
+    Returns
+    -------
+    K : Tensor
+        Kernel matrix, shape (S, S), symmetric with unit diagonal, dimensionless.
+    h : Tensor
+        Bandwidth, 0-d, in the units of theta squared; 1 when S = 1 or the median is 0 (S = 2,
+        coincident particles).
     """
     with _ieee_fp32_matmul():
         return _kernel_centred(theta - theta.mean(0, keepdim=True))
@@ -149,12 +177,22 @@ def svgd_direction(theta: Tensor, grads: Tensor, columns: Tensor | None = None) 
     away from nearby theta_j). Theta is centred first, which leaves (diag(K1) - K) Theta
     unchanged since the rows of diag(K1) - K sum to zero, but reduces cancellation.
 
-    ``columns`` (an index of theta's columns, None = all) restricts the kernel to those
-    coordinates (e.g. the output layer's): K and h are computed from them, K G still mixes the
-    full gradients, and the repulsive term acts on those coordinates only (the kernel's gradient
-    is zero along the others).
+    Parameters
+    ----------
+    theta : Tensor
+        Flattened particles, shape (S, P).
+    grads : Tensor
+        Gradients G of every particle's log joint with respect to theta, shape (S, P).
+    columns : Tensor or None, default None
+        1-D index of theta's columns (None = all) that restricts the kernel to those coordinates
+        (e.g. the output layer's): K and h are computed from them, K G still mixes the full
+        gradients, and the repulsive term acts on those coordinates only (the kernel's gradient
+        is zero along the others).
 
-    theta, grads: (S, P). Returns phi (S, P).
+    Returns
+    -------
+    Tensor
+        phi, the ascent direction, shape (S, P).
     """
     s = theta.shape[0]
     with _ieee_fp32_matmul():
@@ -174,23 +212,54 @@ def function_space_direction(outputs: Tensor, output_grads: Tensor) -> tuple[Ten
     """The SVGD direction in function space (Wang et al. 2019, ICLR: function space particle
     optimization): :func:`svgd_direction` applied to the particles' outputs on the mini-batch.
 
-    outputs, output_grads: (S, D), every particle's outputs f_i and the gradient of its log
-    likelihood with respect to them. Returns (phi, K, h): phi (S, D), the direction in which
-    each particle's outputs should move, ``phi_i = 1/S sum_j [K_ij dlogL_j/df_j + (2/h) K_ij
-    (f_i - f_j)]``, with the RBF kernel K and bandwidth h of the outputs (median heuristic). The
-    engine pulls phi back to the weights through each particle's Jacobian (one backward pass).
+    ``phi_i = 1/S sum_j [K_ij dlogL_j/df_j + (2/h) K_ij (f_i - f_j)]``, with the RBF kernel K and
+    bandwidth h of the outputs (median heuristic). The engine pulls phi back to the weights
+    through each particle's Jacobian (one backward pass).
+
+    Parameters
+    ----------
+    outputs : Tensor
+        Every particle's outputs f_i on the mini-batch, flattened, shape (S, D), in the target's
+        units.
+    output_grads : Tensor
+        Gradient of each particle's log likelihood with respect to its outputs, shape (S, D), in
+        1/(target units).
+
+    Returns
+    -------
+    phi : Tensor
+        Direction in which each particle's outputs should move, shape (S, D).
+    K : Tensor
+        RBF kernel of the outputs, shape (S, S), dimensionless.
+    h : Tensor
+        Its bandwidth, 0-d, in (target units)^2.
     """
     k, h = rbf_kernel(outputs)
     return svgd_direction(outputs, output_grads), k, h
 
 
 def kernel_diagnostics(theta: Tensor, grads: Tensor, columns: Tensor | None = None) -> dict[str, Tensor]:
-    """How much the kernel couples the particles (0-d tensors, no host synchronisation):
-    ``kernel_offdiag`` the mean off-diagonal K_ij (1/S-ish means every pair is far apart),
-    ``repulsion_ratio`` ||repulsive term|| / ||driving term K G|| of :func:`svgd_direction`
-    (near 0: the particles move as independent gradient ascents), ``bandwidth`` h and
-    ``particle_distance`` the root mean squared distance between particles (over every
-    coordinate). ``columns``: the kernel's coordinates, as in :func:`svgd_direction`."""
+    """How much the kernel couples the particles (0-d tensors, no host synchronisation).
+
+    Parameters
+    ----------
+    theta : Tensor
+        Flattened particles, shape (S, P).
+    grads : Tensor
+        Gradients G of every particle's log joint, shape (S, P).
+    columns : Tensor or None, default None
+        The kernel's coordinates, as in :func:`svgd_direction`.
+
+    Returns
+    -------
+    dict of str to Tensor
+        0-d tensors: ``kernel_offdiag`` the mean off-diagonal K_ij (1/S-ish means every pair is
+        far apart; 0 for S = 1), dimensionless; ``repulsion_ratio`` ||repulsive term|| / ||driving
+        term K G|| of :func:`svgd_direction` (near 0: the particles move as independent gradient
+        ascents), dimensionless; ``bandwidth`` h of the kernel's coordinates, in the units of theta
+        squared; ``particle_distance`` the root mean squared distance between particles (over every
+        coordinate; 0 for S = 1), in the units of theta.
+    """
     s = theta.shape[0]
     k, h = rbf_kernel(theta if columns is None else theta[:, columns])
     with _ieee_fp32_matmul():
@@ -217,10 +286,25 @@ def _particle_distance(theta: Tensor) -> Tensor:
 def predictive_moments(outputs: Tensor, log_beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Predictive mean and variance parts of the particle mixture.
 
-    outputs: (S, B, ...) particle outputs; log_beta: (S,). Returns (mean, epistemic,
-    aleatoric): mean_i y_i; mean_i y_i^2 - (mean_i y_i)^2 (computed as the population
-    variance over particles, the same quantity without cancellation); mean_i 1/beta_i as
-    a 0-d tensor (broadcasts against the others). Total variance = epistemic + aleatoric.
+    Total variance = epistemic + aleatoric.
+
+    Parameters
+    ----------
+    outputs : Tensor
+        Particle outputs, shape (S, B, ...), in the target's units.
+    log_beta : Tensor
+        Log noise precision of every particle, shape (S,); beta in 1/(target units)^2.
+
+    Returns
+    -------
+    mean : Tensor
+        mean_i y_i, shape (B, ...), in the target's units.
+    epistemic : Tensor
+        mean_i y_i^2 - (mean_i y_i)^2, shape (B, ...), in (target units)^2 (computed as the
+        population variance over particles, the same quantity without cancellation).
+    aleatoric : Tensor
+        mean_i 1/beta_i as a 0-d tensor (broadcasts against the others), in (target units)^2, in
+        the dtype of ``outputs``.
     """
     mean = outputs.mean(0)
     epistemic = outputs.var(0, correction=0)
@@ -437,7 +521,14 @@ class SVGD:
         return self._params + ([self.log_beta] if self.learn_noise else [])
 
     def theta(self) -> Tensor:
-        """Flattened particles theta (S, P): every trainable parameter, then log beta."""
+        """Flattened particles theta (S, P): every trainable parameter, then log beta.
+
+        Returns
+        -------
+        Tensor
+            Detached copy, shape (S, P): each trainable parameter's per-particle entries flattened in
+            ``ensemble.parameters()`` order, then log beta (one column, only when ``learn_noise``).
+        """
         s = self.num_particles
         return torch.cat([v.detach().reshape(s, -1) for v in self._variables], dim=1)
 
@@ -505,7 +596,21 @@ class SVGD:
         return call(tensors, x)
 
     def log_prior_log_beta(self, log_beta: Tensor) -> Tensor:
-        """Log density of log beta (elementwise, constants dropped)."""
+        """Log density of log beta (elementwise, constants dropped).
+
+        ``"correct"``: a log beta - b beta, ``"published"``: (a - 1) log beta - b beta, with a =
+        ``noise_shape`` and b = ``noise_rate``.
+
+        Parameters
+        ----------
+        log_beta : Tensor
+            Log noise precision, any shape (e.g. (S,)); beta in 1/(target units)^2.
+
+        Returns
+        -------
+        Tensor
+            Log prior density, same shape as ``log_beta``.
+        """
         a = self.noise_shape if self.noise_prior == "correct" else self.noise_shape - 1.0
         return a * log_beta - self.noise_rate * log_beta.exp()
 
@@ -513,11 +618,29 @@ class SVGD:
         """Gradients G (S, P) of every particle's log joint on the batch (x, y, mask).
 
         The gradients are accumulated in the parameters' ``.grad`` (the previous content
-        is discarded) chunk by chunk, then flattened in :meth:`theta` order. Returns G and
-        detached statistics: ``sse`` (S,) per-particle sum of squared errors over the
-        counted cells, ``n_y`` (0-d) number of counted cells, ``log_joint`` (S,),
-        ``output_mean`` (B, ...) mean over particles, ``sse_mean`` (0-d) squared error of
-        the mean output over the counted cells. No host synchronisation.
+        is discarded) chunk by chunk, then flattened in :meth:`theta` order. Puts the ensemble in
+        train mode. No host synchronisation.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs shared by all particles, shape (B, ...).
+        y : Tensor
+            Targets, shape of one particle's outputs (B, ...), in the target's units; NaN is harmless
+            at cells that ``mask`` excludes (with ``land_only``).
+        mask : Tensor or None, default None
+            Boolean, broadcastable to ``y``, True at counted cells; None (or ``land_only=False``):
+            every cell counts.
+
+        Returns
+        -------
+        G : Tensor
+            Gradients of the log joints with respect to theta, shape (S, P).
+        stats : dict of str to Tensor
+            Detached: ``sse`` (S,) per-particle sum of squared errors over the counted cells, in
+            (target units)^2; ``n_y`` (0-d) number of counted cells; ``log_joint`` (S,);
+            ``output_mean`` (B, ...) mean over particles, in the target's units; ``sse_mean`` (0-d)
+            squared error of the mean output over the counted cells, in (target units)^2.
         """
         y, mask, n_y, scale = self._start_step(x, y, mask)
 
@@ -588,8 +711,31 @@ class SVGD:
         their log-likelihood gradients scale * beta_i * (y - f_i), and one backward pass of
         sum_i <f_i, phi_f_i> pulls it back to each particle's weights (J_i^T phi_f_i). log beta
         and the weight prior stay out of the kernel: each particle takes 1/S of its own gradient
-        of them, the weight they have in phi where the kernel is the identity. ``diagnose`` stores
-        the function-space kernel's coupling and the particles' distance in ``self.diagnostics``.
+        of them, the weight they have in phi where the kernel is the identity.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs shared by all particles, shape (B, ...).
+        y : Tensor
+            Targets, shape of one particle's outputs (B, ...), in the target's units; NaN is harmless
+            at cells that ``mask`` excludes (with ``land_only``).
+        mask : Tensor or None, default None
+            Boolean, broadcastable to ``y``, True at counted cells; None (or ``land_only=False``):
+            every cell counts.
+        diagnose : bool, default False
+            Store the function-space kernel's coupling (``kernel_offdiag``, ``repulsion_ratio``) and
+            the particles' distance (``particle_distance``) in ``self.diagnostics``.
+
+        Returns
+        -------
+        phi : Tensor
+            Ascent direction in :meth:`theta` order, shape (S, P) (also left in ``.grad``).
+        stats : dict of str to Tensor
+            Detached: ``sse`` (S,) per-particle sum of squared errors over the counted cells, in
+            (target units)^2; ``n_y`` (0-d) number of counted cells; ``log_joint`` (S,);
+            ``output_mean`` (B, ...) mean over particles, in the target's units; ``sse_mean`` (0-d)
+            squared error of the mean output over the counted cells, in (target units)^2.
         """
         y, mask, n_y, scale = self._start_step(x, y, mask)
         buffers = list(self.ensemble.buffers())
@@ -633,15 +779,47 @@ class SVGD:
         return self._flat_grads(), stats
 
     def kernel(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """RBF kernel (S, S) and bandwidth h of flattened particles; see :func:`rbf_kernel`."""
+        """RBF kernel (S, S) and bandwidth h of flattened particles; see :func:`rbf_kernel`.
+
+        Parameters
+        ----------
+        theta : Tensor
+            Flattened particles, shape (S, P).
+
+        Returns
+        -------
+        K : Tensor
+            Kernel matrix, shape (S, S), dimensionless.
+        h : Tensor
+            Bandwidth, 0-d, in the units of theta squared.
+        """
         return rbf_kernel(theta)
 
     def direction(self, theta: Tensor, grads: Tensor) -> Tensor:
-        """SVGD ascent direction phi (S, P) from the log joints' gradients G; see
-        :func:`svgd_direction` (with ``kernel="last_layer"`` on the output layer's columns). With
+        """SVGD ascent direction phi (S, P) from the log joints' gradients G.
+
+        See :func:`svgd_direction` (with ``kernel="last_layer"`` on the output layer's columns). With
         ``kernel="none"`` phi = G: every particle ascends its own log joint (a deep ensemble, the
         reference that shows what the kernel adds). ``kernel="function"`` has no direction in
-        parameter space from G alone: :meth:`step` takes it from :meth:`function_space_grads`."""
+        parameter space from G alone: :meth:`step` takes it from :meth:`function_space_grads`.
+
+        Parameters
+        ----------
+        theta : Tensor
+            Flattened particles, shape (S, P).
+        grads : Tensor
+            Gradients G of the log joints, shape (S, P).
+
+        Returns
+        -------
+        Tensor
+            phi, shape (S, P).
+
+        Raises
+        ------
+        ValueError
+            With ``kernel="function"``.
+        """
         if self.kernel_name == "none":
             return grads
         if self.kernel_name == "function":
@@ -649,20 +827,62 @@ class SVGD:
         return svgd_direction(theta, grads, self._kernel_columns)
 
     def diagnose(self, theta: Tensor, grads: Tensor) -> dict[str, Tensor]:
-        """:func:`kernel_diagnostics` of all particles (what the parameter-space kernel does or
-        would do; the RBF kernel on every parameter for ``none``)."""
+        """:func:`kernel_diagnostics` of all particles.
+
+        What the parameter-space kernel does or would do (the RBF kernel on every parameter for
+        ``none``).
+
+        Parameters
+        ----------
+        theta : Tensor
+            Flattened particles, shape (S, P).
+        grads : Tensor
+            Gradients G of the log joints, shape (S, P).
+
+        Returns
+        -------
+        dict of str to Tensor
+            0-d tensors ``kernel_offdiag``, ``repulsion_ratio``, ``bandwidth`` and
+            ``particle_distance``, as in :func:`kernel_diagnostics`.
+        """
         return kernel_diagnostics(theta, grads, self._kernel_columns)
 
     def all_log_beta(self) -> Tensor:
-        """log beta (S,) of every particle, detached."""
+        """log beta (S,) of every particle, detached.
+
+        Returns
+        -------
+        Tensor
+            Log noise precision, shape (S,); beta in 1/(target units)^2.
+        """
         return self.log_beta.detach()
 
     # ----------------------------------------------------------------- training
     def step(self, x: Tensor, y: Tensor, mask: Tensor | None = None, diagnose: bool = False) -> dict[str, Tensor]:
-        """One SVGD update on one mini-batch; returns the statistics of
-        :meth:`log_joint_grads` (tensors, no host synchronisation). ``diagnose`` also stores
-        :func:`kernel_diagnostics` of this step in ``self.diagnostics`` (for the function-space
-        kernel, its coupling in function space)."""
+        """One SVGD update on one mini-batch.
+
+        Writes -phi into ``.grad`` and takes one optimiser step; returns the statistics of
+        :meth:`log_joint_grads` (tensors, no host synchronisation).
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs shared by all particles, shape (B, ...).
+        y : Tensor
+            Targets, shape of one particle's outputs (B, ...), in the target's units; NaN is harmless
+            at cells that ``mask`` excludes (with ``land_only``).
+        mask : Tensor or None, default None
+            Boolean, broadcastable to ``y``, True at counted cells; None (or ``land_only=False``):
+            every cell counts.
+        diagnose : bool, default False
+            Also store :func:`kernel_diagnostics` of this step in ``self.diagnostics`` (for the
+            function-space kernel, its coupling in function space).
+
+        Returns
+        -------
+        dict of str to Tensor
+            The statistics of :meth:`log_joint_grads`.
+        """
         if self.kernel_name == "function":
             phi, stats = self.function_space_grads(x, y, mask, diagnose=diagnose)
         else:
@@ -684,19 +904,47 @@ class SVGD:
         return stats
 
     def scheduler_step(self, metric: float | Tensor) -> None:
-        """Once per epoch: ReduceLROnPlateau on ``metric`` (training RMSE) over both groups."""
+        """Once per epoch: ReduceLROnPlateau on ``metric`` (training RMSE) over both groups.
+
+        Parameters
+        ----------
+        metric : float or Tensor
+            Training RMSE, in the target's units (a tensor is read on the host).
+
+        Returns
+        -------
+        None
+        """
         self.scheduler.step(float(metric))
 
     @property
     def lrs(self) -> list[float]:
-        """Current learning rates (weights, then log beta when learned)."""
+        """Current learning rates (weights, then log beta when learned).
+
+        Returns
+        -------
+        list of float
+            One learning rate per optimiser group.
+        """
         return [g["lr"] for g in self.optimizer.param_groups]
 
     # ----------------------------------------------------------------- prediction
     def predict(self, x: Tensor) -> Tensor:
-        """Particle outputs (S, B, ...) in eval mode (BatchNorm running statistics), under
-        inference mode, in chunks of ``predict_chunk`` particles (None: chunked like
-        training); the ensemble's mode is restored."""
+        """Particle outputs (S, B, ...) in eval mode (BatchNorm running statistics).
+
+        Under inference mode, in chunks of ``predict_chunk`` particles (None: chunked like
+        training); the ensemble's mode is restored.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs shared by all particles, shape (B, ...).
+
+        Returns
+        -------
+        Tensor
+            Outputs, shape (S, B, ...), in the target's units and the dtype of log beta.
+        """
         was_training = self.ensemble.training
         self.ensemble.eval()
         batch = x.shape[0]
@@ -713,12 +961,34 @@ class SVGD:
         return out[:, :batch]
 
     def predictive_moments(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:func:`predictive_moments` of :meth:`predict` (x) with the current log beta."""
+        """:func:`predictive_moments` of :meth:`predict` (x) with the current log beta.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs shared by all particles, shape (B, ...).
+
+        Returns
+        -------
+        mean : Tensor
+            Predictive mean, shape (B, ...), in the target's units.
+        epistemic : Tensor
+            Variance over particles, shape (B, ...), in (target units)^2.
+        aleatoric : Tensor
+            Mean noise variance mean_i 1/beta_i, 0-d, in (target units)^2.
+        """
         return predictive_moments(self.predict(x), self.log_beta.detach())
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Ensemble, log beta, optimiser and scheduler; loadable with weights_only=True."""
+        """Ensemble, log beta, optimiser and scheduler; loadable with weights_only=True.
+
+        Returns
+        -------
+        dict of str to Any
+            ``ensemble`` (its state_dict), ``log_beta`` (S,) (a detached copy), ``optimizer`` and
+            ``scheduler`` (their state_dicts).
+        """
         return {
             "ensemble": self.ensemble.state_dict(),
             "log_beta": self.log_beta.detach().clone(),
@@ -727,6 +997,17 @@ class SVGD:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ensemble, log beta, optimiser and scheduler from :meth:`state_dict`, in place.
+
+        Parameters
+        ----------
+        state : dict of str to Any
+            A dict as returned by :meth:`state_dict`.
+
+        Returns
+        -------
+        None
+        """
         self.ensemble.load_state_dict(state["ensemble"])
         with torch.no_grad():
             self.log_beta.copy_(state["log_beta"])
