@@ -5,7 +5,7 @@ In one process, on one device, on synthetic tensors of the paper's shapes (144 t
 of 21 x 144 x 360 inputs, 1 output, batch 12, S = 30 particles, nf = 48), for each backbone:
 
 1. checks in fp32 that the engine (:class:`gracefill.svgd.SVGD`) and the per-particle loop
-   (:class:`gracefill.svgd_reference.ReferenceSVGD`), built from the same initial particles,
+   (:class:`gracefill.svgd.reference.ReferenceSVGD`), built from the same initial particles,
    produce the same update on the same batch (small S and grid; relative max errors printed);
 2. times the reference loop's training step and the engine's training step as
    ``gracefill.train`` drives it (data resident on the device, batches indexed on the device),
@@ -14,7 +14,7 @@ of 21 x 144 x 360 inputs, 1 output, batch 12, S = 30 particles, nf = 48), for ea
    pass particle by particle (a subset of months, extrapolated);
 4. reports peak device memory and achieved TFLOP/s (FLOP counts of design/model.md).
 
-Imports only torch and gracefill.nn / gracefill.svgd / gracefill.svgd_reference (no xarray).
+Imports only torch and gracefill.nn / gracefill.svgd / gracefill.svgd.reference (no xarray).
 Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]``:
 ``cl`` channels-last activations, ``compile`` torch.compile of the ensemble, ``bench``
 cudnn.benchmark on for that variant, ``plain`` 1 x 1 layers as grouped convolutions (the
@@ -50,7 +50,7 @@ import torch
 from gracefill.nn import build_backbone
 from gracefill.nn.layers import EnsembleConv2d, EnsembleConvTranspose2d
 from gracefill.svgd import SVGD
-from gracefill.svgd_reference import ReferenceSVGD
+from gracefill.svgd.reference import ReferenceSVGD
 
 # GFLOP per 144 x 360 sample per particle (Cin 21, Cout 1, nf 48): forward, forward + backward
 PAPER_GFLOP = {"rrdb": (47.0, 140.8), "cbam": (4.29, 12.65)}

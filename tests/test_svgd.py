@@ -1,5 +1,5 @@
 """Tests of the SVGD engine (gracefill.svgd) against the per-particle reference
-(gracefill.svgd_reference) and against a conjugate model with a known posterior."""
+(gracefill.svgd.reference) and against a conjugate model with a known posterior."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from gracefill.svgd import (
     rbf_kernel,
     svgd_direction,
 )
-from gracefill.svgd_reference import ReferenceSVGD
+from gracefill.svgd.reference import ReferenceSVGD
 
 F64 = torch.float64
 REL_TOL = 1e-6  # engine vs reference, float64, max-norm relative error
