@@ -323,7 +323,7 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray |
     if "twsa_samples" in rec:
         probability = dr.drought_probability(ca.scaled_samples(rec), reference, threshold)
     else:
-        probability = gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold)
+        probability = dr.gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold)
     observed = rec["month_flag"] == MONTH_FLAGS["observed"]
     probability = probability.where(~observed, (index <= threshold).astype(np.float32).where(index.notnull()))
     fields = xr.Dataset({
@@ -365,13 +365,3 @@ def _own_wsdi(twsa: xr.DataArray, baseline) -> xr.DataArray:
     """WSDI of a series against its own baseline climatology and spread."""
     reference = dr.drought_reference(twsa, baseline)
     return dr.wsdi(dr.storage_deficit(twsa, reference=reference), reference=reference)
-
-
-def gaussian_drought_probability(mean: xr.DataArray, std: xr.DataArray, reference: xr.Dataset, threshold: float):
-    """P(WSDI <= threshold) when TWSA ~ N(mean, std^2): the fallback without particle samples."""
-    from scipy.stats import norm
-
-    z = dr.wsdi(dr.storage_deficit(mean, reference=reference), reference=reference)
-    spread = std / reference["deficit_std"]
-    prob = xr.apply_ufunc(norm.cdf, (threshold - z) / spread.where(spread > 0))
-    return prob.assign_attrs(units="1")

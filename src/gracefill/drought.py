@@ -461,6 +461,32 @@ def drought_probability(samples: xr.DataArray, reference: xr.Dataset,
                             long_name=f"drought probability (fraction of particles with WSDI <= {threshold})")
 
 
+def gaussian_drought_probability(mean: xr.DataArray, std: xr.DataArray, reference: xr.Dataset, threshold: float):
+    """P(WSDI <= threshold) when TWSA ~ N(mean, std^2): :func:`drought_probability`'s fallback
+    for a reconstruction without particle samples.
+
+    Parameters
+    ----------
+    mean, std : xr.DataArray
+        Predictive mean and standard deviation of TWSA, in the units of ``reference``.
+    reference : xr.Dataset
+        Baseline climatology and deficit spread from :func:`drought_reference`.
+    threshold : float
+        WSDI threshold (dimensionless), e.g. -0.5.
+
+    Returns
+    -------
+    xr.DataArray
+        Probability (units "1"), NaN where ``std`` or the deficit spread is 0.
+    """
+    from scipy.stats import norm
+
+    z = wsdi(storage_deficit(mean, reference=reference), reference=reference)
+    spread = std / reference["deficit_std"]
+    prob = xr.apply_ufunc(norm.cdf, (threshold - z) / spread.where(spread > 0))
+    return prob.assign_attrs(units="1")
+
+
 def gap_filled(observed: xr.DataArray, reconstruction: xr.DataArray) -> xr.DataArray:
     """Observed TWSA where observed, the reconstruction elsewhere, on the reconstruction's months.
 
