@@ -31,8 +31,8 @@ from gracefill import metrics as me
 from gracefill.analysis import Forecast, _probabilistic
 from gracefill.config import fold_config, fold_ends, validate
 from gracefill.months import SPLIT_FLAGS
+from gracefill.predictors import REQUIRED_FIELDS
 
-FIELDS = ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage")
 MEMORY = ["sTWSA", "P", "T", "CWB", "P_ew6", "P_ew24", "CWB_ew6", "CWB_ew24", "WSC_ew12", "WSC_ew48"]
 VARIANTS = {
     "default": {},
@@ -76,7 +76,7 @@ def fold_run(world: Path, cfg: dict, fold: str, out: Path) -> Path:
     fold_cfg = json.dumps(fold_config(cfg, fold))
     regridded = world / "regridded"
     run_stage("build_predictors", "--config-json", fold_cfg, "--fields",
-              *[regridded / f"{name}.nc" for name in FIELDS], "--output", out / "predictors.nc")
+              *[regridded / f"{name}.nc" for name in REQUIRED_FIELDS], "--output", out / "predictors.nc")
     run_stage("build_tensors", "--config-json", fold_cfg, "--grid", world / "grid.nc",
               "--predictors", out / "predictors.nc", "--target", regridded / "twsa.nc", "--output", out / "tensors.nc")
     run_stage("train", "--config-json", fold_cfg, "--tensors", out / "tensors.nc", "--model", out / "model.pt",

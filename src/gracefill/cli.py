@@ -25,14 +25,6 @@ from gracefill.sources import cli as sources_cli
 
 log = logging.getLogger("gracefill")
 
-#: The variables each normalised raw product provides (file name -> variables).
-SYNTHETIC_PRODUCTS = {
-    "grace": ("twsa",),
-    "era5land": ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage"),
-    "truth": ("twsa_true",),
-}
-
-
 def _config(args) -> dict:
     if args.config_json:
         return config_mod.from_json(args.config_json)

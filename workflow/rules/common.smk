@@ -6,7 +6,7 @@ import sys
 
 from gracefill.config import apply_overrides, fold_config, fold_ends, rule_memory_mb, rule_runtime_min, subset, validate
 from gracefill.io import UserError
-from gracefill.predictors import MEMORY_FIELDS
+from gracefill.predictors import MEMORY_FIELDS, REQUIRED_FIELDS
 
 # --config entries (not the --configfile files) once more, over the merged config: Snakemake
 # reads a nested value such as grid='{resolution: 3}' with every leaf a string; here its numbers
@@ -39,10 +39,11 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 RAW_SYNTHETIC = f"resources/raw/synthetic/{RUN}"
 
-# Raw product files of the synthetic world and the variables each provides.
+# Raw product files of the synthetic world and the variables each provides (the predictors'
+# fields are those gracefill.predictors requires, whatever the source).
 RAW_PRODUCTS = {
     "grace": ["twsa"],
-    "era5land": ["precipitation", "temperature", "evaporation", "runoff", "land_water_storage"],
+    "era5land": list(REQUIRED_FIELDS),
     "truth": ["twsa_true", "twsa_direct_deficit"],
 }
 PRODUCT_OF_VARIABLE = {v: product for product, variables in RAW_PRODUCTS.items() for v in variables}
