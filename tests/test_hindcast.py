@@ -145,6 +145,24 @@ def test_a_month_twenty_years_before_training_has_a_wider_calibrated_spread():
     assert float(std.sel(time="2001-12-01")) == pytest.approx(float(std.sel(time="2014-06-01")), rel=1e-6)
 
 
+def test_benchmark_tables_take_the_scores_by_distance_to_training():
+    from gracefill import benchmark as bm
+
+    def world(nse_far):
+        scores = pd.DataFrame([{"method": "bcnn", "period": "test", "months": 40, "nse_median": 0.6}])
+        by_lead = pd.DataFrame([{"side": "before", "lead_years": label, "first_month": "x", "last_month": "y",
+                                 "reference": "truth", "method": "bcnn", "period": f"before_{label}y", "months": 60,
+                                 "nse_median": value} for label, value in (("0-5", 0.5), ("20+", nse_far))])
+        return bm.with_lead_scores(scores, by_lead), None
+
+    long = bm.collect({"w1": world(0.1), "w2": world(0.3)})
+    table = bm.summarise(long, samples=100)
+    assert list(dict.fromkeys(table["period"])) == ["test", "before_0-5y", "before_20+y"]
+    far = table[(table.period == "before_20+y") & (table.metric == "nse_median")].iloc[0]
+    assert far["mean"] == pytest.approx(0.2) and far["worlds"] == 2
+    assert "| before_20+y | bcnn | 0.20" in bm.markdown(table)
+
+
 # --------------------------------------------------------------------------- one small run from 1996
 
 CONFIG = {

@@ -520,7 +520,14 @@ def _timeseries(rec: xr.Dataset, grid: xr.Dataset, cfg: dict, dpi: int):
                        "mean": mean, "lower": mean - 1.96 * std, "upper": mean + 1.96 * std,
                        "truth": regional(rec["truth"]) if "truth" in rec else None})
     split = cfg["split"]
-    return plots.time_series(series, (split["gap_start"], split["gap_end"]), rec["twsa"].attrs["units"], dpi=dpi)
+    outside = []
+    if "month_flag" in rec:  # the spans before and after the GRACE record, when long enough to see
+        for name in ("hindcast", "forecast"):
+            index = np.flatnonzero(rec["month_flag"].values == mo.MONTH_FLAGS[name])
+            if index.size >= plots.MIN_SHADED_MONTHS:
+                outside.append((rec["time"].values[index[0]], rec["time"].values[index[-1]]))
+    return plots.time_series(series, (split["gap_start"], split["gap_end"]), rec["twsa"].attrs["units"], dpi=dpi,
+                             outside=outside)
 
 
 FIGURES = ("training_curves", "score_maps", "baselines", "calibration", "monthly_panels", "gap_wsdi",
