@@ -81,7 +81,7 @@ def test_gap_filled_values_std_and_flags():
     assert out["twsa"].values[2, 1, 1] == rec_twsa[2, 1, 1] and np.isfinite(out["twsa_std"].values[2, 1, 1])
     flag = out["month_flag"]
     meanings = dict(zip(flag.attrs["flag_meanings"].split(), flag.attrs["flag_values"].tolist()))
-    assert meanings == {"observed": 0, "reconstructed": 1, "gap": 2}
+    assert meanings == {"observed": 0, "reconstructed": 1, "gap": 2, "hindcast": 3, "forecast": 4}
     assert flag.dtype == np.int8 and flag.attrs["flag_values"].dtype == np.int8
     assert flag.values.tolist() == [meanings[name] for name in EXPECTED_FLAGS]
     for name in ("twsa", "twsa_std", "reconstruction_std", "twsa_quantile"):

@@ -262,3 +262,21 @@ def test_a_cds_answering_500_fails_in_one_line_within_the_retry_budget(tmp_path,
     assert "\n" not in message and "sec-ret-key" not in message
     assert 1 <= len(hits) <= 4 and elapsed < 30, (len(hits), elapsed)
     assert not list(tmp_path.iterdir())   # nothing partial
+
+
+def test_local_files_from_1980_are_read_for_a_period_before_grace(tmp_path):
+    """A period from 1980-01 (ERA5-Land starts in 1950): the yearly files of the user's archive
+    (`local` mode) are read from their first month, before any GRACE month, and a period that
+    starts before the files names the first month they lack."""
+    months = mo.month_range("1980-01", "1982-12")
+    lat, lon = np.arange(20.0, 22.01, 0.5), np.arange(-128.0, -126.01, 0.5)
+    fields = fields_for(months, lat, lon, seed=3)
+    paths = write_era5land_years(tmp_path / "archive", fields, lat, lon, months)
+    assert [p.name for p in paths] == ["era5land_1980.nc", "era5land_1981.nc", "era5land_1982.nc"]
+    local = e5.expand_local(str(tmp_path / "archive" / "era5land_*.nc"))
+    ds = e5.read(local, period=("1980-01", "1982-12")).compute()
+    assert pd.DatetimeIndex(ds["time"].values).equals(months)
+    for name in NAMES:
+        np.testing.assert_allclose(ds[name].values, fields[name], rtol=2e-6, atol=1e-5, err_msg=name)
+    with pytest.raises(UserError, match=r"covers 1980-01\.\.1982-12, not the configured 1979-01\.\.1982-12"):
+        e5.read(local, period=("1979-01", "1982-12"))

@@ -134,7 +134,7 @@ def test_product_file_is_gap_filled_for_every_month(test_run):
     flag = product["month_flag"]
     assert flag.dtype == np.int8
     flags = dict(zip(flag.attrs["flag_meanings"].split(), flag.attrs["flag_values"].tolist()))
-    assert set(flags) == {"observed", "reconstructed", "gap"}
+    assert set(flags) == {"observed", "reconstructed", "gap", "hindcast", "forecast"}
     gap = flag.values == flags["gap"]
     assert gap.sum() == 11 and [f"{m:%Y-%m}" for m in months[gap][[0, -1]]] == ["2017-07", "2018-05"]
     assert (flag.values == flags["observed"]).sum() > 150 and (flag.values == flags["reconstructed"]).sum() > 0

@@ -22,6 +22,7 @@ from gracefill import metrics as me
 from gracefill import months as mo
 from gracefill import predictors as pr
 from gracefill.calibration import fit_window, lead_months
+from gracefill.dataset import target_trend
 from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS
 
 BASELINES = ("climatology_trend", "regression", "memory_regression", "land_model")
@@ -46,7 +47,7 @@ def baseline_predictions(tensors: xr.Dataset, fields_mm: dict[str, xr.DataArray]
     train = tensors["split"].values == SPLIT_FLAGS["train"]
     months = pd.DatetimeIndex(tensors["time"].values)
     window = mo.in_window(months, *fit_window(tensors))
-    trend = (tensors["target_trend_offset"] + tensors["target_trend_slope"] * tensors["month_index"]).transpose("time", "lat", "lon")
+    trend = target_trend(tensors)
     observed = (tensors["target"] + trend).assign_attrs(units=units)
     land = tensors["land_mask"].astype(bool)
     fields = {name: da.assign_coords(time=tensors["time"].values) for name, da in fields_mm.items()}
@@ -95,14 +96,64 @@ class Forecast:
         return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var, pick(self.scale))
 
 
+#: fewest months a hindcast period or a lead bin needs to be scored: a whole seasonal cycle, so
+#: that a per-cell NSE and R mean something
+MIN_SCORED_MONTHS = 12
+#: bins of the distance to the training window (years; None: open) in ``scores_by_lead``
+LEAD_BINS_YEARS = ((0, 5), (5, 10), (10, 20), (20, None))
+
+
 def period_months(rec: xr.Dataset, period: str) -> np.ndarray:
     """Indices of a period's months: its split label; ``missing`` counts only months after the
-    first observed one (months before GRACE are not 'missing inside the record')."""
+    first observed one (months before GRACE are not 'missing inside the record') and, where the
+    month flags say so, not after the last (forecast); ``hindcast``: the months before the first
+    GRACE month with a full input stack, when there are at least :data:`MIN_SCORED_MONTHS`."""
+    if period == "hindcast":
+        if "month_flag" not in rec:
+            return np.zeros(0, dtype=np.int64)
+        index = np.flatnonzero((rec["month_flag"].values == MONTH_FLAGS["hindcast"])
+                               & (rec["split"].values != SPLIT_FLAGS["unused"]))
+        return index if index.size >= MIN_SCORED_MONTHS else index[:0]
     index = _months(rec, period)
     if period == "missing":
         observed = np.flatnonzero(rec["split"].values == SPLIT_FLAGS["train"])
         index = index[index > observed[0]] if observed.size else index[:0]
+        if "month_flag" in rec:
+            index = index[rec["month_flag"].values[index] != MONTH_FLAGS["forecast"]]
     return index
+
+
+def lead_bin_label(low: int, high: int | None) -> str:
+    """"0-5", "20+": the label of a bin of :data:`LEAD_BINS_YEARS`."""
+    return f"{low}+" if high is None else f"{low}-{high}"
+
+
+def lead_bins(leads: np.ndarray, bins=LEAD_BINS_YEARS) -> list[tuple[str, np.ndarray]]:
+    """(label, positions) of the leads (months, >= 1) in each bin of years (low, high]: lead 60
+    (5 years) falls in 0-5, lead 61 in 5-10."""
+    leads = np.asarray(leads)
+    out = []
+    for low, high in bins:
+        inside = leads > 12 * low
+        if high is not None:
+            inside &= leads <= 12 * high
+        out.append((lead_bin_label(low, high), np.flatnonzero(inside)))
+    return out
+
+
+def months_outside_training(rec: xr.Dataset) -> dict[str, np.ndarray]:
+    """Indices of the months before and after the fit window that a lead-binned score uses:
+    with the truth (synthetic), every month with a full input stack; without, the observed
+    months after the window (test and pseudo-gap; nothing before GRACE can be scored)."""
+    times = pd.DatetimeIndex(rec["time"].values)
+    start, end = fit_window(rec)
+    split = rec["split"].values
+    usable = split != SPLIT_FLAGS["unused"]
+    if "truth" not in rec:
+        usable &= np.isin(split, [SPLIT_FLAGS["test"], SPLIT_FLAGS["pseudo_gap"]])
+    before = usable & np.asarray(times < pd.Timestamp(start)) & (split != SPLIT_FLAGS["train"])
+    after = usable & np.asarray(times > pd.Timestamp(end))
+    return {"before": np.flatnonzero(before), "after": np.flatnonzero(after)}
 
 
 def bcnn_forecast(rec: xr.Dataset) -> Forecast:
@@ -242,10 +293,14 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     validation months (so no spread is scored on the errors it was fitted on, when there are
     two folds or more).
 
+    With the truth, ``hindcast`` (months before the first GRACE month) is scored against it too.
+
     Returns (table DataFrame: one row per method and period; maps Dataset (model, period, lat,
     lon); calibration DataFrame (method, period, lead_year, region, nominal, observed, values: see
     :func:`coverage_by_lead_and_region`); spread-skill DataFrame of the
-    BCNN; spreads Dataset of the baselines).
+    BCNN; spreads Dataset of the baselines; by-lead DataFrame: the same scores per side of the
+    fit window (before, after) and bin of the distance to it, :data:`LEAD_BINS_YEARS`, against
+    the truth where known, else the observed months after the window against GRACE).
     """
     if not folds:
         raise ValueError("evaluation needs at least one validation fold")
@@ -272,7 +327,7 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
             periods["validation"].append(segment(fold_rec, fold_base, index, fold_rec["observed_twsa"], fitted))
     references = {"test": rec["observed_twsa"], "pseudo_gap": rec["observed_twsa"]}
     if "truth" in rec:
-        references |= {"gap": rec["truth"], "missing": rec["truth"]}
+        references |= {"gap": rec["truth"], "missing": rec["truth"], "hindcast": rec["truth"]}
     for period, reference in references.items():
         index = period_months(rec, period)
         if index.size:
@@ -290,8 +345,21 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     if maps:
         score_maps["model"].attrs["long_name"] = "method scored (the BCNN or a baseline)"
         score_maps["period"].attrs["long_name"] = "evaluation period"
+    by_lead = []
+    reference = rec["truth"] if "truth" in rec else rec["observed_twsa"]
+    for side, index in months_outside_training(rec).items():
+        for label, where in lead_bins(lead_months(rec, index)):
+            if where.size < MIN_SCORED_MONTHS:
+                continue
+            months = index[where]
+            r, _, _, _ = score_period([segment(rec, baselines, months, reference, spreads)], f"{side}_{label}y",
+                                      area, levels, bins)
+            labels = mo.month_labels(pd.DatetimeIndex(rec["time"].values[months[[0, -1]]]))
+            by_lead += [{"side": side, "lead_years": label, "first_month": labels[0], "last_month": labels[1],
+                         "reference": "truth" if "truth" in rec else "grace", **row} for row in r]
     return (pd.DataFrame(rows), score_maps, pd.DataFrame(calibration),
-            pd.concat(spread, ignore_index=True) if spread else pd.DataFrame(), spreads_dataset(spreads))
+            pd.concat(spread, ignore_index=True) if spread else pd.DataFrame(), spreads_dataset(spreads),
+            pd.DataFrame(by_lead))
 
 
 def spreads_dataset(spreads: dict[str, xr.Dataset]) -> xr.Dataset:

@@ -3,8 +3,9 @@
 Each world (``benchmark.worlds``: a seed and optional ``sources.synthetic`` settings, e.g. another
 groundwater memory or no regional trends) is an ordinary run of the whole workflow under the
 run name ``<run>-<world>``, so every world is fitted, validated and scored exactly like a user's
-run. This module builds the worlds' configs and turns their ``evaluation/scores.csv`` and
-``drought/detection.csv`` into:
+run. This module builds the worlds' configs and turns their ``evaluation/scores.csv`` (with
+``evaluation/scores_by_lead.csv``, the scores by distance to the training window, where the
+run wrote one) and ``drought/detection.csv`` into:
 
 - ``worlds.csv``: every world's value of every metric (long format);
 - ``table.csv``: per method, period and metric, the mean over worlds with a bootstrap interval
@@ -23,7 +24,19 @@ import pandas as pd
 METRICS = {"nse_median": False, "rmse_median": True, "r_median": False, "crps": True, "mnlp": True,
            "coverage_50": None, "coverage_90": None}
 DETECTION_METRICS = {"hit_rate": False, "false_alarm_ratio": True}
-PERIOD_ORDER = ("validation", "test", "pseudo_gap", "gap", "gap_without_direct_part", "missing")
+PERIOD_ORDER = ("validation", "test", "pseudo_gap", "gap", "gap_without_direct_part", "missing", "hindcast",
+                "after_0-5y", "after_5-10y", "after_10-20y", "after_20+y",
+                "before_0-5y", "before_5-10y", "before_10-20y", "before_20+y")
+
+
+def with_lead_scores(scores: pd.DataFrame, by_lead: pd.DataFrame) -> pd.DataFrame:
+    """A world's scores table with the rows of its ``scores_by_lead.csv`` appended; their period
+    is ``<side>_<years>y`` (e.g. ``before_20+y``: 20 or more years before the training window)."""
+    if by_lead.empty:
+        return scores
+    rows = by_lead.assign(period=by_lead["side"] + "_" + by_lead["lead_years"].astype(str) + "y")
+    return pd.concat([scores, rows[[c for c in rows.columns if c in scores.columns or c in METRICS]]],
+                     ignore_index=True)
 
 
 def merge(base: dict, override: dict) -> dict:

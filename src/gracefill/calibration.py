@@ -45,10 +45,21 @@ def fit_window(ds: xr.Dataset) -> tuple[str, str]:
 
 
 def lead_months(ds: xr.Dataset, index: np.ndarray) -> np.ndarray:
-    """Months from the end of the fit window to each month of ``index`` (at least 1)."""
-    end = fit_window(ds)[1]
-    months = pd.DatetimeIndex(ds["time"].values[index])
-    return np.maximum([mo.months_between(end, m) for m in months], 1).astype(np.int64)
+    """Months from the fit window to each month of ``index`` (at least 1): after the window, the
+    months since its end; before it (a hindcast), the months to its first training month (the
+    first month labelled train in ``split``, else the window's start), so that the spread fitted
+    on the folds' forward leads grows backwards too, on the assumption that a model knows as
+    little n months before its training data as n months after them."""
+    start, end = fit_window(ds)
+    times = pd.DatetimeIndex(ds["time"].values)
+    if "split" in ds:
+        train = np.flatnonzero(ds["split"].values == SPLIT_FLAGS["train"])
+        if train.size:
+            start = times[train[0]]
+    months = times[np.asarray(index, dtype=np.int64)]
+    after = np.array([mo.months_between(end, m) for m in months], dtype=np.int64)
+    before = np.array([mo.months_between(m, start) for m in months], dtype=np.int64)
+    return np.maximum(np.where(before > 0, before, after), 1).astype(np.int64)
 
 
 def validation_months(rec: xr.Dataset) -> np.ndarray:

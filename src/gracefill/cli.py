@@ -343,7 +343,7 @@ def evaluate(args) -> None:
              for r, b in zip(args.fold_reconstructions, args.fold_baselines)]
     ev = cfg["evaluation"]
     with blame(args.reconstruction):
-        table, maps, calibration, spread, spreads = run_evaluation(
+        table, maps, calibration, spread, spreads, by_lead = run_evaluation(
             rec, base, area, ev["interval_levels"], ev["spread_skill_bins"], folds, ev["spread_lead_bin_months"])
     inputs = [args.reconstruction, args.baselines, *args.fold_reconstructions, *args.fold_baselines]
     maps.attrs.update({"title": "gracefill score maps (validation folds and test months vs GRACE; gap and missing "
@@ -353,6 +353,9 @@ def evaluate(args) -> None:
     write_netcdf(spreads, args.spreads)
     for frame, path in ((table, args.table), (calibration, args.calibration), (spread, args.spread_skill)):
         write_csv(frame, path)
+    if args.scores_by_lead:
+        columns = ["side", "lead_years", "first_month", "last_month", "reference", "method", "period", "months"]
+        write_csv(by_lead if len(by_lead) else pd.DataFrame(columns=columns), args.scores_by_lead)
     log.info("scores:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
@@ -509,7 +512,14 @@ def _timeseries(rec: xr.Dataset, grid: xr.Dataset, cfg: dict, dpi: int):
                        "mean": mean, "lower": mean - 1.96 * std, "upper": mean + 1.96 * std,
                        "truth": regional(rec["truth"]) if "truth" in rec else None})
     split = cfg["split"]
-    return plots.time_series(series, (split["gap_start"], split["gap_end"]), rec["twsa"].attrs["units"], dpi=dpi)
+    outside = []
+    if "month_flag" in rec:  # the spans before and after the GRACE record, when long enough to see
+        for name in ("hindcast", "forecast"):
+            index = np.flatnonzero(rec["month_flag"].values == mo.MONTH_FLAGS[name])
+            if index.size >= plots.MIN_SHADED_MONTHS:
+                outside.append((rec["time"].values[index[0]], rec["time"].values[index[-1]]))
+    return plots.time_series(series, (split["gap_start"], split["gap_end"]), rec["twsa"].attrs["units"], dpi=dpi,
+                             outside=outside)
 
 
 FIGURES = ("training_curves", "score_maps", "baselines", "calibration", "monthly_panels", "gap_wsdi",
@@ -557,7 +567,11 @@ def benchmark(args) -> None:
             if not path.exists():
                 raise UserError(f"{path}: missing; run the benchmark without --summarise-only first")
         frame = pd.read_csv(detection) if detection.stat().st_size > 1 else None
-        results[name] = (pd.read_csv(scores), frame if frame is not None and len(frame) else None)
+        by_lead = scores.with_name("scores_by_lead.csv")  # by distance to the training window, where written
+        table = pd.read_csv(scores)
+        if by_lead.exists() and by_lead.stat().st_size > 1:
+            table = bm.with_lead_scores(table, pd.read_csv(by_lead))
+        results[name] = (table, frame if frame is not None and len(frame) else None)
     long = bm.collect(results)
     samples, interval = bench["bootstrap_samples"], bench["interval"]
     table = bm.summarise(long, samples, interval, seed=cfg["seed"])
@@ -679,6 +693,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", required=True, help="scores table to write (CSV)")
     p.add_argument("--calibration", required=True, help="interval coverage table to write (CSV)")
     p.add_argument("--spread-skill", required=True, help="spread-skill table to write (CSV)")
+    p.add_argument("--scores-by-lead", help="scores by side of the training window and distance to it (0-5, 5-10, "
+                                            "10-20, 20+ years) to write (CSV)")
     p.add_argument("--spreads", required=True, help="the baselines' spreads fitted on the validation folds (NetCDF)")
     p.add_argument("--fold-reconstructions", nargs="+", required=True, help="reconstruction.nc of each validation fold")
     p.add_argument("--fold-baselines", nargs="+", required=True, help="baselines.nc of each validation fold, same order")

@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from gracefill import months as mo
-from gracefill.predictors import fit_linear_trend, shrunk_trend, trend_line
+from gracefill.predictors import fit_linear_trend, shrunk_trend, trend_month_index
 
 UNIT_FACTORS_FROM_MM = {"mm": 1.0, "cm": 0.1}
 
@@ -19,6 +19,13 @@ def pseudo_gap_window(split_cfg: dict) -> tuple[str, str] | None:
     """(start, end) of the configured pseudo-gap, or None."""
     start, end = split_cfg.get("pseudo_gap_start"), split_cfg.get("pseudo_gap_end")
     return (start, end) if start and end else None
+
+
+def target_trend(ds: xr.Dataset) -> xr.DataArray:
+    """The target's trend (time, lat, lon) in every month of a tensors dataset: offset + slope *
+    trend_month_index (month_index in files written before the trend extension existed)."""
+    index = ds["trend_month_index"] if "trend_month_index" in ds else ds["month_index"]
+    return (ds["target_trend_offset"] + ds["target_trend_slope"] * index).transpose("time", "lat", "lon")
 
 
 def stack_lags(predictors: xr.Dataset, names, lags: int) -> xr.DataArray:
@@ -97,6 +104,8 @@ def build_tensors(
 
     target.name = "target"
     target_trend = cfg["predictors"]["target_trend"]
+    extension = cfg["predictors"]["trend_extension"]
+    trend_index = xr.DataArray(trend_month_index(train, extension), dims="time", coords={"time": target["time"]})
     if cfg["predictors"]["detrend"]:
         if target_trend == "fit":
             offset, slope = fit_linear_trend(target, train)
@@ -105,7 +114,7 @@ def build_tensors(
         else:  # none: only the training months' mean is removed
             offset = target.isel(time=np.flatnonzero(train)).mean("time").astype(np.float64)
             slope = xr.zeros_like(offset).where(offset.notnull())
-        target_anomaly = (target - trend_line(offset, slope, target.sizes["time"], target["time"])).astype(target.dtype)
+        target_anomaly = (target - (offset + slope * trend_index)).astype(target.dtype)
     else:
         target_anomaly = target
         offset = xr.zeros_like(land, dtype=np.float64).where(land_bool)
@@ -139,6 +148,10 @@ def build_tensors(
         "split": xr.DataArray(split, dims="time", attrs=dict(mo.split_attrs(), units="1")),
         "month_index": xr.DataArray(np.arange(len(months), dtype=np.int32), dims="time", attrs={
             "long_name": "months since the first month of the period", "units": "1"}),
+        "trend_month_index": xr.DataArray(trend_index.values.astype(np.float32), dims="time", attrs={
+            "long_name": "month_index at which the target's trend is evaluated (predictors.trend_extension "
+                         f"{extension}: {'extrapolated' if extension == 'linear' else 'held at the training edges'} "
+                         "outside the training months)", "units": "1"}),
     }
     predictor_units = [predictors[name].attrs.get("units", "1") for name in names]
     for i, (name, unit) in enumerate(zip(names, predictor_units)):  # one variable each: CF units are per variable
@@ -171,6 +184,7 @@ def build_tensors(
         "detrended": int(bool(cfg["predictors"]["detrend"])),
         "target_trend": target_trend if cfg["predictors"]["detrend"] else "none (not detrended)",
         "normalised": int(bool(cfg["predictors"]["normalise"])),
-        "comment": "reconstruction = prediction + target_trend_offset + target_trend_slope * month_index",
+        "trend_extension": extension,
+        "comment": "reconstruction = prediction + target_trend_offset + target_trend_slope * trend_month_index",
     })
     return ds

@@ -20,7 +20,9 @@ GRACE_FIRST_MONTH = "2002-04"
 #: months held out of training and test, scored like the gap against their observations.
 SPLIT_FLAGS = {"unused": 0, "train": 1, "test": 2, "gap": 3, "missing": 4, "pseudo_gap": 5}
 #: CF flag values of the ``month_flag`` variable of the reconstruction: GRACE's status of a month.
-MONTH_FLAGS = {"observed": 0, "missing": 1, "gap": 2}
+#: ``missing``: no field inside the record; ``hindcast``: before the first GRACE month of the
+#: record; ``forecast``: after its last (a month with predictors but no release yet).
+MONTH_FLAGS = {"observed": 0, "missing": 1, "gap": 2, "hindcast": 3, "forecast": 4}
 
 
 def month_range(start: str, end: str) -> pd.DatetimeIndex:
@@ -80,6 +82,33 @@ def split_labels(
     labels[held_out & ~gap_window] = SPLIT_FLAGS["pseudo_gap"]
     labels[~has_inputs] = SPLIT_FLAGS["unused"]
     return labels
+
+
+def month_flags(observed: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """:data:`MONTH_FLAGS` of every month from GRACE's availability ``observed`` and the gap mask
+    ``gap`` (both boolean over the months): observed; gap; hindcast before the first observed
+    month, forecast after the last; missing otherwise (inside the record)."""
+    observed, gap = np.asarray(observed, dtype=bool), np.asarray(gap, dtype=bool)
+    if observed.shape != gap.shape or observed.ndim != 1:
+        raise ValueError(f"observed and gap must be 1-D masks of the same length, got {observed.shape} and {gap.shape}")
+    flags = np.full(observed.shape, MONTH_FLAGS["missing"], dtype=np.int8)
+    seen = np.flatnonzero(observed)
+    if seen.size:
+        index = np.arange(observed.size)
+        flags[index < seen[0]] = MONTH_FLAGS["hindcast"]
+        flags[index > seen[-1]] = MONTH_FLAGS["forecast"]
+    flags[gap] = MONTH_FLAGS["gap"]
+    flags[observed] = MONTH_FLAGS["observed"]
+    return flags
+
+
+def month_flag_attrs() -> dict:
+    """CF flag attributes describing MONTH_FLAGS."""
+    return {
+        "long_name": "GRACE status of the month",
+        "flag_values": np.array(list(MONTH_FLAGS.values()), dtype=np.int8),
+        "flag_meanings": " ".join(MONTH_FLAGS),
+    }
 
 
 def months_between(start: str | pd.Timestamp, end: str | pd.Timestamp) -> int:

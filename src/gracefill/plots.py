@@ -221,14 +221,24 @@ def calibration_plot(tables: dict, dpi: int = 110):
     return fig
 
 
-def time_series(series: list[dict], gap: tuple, units: str, dpi: int = 110):
-    """One panel per site: observed GRACE, reconstruction with its 95 % band, the gap shaded.
+#: fewest months before or after the GRACE record that the time series shade as such
+MIN_SHADED_MONTHS = 12
+
+
+def time_series(series: list[dict], gap: tuple, units: str, dpi: int = 110, outside: list[tuple] = ()):
+    """One panel per site: observed GRACE, reconstruction with its 95 % band, the gap shaded,
+    and each (start, end) span of ``outside`` (months before or after the GRACE record, at least
+    :data:`MIN_SHADED_MONTHS`) hatched.
 
     Each entry of ``series``: name, time, observed, mean, lower, upper (1-D arrays), truth optional.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(len(series), 1, figsize=(9, 2.4 * len(series)), dpi=dpi, sharex=True, squeeze=False)
+    width = 9 if not outside else 12
+    fig, axes = plt.subplots(len(series), 1, figsize=(width, 2.4 * len(series)), dpi=dpi, sharex=True, squeeze=False)
     for ax, s in zip(axes[:, 0], series):
+        for k, (start, end) in enumerate(outside):
+            ax.axvspan(np.datetime64(start), np.datetime64(end), color="0.96", hatch="//", edgecolor="0.8", lw=0,
+                       label="no GRACE record (hindcast / forecast)" if k == 0 else None)
         ax.axvspan(np.datetime64(gap[0]), np.datetime64(gap[1]), color="0.9", label="GRACE / GRACE-FO gap")
         ax.fill_between(s["time"], s["lower"], s["upper"], color="C0", alpha=0.3, label="95 % interval")
         ax.plot(s["time"], s["mean"], color="C0", lw=1.2, label="reconstruction")

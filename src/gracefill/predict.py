@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from gracefill.months import MONTH_FLAGS, SPLIT_FLAGS, split_attrs
+from gracefill.dataset import target_trend
+from gracefill.months import SPLIT_FLAGS, month_flag_attrs, month_flags, split_attrs
 from gracefill.train import INPUT_DIMS, build_engine, resolve_device
 
 
@@ -54,7 +55,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
 
     units = ds["target"].attrs.get("units", "cm")
     land = ds["land_mask"].astype(bool)
-    trend = (ds["target_trend_offset"] + ds["target_trend_slope"] * ds["month_index"]).transpose("time", "lat", "lon")
+    trend = target_trend(ds)
     dims = ("time", "lat", "lon")
 
     def field(values, long_name, unit=units, **attrs):
@@ -70,9 +71,7 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
         "twsa_std_aleatoric": field(np.full_like(mean, np.sqrt(aleatoric)), "aleatoric standard deviation (mean noise of the particles)"),
         "trend": field(trend.values, "trend of the target fitted on the training months"),
         "split": ds["split"].assign_attrs(dict(split_attrs(), units="1")),
-        "month_flag": xr.DataArray(_month_flags(ds), dims="time", attrs={
-            "long_name": "GRACE status of the month", "units": "1",
-            "flag_values": np.array(list(MONTH_FLAGS.values()), dtype=np.int8), "flag_meanings": " ".join(MONTH_FLAGS)}),
+        "month_flag": xr.DataArray(_month_flags(ds), dims="time", attrs=dict(month_flag_attrs(), units="1")),
         "observed_twsa": field((ds["target"] + trend).values, "GRACE TWSA where observed (trend added back)"),
         "log_beta": xr.DataArray(log_beta.astype(np.float32), dims="particle", attrs={
             "long_name": f"natural logarithm of the noise precision of each particle (precision in {units}-2)",
@@ -93,8 +92,6 @@ def reconstruct(ds: xr.Dataset, checkpoint: dict, cfg: dict, *, save_samples: bo
 
 
 def _month_flags(ds: xr.Dataset) -> np.ndarray:
-    """MONTH_FLAGS of every month: observed, missing, or in the gap between the missions."""
-    split = ds["split"].values
-    flags = np.where(ds["observed"].values.astype(bool), MONTH_FLAGS["observed"], MONTH_FLAGS["missing"]).astype(np.int8)
-    flags[split == SPLIT_FLAGS["gap"]] = MONTH_FLAGS["gap"]
-    return flags
+    """MONTH_FLAGS of every month: observed, missing, in the gap between the missions, or before
+    (hindcast) or after (forecast) the GRACE record."""
+    return month_flags(ds["observed"].values.astype(bool), ds["split"].values == SPLIT_FLAGS["gap"])

@@ -174,6 +174,27 @@ def trend_line(offset: xr.DataArray, slope: xr.DataArray, n_months: int, time: x
     return offset + slope * t
 
 
+#: how a trend fitted on the training months is carried to the months outside them
+#: (``predictors.trend_extension``)
+TREND_EXTENSIONS = ("linear", "flat")
+
+
+def trend_month_index(fit_months: np.ndarray, extension: str = "linear") -> np.ndarray:
+    """The month index (from the first month) at which a line fitted on ``fit_months`` (a boolean
+    mask over the months) is evaluated in each month: the month itself for ``linear`` (the line
+    extrapolated before and after the fit months), clipped to the first and last fit month for
+    ``flat`` (the line held at its value at the window's edges: a slope seen over a decade is
+    not assumed to have held for the decades before it, nor to go on)."""
+    fit_months = np.asarray(fit_months, dtype=bool)
+    if extension not in TREND_EXTENSIONS:
+        raise ValueError(f"trend extension must be one of {', '.join(TREND_EXTENSIONS)}, got {extension!r}")
+    index = np.arange(fit_months.size, dtype=np.float64)
+    fit = np.flatnonzero(fit_months)
+    if extension == "flat" and fit.size:
+        index = np.clip(index, fit[0], fit[-1])
+    return index
+
+
 def detrend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
     """Remove a per-cell linear trend fitted on ``fit_months``; returns (detrended, offset, slope)."""
     offset, slope = fit_linear_trend(da, fit_months)

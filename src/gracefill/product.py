@@ -26,8 +26,9 @@ from gracefill import drought as dr
 from gracefill import months as mo
 
 #: CF flag values of the product's ``month_flag``: GRACE / GRACE-FO values, a month missing
-#: inside (or before) the record filled by the reconstruction, a month of the inter-mission gap.
-PRODUCT_FLAGS = {"observed": 0, "reconstructed": 1, "gap": 2}
+#: inside the record filled by the reconstruction, a month of the inter-mission gap, a month
+#: before the first GRACE month (hindcast) or after the last (forecast), both reconstructed.
+PRODUCT_FLAGS = {"observed": 0, "reconstructed": 1, "gap": 2, "hindcast": 3, "forecast": 4}
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 #: variables of the reconstruction the product is built from (twsa_samples, log_beta and
 #: calibration_scale are used where present)
@@ -86,8 +87,8 @@ def mixture_quantiles(means: np.ndarray, stds: np.ndarray, levels: Sequence[floa
 
 def month_flags(rec: xr.Dataset) -> np.ndarray:
     """:data:`PRODUCT_FLAGS` of every month of the reconstruction ``rec``: observed where GRACE
-    has a value in some cell, gap where the reconstruction flags the inter-mission gap,
-    reconstructed otherwise."""
+    has a value in some cell; gap, hindcast or forecast where the reconstruction flags the month
+    so; reconstructed otherwise."""
     flag = np.asarray(rec["month_flag"].values)
     known = np.isin(flag, list(mo.MONTH_FLAGS.values()))
     if not known.all():
@@ -95,7 +96,9 @@ def month_flags(rec: xr.Dataset) -> np.ndarray:
                          f"{', '.join(f'{v} ({k})' for k, v in mo.MONTH_FLAGS.items())}")
     space = [d for d in rec["observed_twsa"].dims if d != "time"]
     observed = rec["observed_twsa"].notnull().any(space).transpose("time").values
-    out = np.where(flag == mo.MONTH_FLAGS["gap"], PRODUCT_FLAGS["gap"], PRODUCT_FLAGS["reconstructed"])
+    out = np.full(flag.shape, PRODUCT_FLAGS["reconstructed"], dtype=np.int8)
+    for name in ("gap", "hindcast", "forecast"):
+        out[flag == mo.MONTH_FLAGS[name]] = PRODUCT_FLAGS[name]
     return np.where(observed, PRODUCT_FLAGS["observed"], out).astype(np.int8)
 
 
@@ -205,8 +208,8 @@ def build_product(rec: xr.Dataset, levels: Sequence[float] = DEFAULT_QUANTILES, 
     out = xr.Dataset({
         "twsa": field(filled, long_name="terrestrial water storage anomaly, gap-filled (liquid water equivalent thickness)",
                       comment="GRACE / GRACE-FO (observed_twsa of the reconstruction) where observed; the BCNN "
-                              "reconstruction's predictive mean where GRACE has no value (month_flag reconstructed "
-                              "and gap, and any cell GRACE lacks in an observed month); land cells only, NaN over "
+                              "reconstruction's predictive mean where GRACE has no value (month_flag reconstructed, "
+                              "gap, hindcast and forecast, and any cell GRACE lacks in an observed month); land cells only, NaN over "
                               "the ocean",
                       ancillary_variables="twsa_std twsa_quantile month_flag"),
         "twsa_std": field(rec["twsa_std"].transpose(*dims).where(reconstructed),
@@ -227,10 +230,11 @@ def build_product(rec: xr.Dataset, levels: Sequence[float] = DEFAULT_QUANTILES, 
             "long_name": "source of the month's twsa", "units": "1",
             "flag_values": np.array(list(PRODUCT_FLAGS.values()), dtype=np.int8),
             "flag_meanings": " ".join(PRODUCT_FLAGS),
-            "comment": "observed: GRACE / GRACE-FO values; reconstructed: a month without GRACE outside the "
-                       "inter-mission gap (missing inside the record, or before it), filled by the BCNN "
-                       "reconstruction; gap: a month of the gap between GRACE and GRACE-FO, filled by the BCNN "
-                       "reconstruction"}),
+            "comment": "observed: GRACE / GRACE-FO values; reconstructed: a month missing inside the record, "
+                       "outside the inter-mission gap; gap: a month of the gap between GRACE and GRACE-FO; "
+                       "hindcast: a month before the first GRACE month; forecast: a month after the last GRACE "
+                       "month of the record; every month but the observed ones is filled by the BCNN "
+                       "reconstruction, whose spread grows with the distance to the training window"}),
         **bounds,
     }, coords={"quantile": ("quantile", quantiles["quantile"].values,
                             {"long_name": "cumulative probability of the quantile", "units": "1"})})
@@ -244,9 +248,9 @@ def build_product(rec: xr.Dataset, levels: Sequence[float] = DEFAULT_QUANTILES, 
         "summary": (f"Monthly terrestrial water storage anomalies on land, {labels[0]} to {labels[-1]}: GRACE / "
                     f"GRACE-FO where observed ({counts['observed']} months), the predictive mean of a Bayesian "
                     f"convolutional neural network trained by Stein variational gradient descent elsewhere "
-                    f"({counts['reconstructed']} months missing in or before the record, {counts['gap']} months of "
-                    f"the gap between the missions{gap_span}), with the reconstruction's standard deviation and "
-                    f"quantiles"),
+                    f"({counts['reconstructed']} months missing in the record, {counts['gap']} months of "
+                    f"the gap between the missions{gap_span}, {counts['hindcast']} before the record and "
+                    f"{counts['forecast']} after it), with the reconstruction's standard deviation and quantiles"),
         "references": "Mo, S., et al. (2022), Water Resources Research 58, e2022WR031997; "
                       "Mo, S., et al. (2022), Journal of Hydrology 604, 127244",
         "time_coverage_start": labels[0], "time_coverage_end": labels[-1],

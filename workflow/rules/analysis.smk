@@ -38,6 +38,7 @@ rule evaluate:
         table=report(f"{RESULTS}/evaluation/scores.csv", caption="../report/scores.rst", category="Evaluation"),
         calibration=f"{RESULTS}/evaluation/calibration.csv",
         spread_skill=f"{RESULTS}/evaluation/spread_skill.csv",
+        by_lead=f"{RESULTS}/evaluation/scores_by_lead.csv",
     log:
         f"{LOGS}/evaluate.log",
     benchmark:
@@ -55,6 +56,7 @@ rule evaluate:
         "gracefill evaluate --config-json {params.cfg:q} --reconstruction {input.reconstruction:q} "
         "--baselines {input.baselines:q} --grid {input.grid:q} --maps {output.maps:q} --table {output.table:q} "
         "--calibration {output.calibration:q} --spread-skill {output.spread_skill:q} --spreads {output.spreads:q} "
+        "--scores-by-lead {output.by_lead:q} "
         "--fold-reconstructions {input.fold_reconstructions:q} --fold-baselines {input.fold_baselines:q} > {log:q} 2>&1"
 
 
