@@ -50,6 +50,7 @@ VARIANTS = {
     "temperature_auto": {"training": {"likelihood_temperature": "auto"}},
     "kernel_last_layer": {"training": {"svgd_kernel": "last_layer"}},
     "kernel_function": {"training": {"svgd_kernel": "function"}},
+    "trend_flat": {"predictors": {"trend_extension": "flat"}},
 }
 
 
