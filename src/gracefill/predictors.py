@@ -82,7 +82,25 @@ def _baseline(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
 
 
 def climatology(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
-    """Mean of each calendar month over the baseline months, indexed by ``month`` (1..12)."""
+    """Mean of each calendar month over the baseline months, indexed by ``month`` (1..12).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), any units.
+    baseline : np.ndarray
+        Boolean mask over the months of ``da`` (the training months) the statistic is taken on.
+
+    Returns
+    -------
+    xr.DataArray
+        The climatology on (month, ...), in the units of ``da``.
+
+    Raises
+    ------
+    ValueError
+        When the mask is malformed or empty, or misses a calendar month.
+    """
     base = _baseline(da, baseline)
     clim = base.groupby("time.month").mean("time")
     missing = sorted(set(range(1, 13)) - set(clim["month"].values.tolist()))
@@ -92,7 +110,20 @@ def climatology(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
 
 
 def anomaly(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
-    """Departure from the baseline monthly climatology; keeps units."""
+    """Departure from the baseline monthly climatology (:func:`climatology`).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), any units.
+    baseline : np.ndarray
+        Boolean mask over the months of ``da`` (the training months) the statistic is taken on.
+
+    Returns
+    -------
+    xr.DataArray
+        The anomaly on the dims of ``da``, with its attrs (units kept).
+    """
     out = da.groupby("time.month") - climatology(da, baseline)
     out = out.drop_vars("month")
     out.attrs = dict(da.attrs)
@@ -100,14 +131,41 @@ def anomaly(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
 
 
 def mean_anomaly(da: xr.DataArray, baseline: np.ndarray) -> xr.DataArray:
-    """Departure from the baseline time mean (seasonal cycle kept); keeps units."""
+    """Departure from the baseline time mean (the seasonal cycle kept), e.g. the land model's storage.
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), any units.
+    baseline : np.ndarray
+        Boolean mask over the months of ``da`` (the training months) the statistic is taken on.
+
+    Returns
+    -------
+    xr.DataArray
+        The departure on the dims of ``da``, with its attrs (units kept).
+    """
     out = da - _baseline(da, baseline).mean("time")
     out.attrs = dict(da.attrs)
     return out
 
 
 def running_sum(da: xr.DataArray, units: str) -> xr.DataArray:
-    """Running sum along time from the first month (a monthly flux in mm/month gives mm)."""
+    """Running sum along time from the first month (the paper's CPA, CCWB and CWSC).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly flux on (time, ...), e.g. an anomaly in mm month-1; a NaN month makes every later
+        month NaN.
+    units : str
+        Units of the sum (mm for a flux in mm month-1).
+
+    Returns
+    -------
+    xr.DataArray
+        The running sum on the dims of ``da``, attrs of ``da`` with ``units``.
+    """
     out = da.cumsum("time", skipna=False)
     out.attrs = dict(da.attrs, units=units)
     return out
@@ -117,7 +175,20 @@ def fit_linear_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataA
     """Per-cell least-squares line a + b * t over the months selected by ``fit_months``.
 
     t is the month index from the first month of ``da``; NaN values are left out of the fit.
-    Returns (offset a, slope b per month); cells with fewer than 2 valid months give NaN.
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), units U.
+    fit_months : np.ndarray
+        Boolean mask over the months of ``da`` to fit on (the training months).
+
+    Returns
+    -------
+    offset : xr.DataArray
+        a on the dims of ``da`` but time, in U (the line's value at month 0).
+    slope : xr.DataArray
+        b, in U month-1. Both NaN where fewer than 2 months are valid.
     """
     t = xr.DataArray(np.arange(da.sizes["time"], dtype=np.float64), dims="time")
     y = _baseline(da.astype(np.float64), fit_months)
@@ -144,8 +215,21 @@ def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray
     se^2 is the least-squares slope variance inflated by (1 + rho) / (1 - rho), rho the lag-1
     autocorrelation of the residuals (clipped to [0, 0.95]): a storage that wanders for years
     gives a large slope over a short window that says little about the years after it, so such
-    a slope is mostly removed, while a trend well above its noise is kept. Returns (offset at
-    month 0, slope per month), NaN where fewer than 3 months are valid.
+    a slope is mostly removed, while a trend well above its noise is kept.
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), units U.
+    fit_months : np.ndarray
+        Boolean mask over the months of ``da`` to fit on (the training months).
+
+    Returns
+    -------
+    offset : xr.DataArray
+        The line's value at month 0, in U.
+    slope : xr.DataArray
+        The shrunk slope, in U month-1. Both NaN where fewer than 3 months are valid.
     """
     offset, slope = fit_linear_trend(da, fit_months)
     index = np.flatnonzero(fit_months)
@@ -169,7 +253,22 @@ def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray
 
 
 def trend_line(offset: xr.DataArray, slope: xr.DataArray, n_months: int, time: xr.DataArray) -> xr.DataArray:
-    """The fitted line evaluated at every month."""
+    """The fitted line offset + slope * t evaluated at every month t = 0 .. n_months - 1.
+
+    Parameters
+    ----------
+    offset, slope : xr.DataArray
+        From :func:`fit_linear_trend` or :func:`shrunk_trend` (U and U month-1).
+    n_months : int
+        Number of months.
+    time : xr.DataArray
+        The time coordinate the result carries (``n_months`` long).
+
+    Returns
+    -------
+    xr.DataArray
+        The line on (time, ...), in U.
+    """
     t = xr.DataArray(np.arange(n_months, dtype=np.float64), dims="time", coords={"time": time})
     return offset + slope * t
 
@@ -184,7 +283,25 @@ def trend_month_index(fit_months: np.ndarray, extension: str = "linear") -> np.n
     mask over the months) is evaluated in each month: the month itself for ``linear`` (the line
     extrapolated before and after the fit months), clipped to the first and last fit month for
     ``flat`` (the line held at its value at the window's edges: a slope seen over a decade is
-    not assumed to have held for the decades before it, nor to go on)."""
+    not assumed to have held for the decades before it, nor to go on).
+
+    Parameters
+    ----------
+    fit_months : np.ndarray
+        Boolean mask over the months (the training months).
+    extension : {"linear", "flat"}
+        ``predictors.trend_extension``.
+
+    Returns
+    -------
+    np.ndarray
+        Month index (float64, one per month) at which to read the line.
+
+    Raises
+    ------
+    ValueError
+        For another ``extension``.
+    """
     fit_months = np.asarray(fit_months, dtype=bool)
     if extension not in TREND_EXTENSIONS:
         raise ValueError(f"trend extension must be one of {', '.join(TREND_EXTENSIONS)}, got {extension!r}")
@@ -196,7 +313,22 @@ def trend_month_index(fit_months: np.ndarray, extension: str = "linear") -> np.n
 
 
 def detrend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
-    """Remove a per-cell linear trend fitted on ``fit_months``; returns (detrended, offset, slope)."""
+    """Remove a per-cell linear trend fitted on ``fit_months`` (:func:`fit_linear_trend`).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), units U.
+    fit_months : np.ndarray
+        Boolean mask over the months of ``da`` to fit on (the training months).
+
+    Returns
+    -------
+    detrended : xr.DataArray
+        ``da`` minus the line, in U, dtype and attrs of ``da``.
+    offset, slope : xr.DataArray
+        The line (U, U month-1).
+    """
     offset, slope = fit_linear_trend(da, fit_months)
     out = (da - trend_line(offset, slope, da.sizes["time"], da["time"])).astype(da.dtype)
     out.attrs = dict(da.attrs)
@@ -223,9 +355,28 @@ def _fluxes(fields: dict[str, xr.DataArray]) -> dict[str, xr.DataArray]:
 def build_predictors(fields: dict[str, xr.DataArray], baseline: np.ndarray, names=PREDICTOR_NAMES) -> xr.Dataset:
     """The predictors ``names`` from regridded fields (mm/month fluxes, K, mm storage).
 
-    ``fields`` holds precipitation, temperature, evaporation (ET, positive upward loss), runoff
-    and land_water_storage on one (time, lat, lon) grid. ``baseline`` marks the months whose
-    climatology and mean define the anomalies (the training months).
+    Parameters
+    ----------
+    fields : dict of str to xr.DataArray
+        ``precipitation``, ``evaporation`` (ET, positive upward loss) and ``runoff`` in
+        mm month-1, ``temperature`` in K and ``land_water_storage`` in mm, on one (time, lat, lon)
+        grid (:data:`FIELD_UNITS`).
+    baseline : np.ndarray
+        Boolean mask over the months whose climatology and mean define the anomalies (the
+        training months).
+    names : sequence of str
+        Predictor names: the paper's seven (:data:`PREDICTOR_NAMES`) or ``<P|CWB|WSC>_ew<months>``.
+
+    Returns
+    -------
+    xr.Dataset
+        One float32 variable per name on (time, lat, lon): sTWSA, CPA, CCWB and CWSC in mm; P,
+        CWB and the memory predictors in mm month-1; T in K; units and long names in attrs.
+
+    Raises
+    ------
+    ValueError
+        For a missing field, a field in other units or an unknown name.
     """
     _check_fields(fields, REQUIRED_FIELDS, "predictors")
     fluxes = _fluxes(fields)
@@ -271,8 +422,27 @@ def ew_anomaly(da: xr.DataArray, baseline: np.ndarray, time_scale_months: float)
     stays NaN; months absent from the time axis count the same way (one step per time stamp,
     which must increase). Unlike a running sum, x is a weighted mean of anomalies (and of the
     initial 0), never beyond the largest anomaly so far, so it does not drift; the first
-    ~``time_scale_months`` months are damped towards 0 (spin-up). Not detrended; units those
-    of the anomaly.
+    ~``time_scale_months`` months are damped towards 0 (spin-up). Not detrended.
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...), any units; time strictly increasing.
+    baseline : np.ndarray
+        Boolean mask over the months of the climatology (the training months).
+    time_scale_months : float
+        The e-folding time scale, months (> 0).
+
+    Returns
+    -------
+    xr.DataArray
+        The weighted anomaly on the dims of ``da``, in its units, with ``time_scale_months`` in
+        attrs.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive time scale, no time dimension or a time axis that does not increase.
     """
     if (not isinstance(time_scale_months, numbers.Real) or isinstance(time_scale_months, (bool, np.bool_))
             or not np.isfinite(time_scale_months) or time_scale_months <= 0):
@@ -311,8 +481,28 @@ def memory_features(fields: dict[str, xr.DataArray], baseline: np.ndarray,
     sample, while an exponentially weighted mean stays within the anomalies' range (after a
     spin-up of ~tau months from 0 at the first month, see :func:`ew_anomaly`).
     ``fields`` as for :func:`build_predictors` (temperature not needed); anomalies and means
-    are fitted on ``baseline``. float32; units per feature in the ``feature_units`` coordinate,
-    time scales (0 for sTWSA) in ``feature_time_scale``.
+    are fitted on ``baseline``.
+
+    Parameters
+    ----------
+    fields : dict of str to xr.DataArray
+        ``precipitation``, ``evaporation``, ``runoff`` (mm month-1) and ``land_water_storage``
+        (mm) on one (time, lat, lon) grid.
+    baseline : np.ndarray
+        Boolean mask over the months of the anomalies and means (the training months).
+    time_scales : sequence of float
+        Distinct positive e-folding time scales, months.
+
+    Returns
+    -------
+    xr.DataArray
+        float32 on (time, feature, lat, lon); units per feature in the ``feature_units``
+        coordinate, time scales (0 for sTWSA) in ``feature_time_scale``.
+
+    Raises
+    ------
+    ValueError
+        For missing fields, fields in other units or bad time scales.
     """
     _check_fields(fields, MEMORY_FIELDS, "memory features")
     scales = np.atleast_1d(np.asarray(time_scales))
