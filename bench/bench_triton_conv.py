@@ -14,7 +14,7 @@ gradient and forward + backward of the four dense-block layers (48..192 -> 48 pe
     python -m bench.bench_triton_conv --out bench/results/triton_conv.json      # GPU
     TRITON_INTERPRET=1 python -m bench.bench_triton_conv --check-only --device cpu     # CPU, tiny shapes
 
-Outcome on an H100 (bench/results/RESULTS.md, session 5): forward and data gradient 0.94-1.34x cuDNN's
+Outcome on an H100 (bench/results/RESULTS.md, round 5 of 2026-11-25): forward and data gradient 0.94-1.34x cuDNN's
 speed, the weight gradient 4-6x slower; not worth wiring into the package.
 """
 
