@@ -211,7 +211,7 @@ def autocast(device: torch.device, precision: str):
 def variant_settings(spec: Variant):
     """The global switches of a variant while it runs, restored afterwards (same values either
     way): ``bench`` cudnn.benchmark; ``plain`` 1 x 1 layers as grouped convolutions (the
-    published code's layers; the engine before the fourth session) instead of batched matmuls;
+    published code's layers; the engine before the fourth measurement round of 2026-11-25) instead of batched matmuls;
     ``subpixel`` up-sampling as 3 x 3 conv + pixel shuffle instead of the grouped transposed
     convolution; ``graphs`` inductor records its compiled graphs as CUDA graphs
     (``triton.cudagraphs``, the ``reduce-overhead`` mode of torch.compile)."""
