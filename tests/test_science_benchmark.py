@@ -118,7 +118,9 @@ def test_benchmark_command_runs_one_small_world_end_to_end(tmp_path):
     out = tmp_path / "results" / "ci" / "benchmark"
     assert (tmp_path / "results" / "ci-small" / "evaluation" / "scores.csv").exists()
     table = pd.read_csv(out / "table.csv")
-    assert set(table["period"]) == {"validation", "test", "pseudo_gap", "gap", "gap_without_direct_part", "missing"}
+    # the test months again by distance to the training window (2014-04..2019-03, 2019-04..2020-12)
+    assert set(table["period"]) == {"validation", "test", "pseudo_gap", "gap", "gap_without_direct_part", "missing",
+                                    "after_0-5y", "after_5-10y"}
     assert set(table["method"]) == {"bcnn", "climatology_trend", "regression", "memory_regression", "land_model"}
     assert (table["worlds"] == 1).all() and np.isfinite(table["mean"]).all()
     coverage = table[table["metric"].str.startswith("coverage")]
