@@ -21,8 +21,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from gracefill.grid import EARTH_RADIUS_M
-from gracefill.grid import cell_area as grid_cell_area
+from gracefill.grid import EARTH_RADIUS_M, cell_area as grid_cell_area
 from gracefill.io import UserError, atomic_path, write_csv
 from gracefill.months import SPLIT_FLAGS
 from gracefill.nn import build_backbone

@@ -199,6 +199,12 @@ def svgd_direction(theta: Tensor, grads: Tensor, columns: Tensor | None = None) 
     Tensor
         phi, the ascent direction, shape (S, P).
     """
+    return _direction_and_kernel(theta, grads, columns)[0]
+
+
+def _direction_and_kernel(theta: Tensor, grads: Tensor, columns: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`svgd_direction` with the kernel K and bandwidth h it was computed with (one kernel for
+    the callers that also report it)."""
     s = theta.shape[0]
     with _ieee_fp32_matmul():
         xc = theta - theta.mean(0, keepdim=True)
@@ -210,7 +216,7 @@ def svgd_direction(theta: Tensor, grads: Tensor, columns: Tensor | None = None) 
             phi.addmm_(kbar * (2.0 / (h * s)), xc)
         else:
             phi[:, columns] += torch.mm(kbar * (2.0 / (h * s)), xk)
-    return phi
+    return phi, k, h
 
 
 def function_space_direction(outputs: Tensor, output_grads: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -239,8 +245,7 @@ def function_space_direction(outputs: Tensor, output_grads: Tensor) -> tuple[Ten
     h : Tensor
         Its bandwidth, 0-d, in (target units)^2.
     """
-    k, h = rbf_kernel(outputs)
-    return svgd_direction(outputs, output_grads), k, h
+    return _direction_and_kernel(outputs, output_grads)
 
 
 def kernel_diagnostics(theta: Tensor, grads: Tensor, columns: Tensor | None = None) -> dict[str, Tensor]:
@@ -266,10 +271,10 @@ def kernel_diagnostics(theta: Tensor, grads: Tensor, columns: Tensor | None = No
         coordinate; 0 for S = 1), in the units of theta.
     """
     s = theta.shape[0]
-    k, h = rbf_kernel(theta if columns is None else theta[:, columns])
+    phi, k, h = _direction_and_kernel(theta, grads, columns)
     with _ieee_fp32_matmul():
         drive = torch.mm(k / s, grads)
-    repulse = svgd_direction(theta, grads, columns) - drive
+    repulse = phi - drive
     return {**_coupling(k, repulse, drive), "bandwidth": h, "particle_distance": _particle_distance(theta)}
 
 
