@@ -30,9 +30,7 @@ include: "workflow/rules/plots.smk"
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/figures/inputs.png",
-        expand(f"{RESULTS}/figures/{{figure}}.png", figure=FIGURE_INPUTS),
-        f"{RESULTS}/figures/gap_animation.gif",
+        FIGURE_FILES,
         f"{RESULTS}/evaluation/scores.csv",
         f"{RESULTS}/evaluation/spread_skill.csv",
         f"{RESULTS}/drought/events.csv",

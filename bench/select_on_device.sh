@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model options scored on the validation folds of the five benchmark worlds, on a GPU machine with
 # many cores: the worlds' grids and regridded fields through the workflow's own rules
-# (retrieve_synthetic .. regrid_variable, the five worlds at once), then bench/select_on_folds.py.
+# (retrieve_synthetic .. regrid, the five worlds at once), then bench/select_on_folds.py.
 #
 #   WHEELS=.whl VARIANTS="default kernel_function" bash bench/select_on_device.sh
 #

@@ -35,14 +35,10 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
 
 @pytest.fixture(scope="session")
 def test_run(tmp_path_factory):
-    """The end-to-end run of configs/test.yaml, once per test session (test_workflow and
-    test_cf_compliance read its results)."""
-    workdir = tmp_path_factory.mktemp("e2e")
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "configs/test.yaml"))
-    if result.returncode != 0:
-        logs = "\n".join(p.read_text()[-3000:] for p in workdir.glob("results/test/logs/*.log"))
-        pytest.fail(f"workflow failed:\n{result.stderr[-5000:]}\n{logs}")
-    return workdir
+    """The end-to-end run of configs/test.yaml (`--cores 2`), once per test session: the local
+    reference run that test_rerun and test_cluster compare against (tests/cluster/harness.py).
+    test_workflow and test_cf_compliance read its results; none may change them."""
+    return cluster_harness().reference_run(tmp_path_factory)
 
 
 def make_field(values: np.ndarray, months: pd.DatetimeIndex, lat: np.ndarray, lon: np.ndarray,

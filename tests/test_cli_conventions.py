@@ -89,3 +89,38 @@ def test_conda_environment_has_no_relative_path_and_covers_pyproject():
     required = [_name(r) for r in project["dependencies"]] + [_name(r) for r in project["optional-dependencies"]["cluster"]]
     missing = [r for r in required if CONDA_NAMES.get(r, r) not in names and r.replace("-", "_") not in names]
     assert not missing, f"envs/gracefill.yaml lacks {missing}"
+
+
+def _rule_commands() -> dict[str, str]:
+    """Rule name -> the `gracefill` command its shell runs, for every rule of workflow/rules."""
+    found = {}
+    for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"^(?=rule )", path.read_text(), flags=re.M)[1:]:
+            name = re.match(r"rule (\w+):", block).group(1)
+            command = re.search(r"(?:\bgracefill|\{GRACEFILL\}) (\w+)", block)
+            if command:
+                found[name] = command.group(1)
+    return found
+
+
+def test_every_rule_runs_the_command_of_its_name_and_every_command_has_a_rule():
+    from gracefill.commands import COMMANDS
+
+    rules = _rule_commands()
+    assert len(rules) >= 15, rules
+    assert {rule: cmd for rule, cmd in rules.items() if rule != cmd} == {}
+    # every command has its rule, except those run by hand
+    assert set(COMMANDS) - set(rules) == {"benchmark", "check_config"}
+
+
+def test_a_command_registered_twice_or_with_an_unknown_config_kind_is_refused():
+    from gracefill.commands import COMMANDS, command
+
+    def build_grid(args):
+        """A second build_grid."""
+
+    with pytest.raises(ValueError, match="command 'build_grid' is registered twice"):
+        command()(build_grid)
+    assert COMMANDS["build_grid"].run is not build_grid
+    with pytest.raises(ValueError, match="config: expected file_or_json, json or none, got 'yaml'"):
+        command(config="yaml")

@@ -222,9 +222,9 @@ def test_earthdata_products_are_planned_one_granule_per_month(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(line.split() for line in result.stdout.splitlines() if len(line.split()) == 2
                   and line.split()[1].isdigit())
-    assert counts["retrieve_jpl"] == "1" and counts["retrieve_gldas_month"] == "228"
-    assert counts["normalise_mascons"] == "1" and counts["normalise_gldas"] == "1"
-    assert "retrieve_synthetic" in counts and "normalise_csr" not in counts
+    assert counts["retrieve_jpl"] == "1" and counts["retrieve_gldas"] == "228"
+    assert counts["normalise_grace"] == "1" and counts["normalise_gldas"] == "1"
+    assert "retrieve_synthetic" in counts and "download" not in counts
 
 
 def test_downloads_are_recorded_and_normalised_files_follow_the_layout(runs):
@@ -248,7 +248,7 @@ def test_rerun_has_nothing_to_do_and_a_bad_mirror_is_one_line(runs, tmp_path):
     (tmp_path / "empty_www").mkdir()
     with serve(tmp_path / "empty_www") as server:
         bad = {**config, "sources": {**config["sources"], "csr": {"mirror": f"{server.url}/gone/"}}}
-        result = snakemake(tmp_path, bad, "--until", "normalise_csr")
+        result = snakemake(tmp_path, bad, "--until", "normalise_grace")
     assert result.returncode != 0
     log = tmp_path / "results/real/logs/download_csr_CSR_GRACE_GRACE-FO_RL06_Mascons_v02_LandMask.nc.log"
     lines = [line for line in log.read_text().splitlines() if "error:" in line]

@@ -38,9 +38,9 @@ def test_tensors_are_complete_and_self_describing(test_run):
 def test_every_stage_left_a_log_and_a_benchmark(test_run):
     results = test_run / "results/test"
     logs = {p.stem for p in (results / "logs").glob("*.log")}
-    assert {"retrieve_synthetic", "build_grid", "build_predictors", "build_tensors", "plot_inputs",
+    assert {"retrieve_synthetic", "build_grid", "build_predictors", "build_tensors", "plot_inputs.png",
             "regrid_twsa", "regrid_precipitation", "train", "predict", "baselines", "evaluate", "drought",
-            "plot_gap_wsdi", "plot_gap_animation", "build_product"} <= logs
+            "plot_gap_wsdi.png", "plot_gap_animation.gif", "build_product"} <= logs
     assert len(list((results / "benchmarks").glob("*.tsv"))) == len(logs)
 
 

@@ -1,5 +1,5 @@
 """Evaluation and drought analysis of a reconstruction: the orchestration above metrics,
-baselines and drought, shared by the ``evaluate``, ``baselines`` and ``drought`` stages.
+baselines and drought, shared by the ``evaluate``, ``baselines`` and ``drought`` commands.
 
 Every method (the BCNN and each baseline) is scored by the same code, on the same months and
 cells, with the trend added back and as a predictive distribution: the validation folds' months

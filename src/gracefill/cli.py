@@ -1,7 +1,9 @@
-"""``gracefill <stage> ...``: the entry points the Snakemake rules call.
+"""``gracefill <command> ...``: the entry points the Snakemake rules call, one per rule.
 
-Each stage reads its inputs, calls the library, and writes its outputs atomically. Errors
-caused by inputs print one line (``gracefill <stage>: error: ...``) and exit with status 1.
+Each command parses its arguments (declared beside it with :func:`gracefill.commands.command`),
+reads its inputs, calls the library and writes its outputs atomically. Errors caused by inputs
+print one line (``gracefill <command>: error: ...``) and exit with status 1. The real sources'
+download and normalisation commands live in :mod:`gracefill.sources.cli`.
 """
 from __future__ import annotations
 
@@ -13,24 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import xarray as xr
 
-from gracefill import __version__
+from gracefill import __version__, commands
 from gracefill import config as config_mod
 from gracefill import months as mo
+from gracefill.commands import NONE, arg, command, load_config
+from gracefill.figures import FIGURES
 from gracefill.io import UserError, blame, open_dataset, read_csv, stop_with_launcher, write_csv, write_netcdf
-from gracefill.sources import cli as sources_cli
+from gracefill.sources import cli as sources_cli  # registers the real sources' commands first (the data flow's order)
 
 log = logging.getLogger("gracefill")
-
-def _config(args) -> dict:
-    if args.config_json:
-        return config_mod.from_json(args.config_json)
-    if args.config:
-        return config_mod.load(args.config)
-    return config_mod.validate({})
 
 
 def _period(cfg: dict) -> pd.DatetimeIndex:
@@ -57,152 +52,6 @@ def _read_fields(files, names, months: pd.DatetimeIndex, what: str, **open_kwarg
     return paths, fields
 
 
-# --------------------------------------------------------------------------- stages
-
-
-def retrieve_synthetic(args) -> None:
-    """Generate the synthetic world's raw files (the offline stand-in for the downloads)."""
-    from gracefill.grid import GridSpec, require_land
-    from gracefill.sources import synthetic
-
-    cfg = _config(args)
-    require_land(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
-    syn = cfg["sources"]["synthetic"]
-    native = GridSpec.from_config(cfg["grid"], resolution=syn["native_resolution"])
-    months = _period(cfg)
-    observed = mo.synthetic_grace_availability(months, (cfg["split"]["gap_start"], cfg["split"]["gap_end"]))
-    drought = {k: v for k, v in syn["drought"].items() if k != "enabled"} if syn["drought"]["enabled"] else None
-    train = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
-    world = synthetic.generate_world(lat=native.lat, lon=native.lon, months=months, observed=observed,
-                                     seed=cfg["seed"], drought=drought, train_months=train,
-                                     groundwater_tau_months=tuple(syn["groundwater_tau_months"]),
-                                     storage_trends=syn["storage_trends"],
-                                     grace_noise_std_mm=syn["grace_noise"]["std_mm"],
-                                     heteroscedastic_noise=syn["grace_noise"]["heteroscedastic"])
-    for ds in world.values():
-        ds.attrs.update(config_mod.provenance(cfg, [], args.stage))
-    paths = synthetic.write_world(world, args.out_dir)
-    log.info("wrote %s", ", ".join(map(str, paths)))
-
-
-def build_grid(args) -> None:
-    """Target grid with land mask and cell areas."""
-    from gracefill.grid import GridSpec, build_grid as make_grid
-
-    cfg = _config(args)
-    ds = make_grid(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
-    ds.attrs.update(config_mod.provenance(cfg, [], args.stage))
-    write_netcdf(ds, args.output)
-    log.info("grid %s: %d land cells", ds["land_mask"].shape, int(ds["land_mask"].sum()))
-
-
-def regrid(args) -> None:
-    """Conservatively regrid one variable of a normalised source file, streaming with dask."""
-    from dask.diagnostics import ProgressBar
-
-    from gracefill.regrid import open_chunked, regrid_conservative
-
-    grid = open_dataset(args.grid, required=("lat", "lon", "land_mask"))
-    open_dataset(args.source, required=(args.variable,)).close()
-    da = open_chunked(args.source, args.variable)
-    with blame(args.source):
-        out = regrid_conservative(da, grid)
-    ds = out.to_dataset()
-    ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
-                     "source_files": Path(args.source).name, "history": config_mod.history_line(args.stage)})
-    import dask
-
-    with ProgressBar(minimum=5, out=sys.stderr), dask.config.set(scheduler="threads", num_workers=args.threads):
-        write_netcdf(ds, args.output)
-    log.info("regridded %s %s -> %s", args.variable, dict(da.sizes), dict(out.sizes))
-
-
-def build_predictors(args) -> None:
-    """The seven predictors, anomalies and trends fitted on the training months only."""
-    from gracefill import predictors as pr
-
-    cfg = _config(args)
-    months = _period(cfg)
-    paths, fields = _read_fields(args.fields, pr.REQUIRED_FIELDS, months, "the period", chunks={"lat": 64, "lon": 256})
-    baseline = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
-    with blame(', '.join(map(str, paths.values()))):
-        ds = pr.build_predictors(fields, baseline, cfg["predictors"]["names"]).compute()
-    if cfg["predictors"]["detrend"]:  # the slope of each predictor in its own units (CF: one per variable)
-        for name in list(cfg["predictors"]["names"]):
-            units = ds[name].attrs.get("units", "1")
-            if pr.MEMORY_PREDICTOR.match(name):  # stationary by construction: its trend is noise
-                slope = xr.zeros_like(ds[name].isel(time=0, drop=True)).where(ds[name].notnull().any("time"))
-            else:
-                ds[name], _, slope = pr.detrend(ds[name], baseline)
-            ds[f"trend_slope_{name}"] = slope.astype(np.float32).assign_attrs(
-                long_name=f"linear trend removed from {name} (fitted on training months)", units=f"{units} month-1")
-    ds["time"] = mo.time_coord(months)
-    ds.attrs.update({"title": "gracefill predictors", "baseline": f"{cfg['split']['train_start']}..{cfg['split']['train_end']}",
-                     "detrended": int(cfg["predictors"]["detrend"]), **config_mod.provenance(cfg, list(paths.values()), args.stage)})
-    write_netcdf(ds, args.output)
-    log.info("predictors %s on %s", ", ".join(cfg["predictors"]["names"]), dict(ds.sizes))
-
-
-def build_tensors(args) -> None:
-    """Lagged inputs, detrended target, masks and split labels in one NetCDF file."""
-    from gracefill.dataset import build_tensors as make_tensors
-
-    cfg = _config(args)
-    grid = open_dataset(args.grid, required=("land_mask", "cell_area"))
-    predictors = open_dataset(args.predictors, required=tuple(cfg["predictors"]["names"]))
-    target = open_dataset(args.target, required=("twsa",))["twsa"]
-    truth = open_dataset(args.truth, required=("twsa_true",))["twsa_true"] if args.truth else None
-    with blame(args.target):
-        ds = make_tensors(predictors.load(), target.load(), grid["land_mask"], grid["cell_area"], cfg,
-                          truth=truth.load() if truth is not None else None)
-    if ds.attrs["empty_target_months"] != "none":
-        log.warning("%s: month(s) %s have no value on land; they count as missing (not trained on, not scored)",
-                    args.target, ds.attrs["empty_target_months"])
-    inputs = [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])
-    ds.attrs.update(config_mod.provenance(cfg, inputs, args.stage))
-    # on disk channel first (CF 2.4: a dim that is not T, Z, Y or X left of them); readers go by dim name
-    write_netcdf(ds.assign(inputs=ds["inputs"].transpose("channel", "time", "lat", "lon")), args.output)
-    log.info("tensors: inputs %s; months train %d, test %d, gap %d, missing %d", dict(ds["inputs"].sizes),
-             ds.attrs["train_months"], ds.attrs["test_months"], ds.attrs["gap_months"], ds.attrs["missing_months"])
-
-
-def plot_inputs(args) -> None:
-    """Maps of the GRACE TWSA and of every predictor for one month."""
-    from gracefill import plots
-    from gracefill.dataset import UNIT_FACTORS_FROM_MM
-    from gracefill.predictors import MEMORY_PREDICTOR
-
-    cfg = _config(args)
-    month = pd.Timestamp(cfg["figures"]["month"])
-    grid = open_dataset(args.grid, required=("land_mask",))
-    predictors = open_dataset(args.predictors)
-    target = open_dataset(args.target, required=("twsa",))["twsa"]
-    target = target.assign_coords(time=mo.to_month_start(target["time"].values))
-    land = grid["land_mask"].astype(bool)
-    units = cfg["predictors"]["target_units"]
-    to_target = UNIT_FACTORS_FROM_MM[units]                        # storage in the units of every other figure
-    fields, titles, cmaps = [], [], []
-    if month in target.indexes["time"]:
-        fields.append((target.sel(time=month).where(land) * to_target).assign_attrs(units=units))
-        titles.append(f"GRACE TWSA {month:%Y-%m}")
-    else:
-        fields.append(xr.full_like(grid["land_mask"], np.nan, dtype=float).assign_attrs(units=units))
-        titles.append(f"GRACE TWSA {month:%Y-%m}: not observed")
-    cmaps.append("RdBu")
-    detrended = bool(predictors.attrs.get("detrended"))
-    for name in cfg["predictors"]["names"]:
-        da = predictors[name].sel(time=month).where(land)
-        if da.attrs.get("units") == "mm":                              # a storage (sTWSA): as GRACE
-            da = (da * to_target).assign_attrs(units=units)
-        fields.append(da)
-        memory = MEMORY_PREDICTOR.match(name) is not None               # never detrended
-        titles.append(f"{name} {month:%Y-%m}" + (" (detrended)" if detrended and not memory else ""))
-        cmaps.append("RdBu_r" if name == "T" else "RdBu")              # red for warm, blue for wet
-    fig = plots.map_panels(fields, titles, ncols=2, dpi=cfg["figures"]["dpi"], cmap=cmaps,
-                           suptitle=f"gracefill inputs, run '{cfg['run']}'")
-    plots.save_figure(fig, args.output)
-
-
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
     try:
@@ -224,7 +73,7 @@ def _torch_threads(threads: int | None) -> None:
 
 
 def _log_gpu_peak() -> None:
-    """The peak GPU memory the stage allocated (torch's allocator), when it ran on a GPU."""
+    """The peak GPU memory the command allocated (torch's allocator), when it ran on a GPU."""
     import torch
 
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
@@ -232,16 +81,124 @@ def _log_gpu_peak() -> None:
                  torch.cuda.max_memory_reserved() / 1e9)
 
 
+TORCH_THREADS = arg("--threads", type=_positive_int,
+                    help="CPU threads of torch (the rule's threads; default: torch's)")
+
 TRAIN_TENSORS = ("inputs", "target", "land_mask", "split", "observed", "target_trend_offset",
                  "target_trend_slope", "month_index")
 
+GRID_HELP = "target grid (grid.nc of build_grid)"
+TENSORS_HELP = "tensors.nc of build_tensors"
+RECONSTRUCTION_HELP = "reconstruction.nc of predict"
+NO_PROGRESS = arg("--no-progress", action="store_true", help="no progress bar")
 
+
+# --------------------------------------------------------------------------- commands
+
+
+@command(arg("--output", required=True, help="grid file to write (NetCDF: lat, lon, land_mask, cell_area)"))
+def build_grid(args) -> None:
+    """Target grid with land mask and cell areas."""
+    from gracefill.grid import GridSpec, build_grid as make_grid
+
+    cfg = load_config(args)
+    ds = make_grid(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
+    ds.attrs.update(config_mod.provenance(cfg, [], args.command))
+    write_netcdf(ds, args.output)
+    log.info("grid %s: %d land cells", ds["land_mask"].shape, int(ds["land_mask"].sum()))
+
+
+@command(arg("--source", required=True, help="normalised raw NetCDF file that holds --variable"),
+         arg("--variable", required=True, help="name of the variable to regrid, e.g. precipitation"),
+         arg("--grid", required=True, help=GRID_HELP),
+         arg("--output", required=True, help="regridded file to write (<variable>.nc)"),
+         arg("--threads", type=_positive_int, help="dask threads (the rule's threads; default: every core)"),
+         config=NONE)
+def regrid(args) -> None:
+    """Conservatively regrid one variable of a normalised source file, streaming with dask."""
+    from dask.diagnostics import ProgressBar
+
+    from gracefill.regrid import open_chunked, regrid_conservative
+
+    grid = open_dataset(args.grid, required=("lat", "lon", "land_mask"))
+    open_dataset(args.source, required=(args.variable,)).close()
+    da = open_chunked(args.source, args.variable)
+    with blame(args.source):
+        out = regrid_conservative(da, grid)
+    ds = out.to_dataset()
+    ds.attrs.update({"title": f"{args.variable} regridded conservatively to the target grid",
+                     "source_files": Path(args.source).name, "history": config_mod.history_line(args.command)})
+    import dask
+
+    with ProgressBar(minimum=5, out=sys.stderr), dask.config.set(scheduler="threads", num_workers=args.threads):
+        write_netcdf(ds, args.output)
+    log.info("regridded %s %s -> %s", args.variable, dict(da.sizes), dict(out.sizes))
+
+
+@command(arg("--fields", nargs="+", required=True, help="regridded <variable>.nc files"),
+         arg("--output", required=True, help="predictors file to write (predictors.nc)"))
+def build_predictors(args) -> None:
+    """The seven predictors, anomalies and trends fitted on the training months only."""
+    from gracefill import predictors as pr
+
+    cfg = load_config(args)
+    months = _period(cfg)
+    paths, fields = _read_fields(args.fields, pr.REQUIRED_FIELDS, months, "the period", chunks={"lat": 64, "lon": 256})
+    baseline = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
+    with blame(', '.join(map(str, paths.values()))):
+        ds = pr.build_predictors(fields, baseline, cfg["predictors"]["names"]).compute()
+    if cfg["predictors"]["detrend"]:
+        ds = pr.detrend_predictors(ds, cfg["predictors"]["names"], baseline)
+    ds["time"] = mo.time_coord(months)
+    ds.attrs.update({"title": "gracefill predictors", "baseline": f"{cfg['split']['train_start']}..{cfg['split']['train_end']}",
+                     "detrended": int(cfg["predictors"]["detrend"]), **config_mod.provenance(cfg, list(paths.values()), args.command)})
+    write_netcdf(ds, args.output)
+    log.info("predictors %s on %s", ", ".join(cfg["predictors"]["names"]), dict(ds.sizes))
+
+
+@command(arg("--grid", required=True, help=GRID_HELP),
+         arg("--predictors", required=True, help="predictors.nc of build_predictors"),
+         arg("--target", required=True, help="regridded GRACE TWSA (twsa.nc)"),
+         arg("--truth", help="regridded true TWSA of the synthetic world (twsa_true.nc), kept to score the gap"),
+         arg("--output", required=True, help="tensors file to write (tensors.nc)"))
+def build_tensors(args) -> None:
+    """Lagged inputs, detrended target, masks and split labels in one NetCDF file."""
+    from gracefill.dataset import build_tensors as make_tensors
+
+    cfg = load_config(args)
+    grid = open_dataset(args.grid, required=("land_mask", "cell_area"))
+    predictors = open_dataset(args.predictors, required=tuple(cfg["predictors"]["names"]))
+    target = open_dataset(args.target, required=("twsa",))["twsa"]
+    truth = open_dataset(args.truth, required=("twsa_true",))["twsa_true"] if args.truth else None
+    with blame(args.target):
+        ds = make_tensors(predictors.load(), target.load(), grid["land_mask"], grid["cell_area"], cfg,
+                          truth=truth.load() if truth is not None else None)
+    if ds.attrs["empty_target_months"] != "none":
+        log.warning("%s: month(s) %s have no value on land; they count as missing (not trained on, not scored)",
+                    args.target, ds.attrs["empty_target_months"])
+    inputs = [args.grid, args.predictors, args.target] + ([args.truth] if args.truth else [])
+    ds.attrs.update(config_mod.provenance(cfg, inputs, args.command))
+    # on disk channel first (CF 2.4: a dim that is not T, Z, Y or X left of them); readers go by dim name
+    write_netcdf(ds.assign(inputs=ds["inputs"].transpose("channel", "time", "lat", "lon")), args.output)
+    log.info("tensors: inputs %s; months train %d, test %d, gap %d, missing %d", dict(ds["inputs"].sizes),
+             ds.attrs["train_months"], ds.attrs["test_months"], ds.attrs["gap_months"], ds.attrs["missing_months"])
+
+
+@command(arg("--tensors", required=True, help=TENSORS_HELP),
+         arg("--model", required=True, help="final checkpoint (model.pt)"),
+         arg("--log-csv", required=True, help="per-epoch training log"),
+         arg("--epochs-from-folds", nargs="*", default=[], metavar="LOG",
+             help="the validation folds' training_log.csv: train for the epoch count whose validation "
+                  "RMSE they prefer, at most training.epochs (training.select_epochs: folds)"),
+         NO_PROGRESS, TORCH_THREADS,
+         arg("--stop-with-launcher", action="store_true",
+             help="stop when the process that started this one (e.g. Snakemake) is gone"))
 def train(args) -> None:
     """Train the Bayesian CNN with SVGD; resumes from the run's last checkpoint."""
     from gracefill import distributed
     from gracefill import train as tr
 
-    cfg = _config(args)
+    cfg = load_config(args)
     _torch_threads(args.threads)
     if args.epochs_from_folds:
         logs = [read_csv(path, required=("epoch", "test_rmse")) for path in args.epochs_from_folds]
@@ -278,6 +235,13 @@ def train(args) -> None:
              last["train_rmse"], last["test_rmse"], last["test_r2"])
 
 
+@command(arg("--tensors", required=True, help=TENSORS_HELP),
+         arg("--model", required=True, help="trained ensemble (model.pt of train)"),
+         arg("--output", required=True, help="reconstruction to write (reconstruction.nc)"),
+         arg("--calibration-folds", nargs="*", default=[],
+             help="reconstruction.nc of each validation fold: calibrate the spread on them "
+                  "(prediction.calibration: folds)"),
+         NO_PROGRESS, TORCH_THREADS)
 def predict(args) -> None:
     """Predictive mean and standard deviations for every month, trend added back."""
     from gracefill import calibration as ca
@@ -285,7 +249,7 @@ def predict(args) -> None:
     from gracefill import predict as pr
     from gracefill.train import load_checkpoint
 
-    cfg = _config(args)
+    cfg = load_config(args)
     _torch_threads(args.threads)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     checkpoint = load_checkpoint(Path(args.model))
@@ -305,16 +269,20 @@ def predict(args) -> None:
         out = ca.apply_calibration(out, calibration)
         log.info("spread calibrated on %d folds (%s errors): lead factors %s", len(folds), calibration.attrs["model"],
                  ", ".join(f"{v:.2f}" for v in calibration["lead_factor"].values))
-    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.model, *folds], args.stage))
+    out.attrs.update(config_mod.provenance(cfg, [args.tensors, args.model, *folds], args.command))
     write_netcdf(out, args.output)
 
 
+@command(arg("--tensors", required=True, help=TENSORS_HELP),
+         arg("--fields", nargs="+", required=True,
+             help="regridded precipitation.nc, evaporation.nc, runoff.nc and land_water_storage.nc"),
+         arg("--output", required=True, help="baseline predictions to write (baselines.nc)"))
 def baselines(args) -> None:
     """Climatology + trend, per-cell regressions (lagged inputs, memory features) and the land model."""
     from gracefill.analysis import baseline_predictions
     from gracefill.predictors import MEMORY_FIELDS
 
-    cfg = _config(args)
+    cfg = load_config(args)
     tensors = open_dataset(args.tensors, required=TRAIN_TENSORS).load()
     months = pd.DatetimeIndex(tensors["time"].values)
     _, fields = _read_fields(args.fields, MEMORY_FIELDS, months, "the tensors")
@@ -322,16 +290,28 @@ def baselines(args) -> None:
     ev = cfg["evaluation"]
     with blame(args.tensors):
         out = baseline_predictions(tensors, fields, ev["regression_ridge"], ev["memory_regression"])
-    out.attrs.update(config_mod.provenance(cfg, [args.tensors, *args.fields], args.stage))
+    out.attrs.update(config_mod.provenance(cfg, [args.tensors, *args.fields], args.command))
     write_netcdf(out, args.output)
 
 
+@command(arg("--reconstruction", required=True, help=RECONSTRUCTION_HELP),
+         arg("--baselines", required=True, help="baselines.nc of baselines"),
+         arg("--grid", required=True, help="target grid with cell areas (grid.nc of build_grid)"),
+         arg("--maps", required=True, help="score maps to write (NetCDF)"),
+         arg("--table", required=True, help="scores table to write (CSV)"),
+         arg("--calibration", required=True, help="interval coverage table to write (CSV)"),
+         arg("--spread-skill", required=True, help="spread-skill table to write (CSV)"),
+         arg("--scores-by-lead", help="scores by side of the training window and distance to it (0-5, 5-10, "
+                                      "10-20, 20+ years) to write (CSV)"),
+         arg("--spreads", required=True, help="the baselines' spreads fitted on the validation folds (NetCDF)"),
+         arg("--fold-reconstructions", nargs="+", required=True, help="reconstruction.nc of each validation fold"),
+         arg("--fold-baselines", nargs="+", required=True, help="baselines.nc of each validation fold, same order"))
 def evaluate(args) -> None:
     """Scores of the BCNN and the baselines on every period: maps, a tidy table, calibration,
     spread-skill and the baselines' spreads fitted on the validation folds."""
     from gracefill.analysis import evaluate as run_evaluation
 
-    cfg = _config(args)
+    cfg = load_config(args)
     required = ("twsa", "twsa_std", "observed_twsa", "split", "log_beta")
     rec = open_dataset(args.reconstruction, required=required).load()
     base = open_dataset(args.baselines).load()
@@ -347,9 +327,9 @@ def evaluate(args) -> None:
             rec, base, area, ev["interval_levels"], ev["spread_skill_bins"], folds, ev["spread_lead_bin_months"])
     inputs = [args.reconstruction, args.baselines, *args.fold_reconstructions, *args.fold_baselines]
     maps.attrs.update({"title": "gracefill score maps (validation folds and test months vs GRACE; gap and missing "
-                                "months vs truth where known)", **config_mod.provenance(cfg, inputs, args.stage)})
+                                "months vs truth where known)", **config_mod.provenance(cfg, inputs, args.command)})
     write_netcdf(maps, args.maps)
-    spreads.attrs.update(config_mod.provenance(cfg, args.fold_reconstructions + args.fold_baselines, args.stage))
+    spreads.attrs.update(config_mod.provenance(cfg, args.fold_reconstructions + args.fold_baselines, args.command))
     write_netcdf(spreads, args.spreads)
     for frame, path in ((table, args.table), (calibration, args.calibration), (spread, args.spread_skill)):
         write_csv(frame, path)
@@ -359,18 +339,23 @@ def evaluate(args) -> None:
     log.info("scores:\n%s", table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+@command(arg("--reconstruction", required=True, help=RECONSTRUCTION_HELP),
+         arg("--fields", required=True, help="drought fields to write (deficit, WSDI, categories, probability; NetCDF)"),
+         arg("--events", required=True, help="drought events to write (CSV)"),
+         arg("--detection", required=True, help="hit rate and false-alarm ratio to write (CSV)"),
+         arg("--truth-direct", help="the synthetic drought's direct part (twsa_direct_deficit.nc), scored apart"))
 def drought(args) -> None:
     """WSDI, drought categories, probabilities and events of the gap-filled series."""
     from gracefill.analysis import analyse_droughts
 
-    cfg = _config(args)
+    cfg = load_config(args)
     rec = open_dataset(args.reconstruction, required=("twsa", "twsa_std", "observed_twsa", "month_flag", "split")).load()
     direct = None
     if args.truth_direct:
         direct = open_dataset(args.truth_direct, required=("twsa_direct_deficit",))["twsa_direct_deficit"].load()
     with blame(args.reconstruction):
         fields, events, detection = analyse_droughts(rec, cfg, direct)
-    fields.attrs.update({"title": "gracefill drought analysis", **config_mod.provenance(cfg, [args.reconstruction], args.stage)})
+    fields.attrs.update({"title": "gracefill drought analysis", **config_mod.provenance(cfg, [args.reconstruction], args.command)})
     write_netcdf(fields, args.fields)
     write_csv(events, args.events)
     write_csv(detection if detection is not None else
@@ -379,11 +364,16 @@ def drought(args) -> None:
              "n/a (no truth)" if detection is None else detection.to_dict("records"))
 
 
+@command(arg("--reconstruction", required=True, help=RECONSTRUCTION_HELP),
+         arg("--output", required=True, help="product file to write (gracefill_twsa.nc)"),
+         arg("--quantiles", nargs="+", type=float, default=[0.05, 0.5, 0.95], metavar="P",
+             help="probability levels of the quantiles of reconstructed values (default 0.05 0.5 0.95)"),
+         arg("--chunk-months", type=int, default=12, help="months per chunk on disk along time (default 12)"))
 def build_product(args) -> None:
     """The product file: gap-filled TWSA with its standard deviation, quantiles and month flags."""
     from gracefill import product
 
-    cfg = _config(args)
+    cfg = load_config(args)
     levels = sorted(args.quantiles)
     if any(not 0 < q < 1 for q in levels) or len(set(levels)) < len(levels):
         raise UserError(f"--quantiles: expected distinct levels strictly between 0 and 1, got {args.quantiles}")
@@ -395,137 +385,35 @@ def build_product(args) -> None:
     sources = cfg["sources"]
     out.attrs.update({"source": f"GRACE / GRACE-FO: {sources['target']}; predictors: {sources['predictors']}; "
                                 f"reconstruction: Bayesian CNN trained by SVGD (gracefill)",
-                      **config_mod.provenance(cfg, [args.reconstruction], args.stage)})
+                      **config_mod.provenance(cfg, [args.reconstruction], args.command)})
     write_netcdf(out, args.output, chunks={"time": args.chunk_months})
     flags = out["month_flag"].values
     log.info("wrote %s: %s", args.output, ", ".join(f"{int((flags == v).sum())} {k} months"
                                                    for k, v in product.PRODUCT_FLAGS.items()))
 
 
-def _gap_months(ds: xr.Dataset) -> xr.Dataset:
-    return ds.isel(time=np.flatnonzero(ds["split"].values == mo.SPLIT_FLAGS["gap"]))
-
-
+@command(arg("--figure", required=True, choices=tuple(FIGURES), help="the figure to draw (gracefill.figures)"),
+         arg("--input", action="append", default=[], metavar="NAME=PATH", help="an input file of the figure"),
+         arg("--output", required=True, help="figure to write (PNG; GIF for gap_animation)"))
 def plot(args) -> None:
-    """One figure of the results (see --figure)."""
-    from gracefill import plots
+    """One figure of the run (see --figure and gracefill.figures)."""
+    from gracefill.figures import draw
 
-    cfg = _config(args)
-    fig_cfg = cfg["figures"]
-    dpi = fig_cfg["dpi"]
-    inputs = dict(item.split("=", 1) for item in args.input)
-    figure = args.figure
-    if figure == "training_curves":
-        fig = plots.training_curves(pd.read_csv(inputs["log"]), dpi=dpi)
-    elif figure == "score_maps":
-        maps = open_dataset(inputs["maps"]).sel(model="bcnn")
-        fields, titles, labels = [], [], []
-        periods = [("test", "test months against GRACE"), ("gap", "gap months against the truth")]
-        for period, what in periods:
-            if period not in maps["period"].values or not np.isfinite(maps["nse"].sel(period=period).values).any():
-                continue                                                # the gap has no truth on real data
-            one = maps.sel(period=period)
-            fields += [one["r"], one["nse"].clip(min=-1)]
-            titles += [f"R, {what}", f"NSE, {what}"]
-            labels += ["R (dimensionless)", "NSE (dimensionless; 1 perfect, clipped at -1)"]
-        fig = plots.map_panels(fields, titles, cmap="viridis", symmetric=False, dpi=dpi, labels=labels,
-                               groups=[name.split(",")[0] for name in titles],
-                               suptitle="BCNN skill per cell (mean of the particle mixture)")
-    elif figure == "baselines":
-        table = pd.read_csv(inputs["table"])
-        fig = plots.bar_comparison(table, units=cfg["predictors"]["target_units"], dpi=dpi)
-    elif figure == "calibration":
-        table = pd.read_csv(inputs["calibration"])
-        table = table[(table["lead_year"] == 0) & (table["region"] == "all")]
-        lines = table[(table["method"] == "bcnn") | (table["period"] == "test")]
-        fig = plots.calibration_plot({f"{method}, {period} months": g for (method, period), g
-                                      in lines.groupby(["method", "period"], sort=False)}, dpi=dpi)
-    elif figure == "monthly_panels":
-        fig = _monthly_panels(open_dataset(inputs["reconstruction"]), fig_cfg, dpi)
-    elif figure in ("gap_wsdi", "gap_drought_probability"):
-        fields = open_dataset(inputs["drought"])
-        gap = fields.isel(time=np.flatnonzero(fields["month_flag"].values == mo.MONTH_FLAGS["gap"]))
-        land = open_dataset(inputs["grid"])["land_mask"]
-        if figure == "gap_wsdi":
-            names = fields["category"].attrs.get("flag_meanings", "").split() if "category" in fields else None
-            fig = plots.wsdi_panels(gap["wsdi"], land, thresholds=cfg["drought"]["thresholds"], dpi=dpi,
-                                    title="WSDI of the gap months (gap-filled)", category_names=names)
-        else:
-            fig = plots.map_panels([gap["probability"].isel(time=i) for i in range(gap.sizes["time"])],
-                                   [f"{m:%Y-%m}" for m in pd.DatetimeIndex(gap["time"].values)], ncols=4,
-                                   cmap="YlOrRd", symmetric=False, dpi=dpi,
-                                   suptitle=f"probability of drought (WSDI <= {cfg['drought']['thresholds'][0]})")
-    elif figure == "timeseries":
-        fig = _timeseries(open_dataset(inputs["reconstruction"]), open_dataset(inputs["grid"]), cfg, dpi)
-    elif figure == "gap_animation":
-        rec = _gap_months(open_dataset(inputs["reconstruction"]))
-        plots.gap_animation(rec["twsa"], rec["twsa_std"], args.output, dpi=dpi, fps=fig_cfg["animation_fps"])
-        return
-    else:  # argparse restricts the choices
-        raise UserError(f"--figure: unknown figure {figure!r}")
-    plots.save_figure(fig, args.output)
+    inputs = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--input: expected NAME=PATH, got {item!r}")
+        inputs[name] = path
+    draw(args.figure, inputs, load_config(args), Path(args.output))
 
 
-def _monthly_panels(rec: xr.Dataset, fig_cfg: dict, dpi: int):
-    from gracefill import plots
-
-    fields, titles = [], []
-    units = rec["twsa"].attrs["units"]
-    for month in fig_cfg["panel_months"]:
-        one = rec.sel(time=pd.Timestamp(month))
-        reference, name = one["observed_twsa"], "GRACE"
-        if not np.isfinite(reference.values).any() and "truth" in rec:
-            reference, name = one["truth"], "truth (synthetic)"
-        error = (one["twsa"] - reference).assign_attrs(units=units)
-        fields += [reference.assign_attrs(units=units), one["twsa"], error, one["twsa_std"]]
-        titles += [f"{name} {month}", f"reconstruction {month}", f"reconstruction - {name} {month}",
-                   f"predictive std {month}"]
-    n = len(fig_cfg["panel_months"])
-    groups = [key for row in range(n) for key in (row, row, row, "std")]  # one scale per row, one for the stds
-    return plots.map_panels(fields, titles, ncols=4, dpi=dpi, cmap=["RdBu", "RdBu", "RdBu", "viridis"] * n,
-                            symmetric=[True, True, True, False] * n, groups=groups,
-                            suptitle="GRACE, reconstruction, error and uncertainty")
-
-
-def _timeseries(rec: xr.Dataset, grid: xr.Dataset, cfg: dict, dpi: int):
-    """Area-weighted means over the land cells near each configured point; the 95 % band uses
-    the area mean of the cell std (an upper bound: errors of neighbouring cells are correlated)."""
-    from gracefill import plots
-
-    lat2d, lon2d = xr.broadcast(grid["lat"], grid["lon"])
-    land = grid["land_mask"].astype(bool)
-    series = []
-    points = [p for p in cfg["figures"]["points"] if config_mod.inside_grid(p, cfg["grid"])]
-    if not points:
-        raise UserError("config key 'figures.points': no site inside the grid; add sites within it")
-    for point in points:
-        near = land & (np.hypot(lat2d - point["lat"], lon2d - point["lon"]) <= point["radius_deg"])
-        if not bool(near.any()):
-            raise UserError(f"config key 'figures.points': no land cell within {point['radius_deg']} degrees of {point['name']}")
-        weights = grid["cell_area"].where(near)
-
-        def regional(da):
-            return ((da * weights).sum(("lat", "lon"), min_count=1) / weights.where(da.notnull()).sum(("lat", "lon"))).values
-
-        mean, std = regional(rec["twsa"]), regional(rec["twsa_std"])
-        series.append({"name": point["name"], "time": rec["time"].values, "observed": regional(rec["observed_twsa"]),
-                       "mean": mean, "lower": mean - 1.96 * std, "upper": mean + 1.96 * std,
-                       "truth": regional(rec["truth"]) if "truth" in rec else None})
-    split = cfg["split"]
-    outside = []
-    if "month_flag" in rec:  # the spans before and after the GRACE record, when long enough to see
-        for name in ("hindcast", "forecast"):
-            index = np.flatnonzero(rec["month_flag"].values == mo.MONTH_FLAGS[name])
-            if index.size >= plots.MIN_SHADED_MONTHS:
-                outside.append((rec["time"].values[index[0]], rec["time"].values[index[-1]]))
-    return plots.time_series(series, (split["gap_start"], split["gap_end"]), rec["twsa"].attrs["units"], dpi=dpi,
-                             outside=outside)
-
-
-FIGURES = ("training_curves", "score_maps", "baselines", "calibration", "monthly_panels", "gap_wsdi",
-           "gap_drought_probability", "timeseries", "gap_animation")
-
-
+@command(arg("--cores", type=int, default=2, help="cores for each world's Snakemake run"),
+         arg("--snakefile", default="Snakefile", help="the workflow (run from the repository root)"),
+         arg("--base-config", default="config.yaml",
+             help="the config the Snakefile reads first; --config is applied over it"),
+         arg("--out", help="folder of the tables (default results/<run>/benchmark)"),
+         arg("--summarise-only", action="store_true", help="summarise the worlds' finished runs, run nothing"))
 def benchmark(args) -> None:
     """Run this config on every world of benchmark.worlds (Snakemake) and summarise the scores."""
     import os
@@ -585,11 +473,12 @@ def benchmark(args) -> None:
     print(text)
 
 
+@command(arg("--show", action="store_true", help="print the effective config"))
 def check_config(args) -> None:
     """Validate a config file (keys, relations, land on the grid) and print its effective form."""
     from gracefill.grid import GridSpec, require_land
 
-    cfg = _config(args)
+    cfg = load_config(args)
     try:
         require_land(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
     except UserError as exc:
@@ -597,136 +486,9 @@ def check_config(args) -> None:
     print(json.dumps(cfg, indent=1) if args.show else f"config ok: run '{cfg['run']}'")
 
 
-# --------------------------------------------------------------------------- parser
-
-STAGES = {
-    "retrieve_synthetic": retrieve_synthetic,
-    "build_grid": build_grid,
-    "regrid": regrid,
-    "build_predictors": build_predictors,
-    "build_tensors": build_tensors,
-    "plot_inputs": plot_inputs,
-    "train": train,
-    "predict": predict,
-    "baselines": baselines,
-    "evaluate": evaluate,
-    "drought": drought,
-    "build_product": build_product,
-    "plot": plot,
-    "benchmark": benchmark,
-    "check_config": check_config,
-    **sources_cli.STEPS,  # download, retrieve_* and normalise_* of the real sources
-}
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gracefill", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
-                        help="print the version of gracefill and exit")
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE",
-                                help="the stage to run; gracefill STAGE -h lists its options")
-
-    def stage(name: str, with_config: bool = True):
-        p = sub.add_parser(name, help=STAGES[name].__doc__.splitlines()[0])
-        if with_config:
-            group = p.add_mutually_exclusive_group()
-            group.add_argument("--config", help="YAML config file")
-            group.add_argument("--config-json", help="config (or the sections a stage needs) as JSON")
-        p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-        return p
-
-    p = stage("retrieve_synthetic")
-    p.add_argument("--out-dir", required=True,
-                   help="folder to write the raw files grace.nc, era5land.nc and truth.nc to")
-    p = stage("build_grid")
-    p.add_argument("--output", required=True, help="grid file to write (NetCDF: lat, lon, land_mask, cell_area)")
-    p = stage("regrid", with_config=False)
-    p.add_argument("--source", required=True, help="normalised raw NetCDF file that holds --variable")
-    p.add_argument("--variable", required=True, help="name of the variable to regrid, e.g. precipitation")
-    p.add_argument("--grid", required=True, help="target grid (grid.nc of build_grid)")
-    p.add_argument("--output", required=True, help="regridded file to write (<variable>.nc)")
-    p.add_argument("--threads", type=_positive_int, help="dask threads (the rule's threads; default: every core)")
-    p = stage("build_predictors")
-    p.add_argument("--fields", nargs="+", required=True, help="regridded <variable>.nc files")
-    p.add_argument("--output", required=True, help="predictors file to write (predictors.nc)")
-    p = stage("build_tensors")
-    p.add_argument("--grid", required=True, help="target grid (grid.nc of build_grid)")
-    p.add_argument("--predictors", required=True, help="predictors.nc of build_predictors")
-    p.add_argument("--target", required=True, help="regridded GRACE TWSA (twsa.nc)")
-    p.add_argument("--truth", help="regridded true TWSA of the synthetic world (twsa_true.nc), kept to score the gap")
-    p.add_argument("--output", required=True, help="tensors file to write (tensors.nc)")
-    p = stage("plot_inputs")
-    p.add_argument("--grid", required=True, help="target grid (grid.nc of build_grid)")
-    p.add_argument("--predictors", required=True, help="predictors.nc of build_predictors")
-    p.add_argument("--target", required=True, help="regridded GRACE TWSA (twsa.nc)")
-    p.add_argument("--output", required=True, help="figure to write (PNG)")
-    p = stage("train")
-    p.add_argument("--tensors", required=True, help="tensors.nc of build_tensors")
-    p.add_argument("--model", required=True, help="final checkpoint (model.pt)")
-    p.add_argument("--log-csv", required=True, help="per-epoch training log")
-    p.add_argument("--epochs-from-folds", nargs="*", default=[], metavar="LOG",
-                   help="the validation folds' training_log.csv: train for the epoch count whose validation "
-                        "RMSE they prefer, at most training.epochs (training.select_epochs: folds)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads of torch (the rule's threads; default: torch's)")
-    p.add_argument("--stop-with-launcher", action="store_true",
-                   help="stop when the process that started this one (e.g. Snakemake) is gone")
-    p = stage("predict")
-    p.add_argument("--tensors", required=True, help="tensors.nc of build_tensors")
-    p.add_argument("--model", required=True, help="trained ensemble (model.pt of train)")
-    p.add_argument("--output", required=True, help="reconstruction to write (reconstruction.nc)")
-    p.add_argument("--calibration-folds", nargs="*", default=[],
-                   help="reconstruction.nc of each validation fold: calibrate the spread on them "
-                        "(prediction.calibration: folds)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads of torch (the rule's threads; default: torch's)")
-    p = stage("baselines")
-    p.add_argument("--tensors", required=True, help="tensors.nc of build_tensors")
-    p.add_argument("--fields", nargs="+", required=True,
-                   help="regridded precipitation.nc, evaporation.nc, runoff.nc and land_water_storage.nc")
-    p.add_argument("--output", required=True, help="baseline predictions to write (baselines.nc)")
-    p = stage("evaluate")
-    p.add_argument("--reconstruction", required=True, help="reconstruction.nc of predict")
-    p.add_argument("--baselines", required=True, help="baselines.nc of baselines")
-    p.add_argument("--grid", required=True, help="target grid with cell areas (grid.nc of build_grid)")
-    p.add_argument("--maps", required=True, help="score maps to write (NetCDF)")
-    p.add_argument("--table", required=True, help="scores table to write (CSV)")
-    p.add_argument("--calibration", required=True, help="interval coverage table to write (CSV)")
-    p.add_argument("--spread-skill", required=True, help="spread-skill table to write (CSV)")
-    p.add_argument("--scores-by-lead", help="scores by side of the training window and distance to it (0-5, 5-10, "
-                                            "10-20, 20+ years) to write (CSV)")
-    p.add_argument("--spreads", required=True, help="the baselines' spreads fitted on the validation folds (NetCDF)")
-    p.add_argument("--fold-reconstructions", nargs="+", required=True, help="reconstruction.nc of each validation fold")
-    p.add_argument("--fold-baselines", nargs="+", required=True, help="baselines.nc of each validation fold, same order")
-    p = stage("drought")
-    p.add_argument("--reconstruction", required=True, help="reconstruction.nc of predict")
-    p.add_argument("--fields", required=True,
-                   help="drought fields to write (deficit, WSDI, categories, probability; NetCDF)")
-    p.add_argument("--events", required=True, help="drought events to write (CSV)")
-    p.add_argument("--detection", required=True, help="hit rate and false-alarm ratio to write (CSV)")
-    p.add_argument("--truth-direct", help="the synthetic drought's direct part (twsa_direct_deficit.nc), scored apart")
-    p = stage("build_product")
-    p.add_argument("--reconstruction", required=True, help="reconstruction.nc of predict")
-    p.add_argument("--output", required=True, help="product file to write (gracefill_twsa.nc)")
-    p.add_argument("--quantiles", nargs="+", type=float, default=[0.05, 0.5, 0.95], metavar="P",
-                   help="probability levels of the quantiles of reconstructed values (default 0.05 0.5 0.95)")
-    p.add_argument("--chunk-months", type=int, default=12,
-                   help="months per chunk on disk along time (default 12)")
-    p = stage("plot")
-    p.add_argument("--figure", required=True, choices=FIGURES, help="the figure to draw")
-    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="an input file of the figure")
-    p.add_argument("--output", required=True, help="figure to write (PNG; GIF for gap_animation)")
-    p = stage("benchmark")
-    p.add_argument("--cores", type=int, default=2, help="cores for each world's Snakemake run")
-    p.add_argument("--snakefile", default="Snakefile", help="the workflow (run from the repository root)")
-    p.add_argument("--base-config", default="config.yaml",
-                   help="the config the Snakefile reads first; --config is applied over it")
-    p.add_argument("--out", help="folder of the tables (default results/<run>/benchmark)")
-    p.add_argument("--summarise-only", action="store_true", help="summarise the worlds' finished runs, run nothing")
-    p = stage("check_config")
-    p.add_argument("--show", action="store_true", help="print the effective config")
-    sources_cli.add_steps(sub)
-    return parser
+def make_parser():
+    """The ``gracefill`` command line: every registered command (gracefill.commands)."""
+    return commands.make_parser("gracefill", __doc__.splitlines()[0], __version__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -737,14 +499,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     start = time.perf_counter()
     try:
-        STAGES[args.stage](args)
+        commands.COMMANDS[args.command].run(args)
     except UserError as exc:
-        print(f"gracefill {args.stage}: error: {exc}", file=sys.stderr)
+        print(f"gracefill {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"gracefill {args.stage}: interrupted; finished outputs and checkpoints are kept", file=sys.stderr)
+        print(f"gracefill {args.command}: interrupted; finished outputs and checkpoints are kept", file=sys.stderr)
         return 130
-    log.info("%s done in %.1f s", args.stage, time.perf_counter() - start)
+    log.info("%s done in %.1f s", args.command, time.perf_counter() - start)
     return 0
 
 

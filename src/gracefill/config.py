@@ -240,7 +240,7 @@ def validate(config: dict | None, *, relations: bool = True) -> dict:
     """Return a validated copy of ``config`` with every default filled in; raise UserError otherwise.
 
     ``relations=False`` skips the checks between sections: for the partial configs that the
-    Snakefile hands each stage after validating the whole config.
+    Snakefile hands each command after validating the whole config.
     """
     cfg = copy.deepcopy(config) if config else {}
     if not isinstance(cfg, dict):
@@ -370,7 +370,7 @@ def from_json(text: str) -> dict:
 
 
 def subset(cfg: dict, *sections: str) -> dict:
-    """The named top-level sections of a config, e.g. to hand one stage only what it uses."""
+    """The named top-level sections of a config, e.g. to hand one command only what it uses."""
     return {name: cfg[name] for name in sections}
 
 
@@ -380,7 +380,7 @@ def config_hash(cfg: dict) -> str:
 
 
 def provenance(cfg: dict, sources, step: str) -> dict:
-    """Global attributes every stage writes: the config hash, the input files by name (not by
+    """Global attributes every command writes: the config hash, the input files by name (not by
     path, so results moved between machines stay alike) and a CF ``history`` line naming the
     ``gracefill`` subcommand."""
     return {"config_hash": config_hash(cfg), "source_files": ", ".join(Path(s).name for s in sources),

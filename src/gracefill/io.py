@@ -1,4 +1,4 @@
-"""File edges shared by every stage: atomic NetCDF writes, provenance attrs, user errors."""
+"""File edges shared by every command: atomic NetCDF writes, provenance attrs, user errors."""
 from __future__ import annotations
 
 import os

@@ -30,6 +30,8 @@ import re
 import numpy as np
 import xarray as xr
 
+from gracefill.sources.normalise import PRODUCT_VARIABLES
+
 PREDICTOR_NAMES = ("sTWSA", "CWSC", "P", "T", "CWB", "CPA", "CCWB")
 
 #: CF standard names of the predictors that the standard-name table has (the others, anomalies of
@@ -56,8 +58,8 @@ PREDICTOR_PRESETS = {
 #: memory predictors: <flux>_ew<e-folding months>
 MEMORY_PREDICTOR = re.compile(r"^(P|CWB|WSC)_ew([1-9][0-9]?)$")
 
-#: regridded variables each predictor needs
-REQUIRED_FIELDS = ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage")
+#: regridded variables each predictor needs: those of the predictors' raw product
+REQUIRED_FIELDS = PRODUCT_VARIABLES["era5land"]
 #: units each regridded field must have
 FIELD_UNITS = {"precipitation": "mm month-1", "evaporation": "mm month-1", "runoff": "mm month-1",
                "temperature": "K", "land_water_storage": "mm"}
@@ -333,6 +335,37 @@ def detrend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.
     out = (da - trend_line(offset, slope, da.sizes["time"], da["time"])).astype(da.dtype)
     out.attrs = dict(da.attrs)
     return out, offset, slope
+
+
+def detrend_predictors(ds: xr.Dataset, names, baseline: np.ndarray) -> xr.Dataset:
+    """Remove each predictor's per-cell linear trend fitted on the training months, keeping
+    the slopes (CF: one slope variable per predictor, in its own units per month).
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        The predictors ``names`` on (time, lat, lon), as :func:`build_predictors` returns them.
+    names : sequence of str
+        The predictors to detrend. A memory predictor (``<P|CWB|WSC>_ew<months>``) is stationary
+        by construction: it is kept as it is and its slope is 0 wherever it has a value.
+    baseline : np.ndarray
+        Boolean mask over the months to fit on (the training months).
+
+    Returns
+    -------
+    xr.Dataset
+        ``ds`` with every name detrended and ``trend_slope_<name>`` (float32, U month-1) added.
+    """
+    ds = ds.copy()
+    for name in list(names):
+        units = ds[name].attrs.get("units", "1")
+        if MEMORY_PREDICTOR.match(name):  # stationary by construction: its trend is noise
+            slope = xr.zeros_like(ds[name].isel(time=0, drop=True)).where(ds[name].notnull().any("time"))
+        else:
+            ds[name], _, slope = detrend(ds[name], baseline)
+        ds[f"trend_slope_{name}"] = slope.astype(np.float32).assign_attrs(
+            long_name=f"linear trend removed from {name} (fitted on training months)", units=f"{units} month-1")
+    return ds
 
 
 def _check_fields(fields: dict[str, xr.DataArray], required: tuple[str, ...], purpose: str) -> None:

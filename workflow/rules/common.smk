@@ -4,9 +4,13 @@ import os
 import shlex
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 from gracefill.config import apply_overrides, fold_config, fold_ends, rule_memory_mb, rule_runtime_min, subset, validate
 from gracefill.io import UserError
+from gracefill.figures import FIGURES, caption
 from gracefill.predictors import MEMORY_FIELDS, REQUIRED_FIELDS
+from gracefill.sources import plan
 
 # --config entries (not the --configfile files) once more, over the merged config: Snakemake
 # reads a nested value such as grid='{resolution: 3}' with every leaf a string; here its numbers
@@ -37,17 +41,10 @@ RUN = config["run"]
 RESULTS = f"results/{RUN}"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-RAW_SYNTHETIC = f"resources/raw/synthetic/{RUN}"
 
-# Raw product files of the synthetic world and the variables each provides (the predictors'
-# fields are those gracefill.predictors requires, whatever the source).
-RAW_PRODUCTS = {
-    "grace": ["twsa"],
-    "era5land": list(REQUIRED_FIELDS),
-    "truth": ["twsa_true", "twsa_direct_deficit"],
-}
-PRODUCT_OF_VARIABLE = {v: product for product, variables in RAW_PRODUCTS.items() for v in variables}
-PREDICTOR_FIELDS = RAW_PRODUCTS["era5land"]
+# Raw products, their sources and the variable each provides (gracefill.sources.plan).
+PRODUCT_OF_VARIABLE = plan.product_of_variable(config)
+PREDICTOR_FIELDS = list(REQUIRED_FIELDS)
 
 
 def stage_config(*sections):
@@ -101,30 +98,14 @@ def calibration_folds(wildcards):
     return fold_files("reconstruction.nc") if config["prediction"]["calibration"] == "folds" else []
 
 
-# The source of each raw product: the GRACE target and the predictors come from the configured
-# sources (synthetic, or a real product normalised by retrieve.smk); the truth only exists in
-# the synthetic world.
-SOURCE_OF_PRODUCT = {
-    "grace": config["sources"]["target"],
-    "era5land": config["sources"]["predictors"],
-    "truth": "synthetic",
-}
-# sources.land_model: gldas -- the land model storage (sTWSA) comes from GLDAS's own raw file
-# (resources/raw/gldas/<run>/land_model.nc), not from the predictors' product.
-if config["sources"]["land_model"] == "gldas":
-    PRODUCT_OF_VARIABLE["land_water_storage"] = "land_model"
-    SOURCE_OF_PRODUCT["land_model"] = "gldas"
-
-
 def raw_dir(source):
     """Folder of the normalised raw files of one source for this run."""
-    return f"resources/raw/{source}/{RUN}"
+    return plan.raw_dir(config, source)
 
 
 def raw_file(wildcards):
     """The normalised raw file that holds one variable."""
-    product = PRODUCT_OF_VARIABLE[wildcards.variable]
-    return f"{raw_dir(SOURCE_OF_PRODUCT[product])}/{product}.nc"
+    return plan.raw_file(config, wildcards.variable)
 
 
 def truth_input(wildcards):
@@ -149,28 +130,17 @@ def truth_option(wildcards, input):
     return f"--truth {shlex.quote(input.truth)}" if input.get("truth") else ""
 
 
-# Result figures drawn by `gracefill plot --figure NAME` and the files each reads.
-FIGURE_INPUTS = {
-    "training_curves": {"log": f"{RESULTS}/model/training_log.csv"},
-    "score_maps": {"maps": f"{RESULTS}/evaluation/score_maps.nc"},
-    "baselines": {"table": f"{RESULTS}/evaluation/scores.csv"},
-    "calibration": {"calibration": f"{RESULTS}/evaluation/calibration.csv"},
-    "monthly_panels": {"reconstruction": f"{RESULTS}/reconstruction.nc"},
-    "gap_wsdi": {"drought": f"{RESULTS}/drought/drought.nc", "grid": f"{RESULTS}/grid.nc"},
-    "gap_drought_probability": {"drought": f"{RESULTS}/drought/drought.nc", "grid": f"{RESULTS}/grid.nc"},
-    "timeseries": {"reconstruction": f"{RESULTS}/reconstruction.nc", "grid": f"{RESULTS}/grid.nc"},
-}
-# The config sections each figure reads; a change elsewhere does not redraw it.
-FIGURE_SECTIONS = {
-    "baselines": ("figures", "predictors"),
-    "gap_wsdi": ("figures", "drought"),
-    "gap_drought_probability": ("figures", "drought"),
-    "timeseries": ("figures", "split", "grid"),
-}
+# The figures (gracefill.figures.FIGURES): one `plot` job each, results/<run>/figures/<name>.<format>.
+FIGURE_FILES = [f"{RESULTS}/figures/{name}.{figure.format}" for name, figure in FIGURES.items()]
 
 
 def figure_inputs(wildcards):
-    return FIGURE_INPUTS[wildcards.figure]
+    figure = FIGURES[wildcards.figure]
+    if figure.format != wildcards.format:
+        raise WorkflowError(
+            f"figures/{wildcards.figure}.{wildcards.format}: figure {wildcards.figure} is drawn as {figure.format}"
+        )
+    return {name: f"{RESULTS}/{path}" for name, path in figure.inputs.items()}
 
 
 def figure_input_options(wildcards, input):
@@ -178,4 +148,13 @@ def figure_input_options(wildcards, input):
 
 
 def figure_config(wildcards):
-    return stage_config(*FIGURE_SECTIONS.get(wildcards.figure, ("figures",)))
+    """The config sections the figure reads: a change elsewhere does not redraw it."""
+    return stage_config(*FIGURES[wildcards.figure].sections)
+
+
+def figure_caption(wildcards):
+    return caption(wildcards.figure, config)
+
+
+def figure_category(wildcards):
+    return FIGURES[wildcards.figure].category

@@ -1,22 +1,4 @@
-# Raw data: the synthetic world (offline), the target grid, and conservative regridding.
-
-
-rule retrieve_synthetic:
-    output:
-        expand(f"{RAW_SYNTHETIC}/{{product}}.nc", product=RAW_PRODUCTS),
-    log:
-        f"{LOGS}/retrieve_synthetic.log",
-    benchmark:
-        f"{BENCHMARKS}/retrieve_synthetic.tsv"
-    conda:
-        "../../envs/gracefill.yaml"
-    params:
-        cfg=stage_config("seed", "grid", "period", "split", "sources"),
-        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-    message:
-        "Generating the synthetic world (seed {config[seed]})"
-    shell:
-        "gracefill retrieve_synthetic --config-json {params.cfg:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+# The target grid, and the conservative regridding of every raw product's variables.
 
 
 rule build_grid:
@@ -36,7 +18,7 @@ rule build_grid:
         "gracefill build_grid --config-json {params.cfg:q} --output {output:q} > {log:q} 2>&1"
 
 
-rule regrid_variable:
+rule regrid:
     input:
         source=raw_file,
         grid=f"{RESULTS}/grid.nc",

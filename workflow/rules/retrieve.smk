@@ -1,15 +1,15 @@
-# Real data: HTTPS downloads (CSR and GSFC mascons), CDS requests (ERA5-Land, one per year),
-# Earthdata granules through earthaccess (JPL mascons, GLDAS Noah one per month), or the user's
-# own files (`local`), each normalised into resources/raw/<source>/<run>/ in the same layout as
-# the synthetic world, so that regrid_variable reads them unchanged.
-# URLs, dataset names and variables come from config["sources"] (gracefill.sources.plan).
+# The raw products in resources/raw/<source>/<run>/, in one normalised layout that `regrid`
+# reads whatever the source: the synthetic world (offline, the default), or real data from
+# HTTPS downloads (CSR and GSFC mascons), CDS requests (ERA5-Land, one per year), Earthdata
+# granules through earthaccess (JPL mascons, GLDAS Noah one per month) or the user's own files
+# (`local`), each normalised. URLs, dataset names and variables come from config["sources"]
+# (gracefill.sources.plan). Each rule runs the `gracefill` command of its name.
 import re
 
 from gracefill.io import UserError
 from gracefill.sources import plan
 
 DOWNLOAD_URLS = plan.download_table(config)
-CSR_INPUTS = plan.csr_inputs(config)
 ERA5_FOLDER = plan.era5land_folder(config)
 try:
     ERA5_INPUTS = plan.era5land_inputs(config)
@@ -18,7 +18,25 @@ except UserError as error:
     sys.exit(f"gracefill: invalid configuration: {error}")
 
 
-rule download_file:
+rule retrieve_synthetic:
+    output:
+        expand(f"{raw_dir('synthetic')}/{{product}}.nc", product=plan.SYNTHETIC_PRODUCTS),
+    log:
+        f"{LOGS}/retrieve_synthetic.log",
+    benchmark:
+        f"{BENCHMARKS}/retrieve_synthetic.tsv"
+    conda:
+        "../../envs/gracefill.yaml"
+    params:
+        cfg=stage_config("seed", "grid", "period", "split", "sources"),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+    message:
+        "Generating the synthetic world (seed {config[seed]})"
+    shell:
+        "gracefill retrieve_synthetic --config-json {params.cfg:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule download:
     output:
         f"{plan.DOWNLOADS}/{{source}}/{{file}}",
     log:
@@ -42,30 +60,9 @@ rule download_file:
         "--timeout {params.timeout} --retries {params.retries} > {log:q} 2>&1"
 
 
-rule normalise_csr:
+rule normalise_grace:
     input:
-        product=CSR_INPUTS["product"],
-        land_mask=CSR_INPUTS["land_mask"],
-    output:
-        f"{raw_dir('csr')}/grace.nc",
-    log:
-        f"{LOGS}/normalise_csr.log",
-    benchmark:
-        f"{BENCHMARKS}/normalise_csr.tsv"
-    conda:
-        "../../envs/gracefill.yaml"
-    params:
-        cfg=stage_config("grid", "period", "split", "sources"),
-    message:
-        "Normalising the CSR RL06.3 mascons"
-    shell:
-        "gracefill normalise_grace --product csr --config-json {params.cfg:q} "
-        "--input {input.product:q} --land-mask {input.land_mask:q} --output {output:q} > {log:q} 2>&1"
-
-
-rule normalise_mascons:
-    input:
-        lambda wildcards: plan.mascon_input(config, wildcards.product),
+        unpack(lambda wildcards: plan.grace_inputs(config, wildcards.product)),
     output:
         f"{raw_dir('{product}')}/grace.nc",
     log:
@@ -73,16 +70,19 @@ rule normalise_mascons:
     benchmark:
         f"{BENCHMARKS}/normalise_{{product}}.tsv"
     wildcard_constraints:
-        product="jpl|gsfc",
+        product="|".join(plan.MASCON_PRODUCTS),
     conda:
         "../../envs/gracefill.yaml"
     params:
         cfg=stage_config("grid", "period", "split", "sources"),
+        land_mask=lambda wildcards, input: (
+            f"--land-mask {shlex.quote(input.land_mask)}" if "land_mask" in input.keys() else ""
+        ),
     message:
-        "Normalising the {wildcards.product} mascons (land mask from the product file)"
+        "Normalising the {wildcards.product} mascons"
     shell:
         "gracefill normalise_grace --product {wildcards.product} --config-json {params.cfg:q} "
-        "--input {input:q} --output {output:q} > {log:q} 2>&1"
+        "--input {input.product:q} {params.land_mask} --output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_jpl:
@@ -107,7 +107,7 @@ rule retrieve_jpl:
         "--retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
-rule retrieve_gldas_month:
+rule retrieve_gldas:
     output:
         plan.gldas_pattern(config),
     log:
@@ -151,7 +151,7 @@ rule normalise_gldas:
         "--output {output:q} > {log:q} 2>&1"
 
 
-rule retrieve_era5land_year:
+rule retrieve_era5land:
     output:
         f"{ERA5_FOLDER}/era5land_{{year}}.nc",
     log:

@@ -1,8 +1,9 @@
-"""The download and normalisation steps of the real sources, as ``gracefill <step> ...``
-subcommands (`add_steps` puts them on the parser of `gracefill.cli`).
+"""The source commands, ``gracefill <command> ...``: the synthetic world, and the download
+and normalisation of the real sources, each with its arguments declared beside it
+(:func:`gracefill.commands.command`; `gracefill.cli` builds the parser).
 
 Called by workflow/rules/retrieve.smk. Errors caused by inputs print one line
-(``gracefill <step>: error: ...``) and exit with status 1.
+(``gracefill <command>: error: ...``) and exit with status 1.
 """
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import logging
 import sys
 
 from gracefill import config as config_mod
+from gracefill import months as mo
+from gracefill.commands import JSON, NONE, arg, command, exclusive, load_config
 from gracefill.io import UserError, write_netcdf
-from gracefill.sources.plan import grid_bounds
+from gracefill.sources.plan import MASCON_PRODUCTS, grid_bounds
 
 log = logging.getLogger("gracefill.sources")
 
 #: What each downloadable file must contain: product key -> verify function name.
 CHECKS = ("csr", "csr_land_mask", "gsfc")
-#: The GRACE mascon products `normalise_grace` reads.
-MASCONS = ("csr", "jpl", "gsfc")
 
 
 def grace_required_span(cfg: dict) -> tuple[str, str]:
@@ -29,9 +30,56 @@ def grace_required_span(cfg: dict) -> tuple[str, str]:
     return start, cfg["period"]["end"]
 
 
-# --------------------------------------------------------------------------- steps
+TIMEOUT_HELP = "seconds without data before giving up"
+GRANULE_ARGUMENTS = (
+    arg("--output", required=True, help="the granule file to write"),
+    arg("--timeout", type=float, default=120.0, help=TIMEOUT_HELP),
+    arg("--retries", type=int, default=3, help="attempts of a failed, stalled or empty download (sources.download.retries)"),
+)
 
 
+# --------------------------------------------------------------------------- commands
+
+
+@command(arg("--out-dir", required=True, help="folder to write the raw files grace.nc, era5land.nc and truth.nc to"))
+def retrieve_synthetic(args) -> None:
+    """Generate the synthetic world's raw files (the offline stand-in for the downloads)."""
+    from gracefill.grid import GridSpec, require_land
+    from gracefill.sources import synthetic
+
+    cfg = load_config(args)
+    require_land(GridSpec.from_config(cfg["grid"]), cfg["grid"]["min_land_fraction"])
+    syn = cfg["sources"]["synthetic"]
+    native = GridSpec.from_config(cfg["grid"], resolution=syn["native_resolution"])
+    months = mo.month_range(cfg["period"]["start"], cfg["period"]["end"])
+    observed = mo.synthetic_grace_availability(months, (cfg["split"]["gap_start"], cfg["split"]["gap_end"]))
+    drought = {k: v for k, v in syn["drought"].items() if k != "enabled"} if syn["drought"]["enabled"] else None
+    train = mo.in_window(months, cfg["split"]["train_start"], cfg["split"]["train_end"])
+    world = synthetic.generate_world(lat=native.lat, lon=native.lon, months=months, observed=observed,
+                                     seed=cfg["seed"], drought=drought, train_months=train,
+                                     groundwater_tau_months=tuple(syn["groundwater_tau_months"]),
+                                     storage_trends=syn["storage_trends"],
+                                     grace_noise_std_mm=syn["grace_noise"]["std_mm"],
+                                     heteroscedastic_noise=syn["grace_noise"]["heteroscedastic"])
+    for ds in world.values():
+        ds.attrs.update(config_mod.provenance(cfg, [], args.command))
+    paths = synthetic.write_world(world, args.out_dir)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+
+
+
+
+@command(exclusive(arg("--url", help="the file"),
+                   arg("--page", help="an HTML page linking to the file (with --file-pattern)"), required=True),
+         arg("--file-pattern", help="glob of the file's name on --page; the greatest match is taken"),
+         arg("--mirror", help="with --page: base URL of a mirror holding the file found"),
+         arg("--output", required=True, help="file to write (atomically, once verified)"),
+         arg("--check", required=True, choices=CHECKS, help="what the file must contain"),
+         arg("--timeout", type=float, default=120.0, help=TIMEOUT_HELP),
+         arg("--retries", type=int, default=3,
+             help="attempts of a failed, stalled or incomplete download (sources.download.retries)"),
+         arg("--no-progress", action="store_true", help="no progress bar"),
+         config=NONE)
 def download(args) -> None:
     """Download one HTTPS file: resumable, atomic, verified, size and sha256 recorded."""
     from gracefill.sources import csr, gsfc
@@ -55,6 +103,11 @@ def download(args) -> None:
     log.info("%s: %d bytes, sha256 %s", path, record["size"], record["sha256"])
 
 
+@command(arg("--product", required=True, choices=MASCON_PRODUCTS, help="the mascon product of --input"),
+         arg("--input", required=True, help="the downloaded (or the user's own) mascon file"),
+         arg("--land-mask", help="the CSR land mask file (csr only; JPL and GSFC carry theirs)"),
+         arg("--output", required=True, help="normalised GRACE file to write (grace.nc)"),
+         config=JSON)
 def normalise_grace(args) -> None:
     """A GRACE mascon product in the normalised layout (twsa in mm, monthly, lon -180..180)."""
     from gracefill.sources import csr, gsfc, jpl
@@ -68,12 +121,13 @@ def normalise_grace(args) -> None:
         raise UserError(f"--land-mask: {args.product} keeps its land mask in the product file; give none")
     else:
         ds = {"jpl": jpl.read, "gsfc": gsfc.read}[args.product](args.input, **options)
-    ds.attrs.update(config_mod.provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else []), args.stage))
+    ds.attrs.update(config_mod.provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else []), args.command))
     write_netcdf(ds, args.output)
     log.info("%s: twsa %s, %d months, missing inside the record: %s", args.output, dict(ds["twsa"].sizes),
              ds.sizes["time"], ds.attrs["months_missing"] or "none")
 
 
+@command(*GRANULE_ARGUMENTS, config=JSON)
 def retrieve_jpl(args) -> None:
     """The JPL RL06.3 v04 CRI mascon granule from Earthdata (earthaccess), atomic and verified."""
     from gracefill.sources import jpl
@@ -83,6 +137,7 @@ def retrieve_jpl(args) -> None:
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 
+@command(*GRANULE_ARGUMENTS, arg("--month", required=True, help="YYYY-MM or YYYYMM"), config=JSON)
 def retrieve_gldas(args) -> None:
     """One month of GLDAS Noah from Earthdata (earthaccess), atomic and verified."""
     from gracefill.sources import gldas
@@ -94,6 +149,9 @@ def retrieve_gldas(args) -> None:
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 
+@command(arg("--inputs", nargs="+", required=True, help="the monthly GLDAS files (downloaded, or the user's own)"),
+         arg("--output", required=True, help="normalised land model storage file to write (land_model.nc)"),
+         config=JSON)
 def normalise_gldas(args) -> None:
     """GLDAS Noah monthly files (downloaded, or the user's own) as the land model storage."""
     from dask.diagnostics import ProgressBar
@@ -102,12 +160,17 @@ def normalise_gldas(args) -> None:
 
     cfg = config_mod.from_json(args.config_json)
     ds = gldas.read(args.inputs, period=(cfg["period"]["start"], cfg["period"]["end"]), bounds=grid_bounds(cfg))
-    ds.attrs.update({k: v for k, v in config_mod.provenance(cfg, args.inputs, args.stage).items() if k != "source_files"})  # one file a month: keep read's summary
+    ds.attrs.update({k: v for k, v in config_mod.provenance(cfg, args.inputs, args.command).items() if k != "source_files"})  # one file a month: keep read's summary
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)
     log.info("%s: land_water_storage on %s", args.output, dict(ds.sizes))
 
 
+@command(arg("--year", type=int, required=True, help="the year of monthly means to request"),
+         arg("--output", required=True, help="NetCDF file of that year to write"),
+         arg("--timeout", type=float, default=120.0, help="seconds per CDS request (sources.download.timeout_s)"),
+         arg("--retries", type=int, default=3, help="attempts after a CDS server error (sources.download.retries)"),
+         config=JSON)
 def retrieve_era5land(args) -> None:
     """One year of ERA5-Land monthly means from the CDS (cdsapi), atomic and verified."""
     from gracefill.sources import era5land as e5
@@ -119,6 +182,9 @@ def retrieve_era5land(args) -> None:
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 
+@command(arg("--inputs", nargs="+", required=True, help="the yearly ERA5-Land files (downloaded, or the user's own)"),
+         arg("--output", required=True, help="normalised predictors file to write (era5land.nc)"),
+         config=JSON)
 def normalise_era5land(args) -> None:
     """ERA5-Land files (downloaded per year, or the user's own) in the normalised layout."""
     from dask.diagnostics import ProgressBar
@@ -128,75 +194,12 @@ def normalise_era5land(args) -> None:
     cfg = config_mod.from_json(args.config_json)
     period = (cfg["period"]["start"], cfg["period"]["end"])
     ds = e5.read(args.inputs, e5.needed_variables(cfg["sources"]), period=period, bounds=grid_bounds(cfg))
-    ds.attrs.update(config_mod.provenance(cfg, args.inputs, args.stage))
+    ds.attrs.update(config_mod.provenance(cfg, args.inputs, args.command))
     with ProgressBar(minimum=5, out=sys.stderr):
         write_netcdf(ds, args.output)
     log.info("%s: %s on %s", args.output, ", ".join(ds.data_vars), dict(ds.sizes))
 
 
-STEPS = {
-    "download": download,
-    "normalise_grace": normalise_grace,
-    "retrieve_era5land": retrieve_era5land,
-    "normalise_era5land": normalise_era5land,
-    "retrieve_jpl": retrieve_jpl,
-    "retrieve_gldas": retrieve_gldas,
-    "normalise_gldas": normalise_gldas,
-}
-
-
 #: Third-party loggers kept at WARNING: at INFO or DEBUG they may echo request details.
 QUIET_LOGGERS = ("urllib3", "requests", "cdsapi", "datapi", "ecmwf", "earthaccess", "botocore", "aiobotocore",
                  "s3fs", "fsspec")
-
-
-def add_steps(sub) -> None:
-    """Add the steps to the ``gracefill`` parser's subcommands (``sub``, from add_subparsers)."""
-
-    def step(name):
-        p = sub.add_parser(name, help=STEPS[name].__doc__.splitlines()[0])
-        p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-        return p
-
-    p = step("download")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--url", help="the file")
-    where.add_argument("--page", help="an HTML page linking to the file (with --file-pattern)")
-    p.add_argument("--file-pattern", help="glob of the file's name on --page; the greatest match is taken")
-    p.add_argument("--mirror", help="with --page: base URL of a mirror holding the file found")
-    p.add_argument("--output", required=True, help="file to write (atomically, once verified)")
-    p.add_argument("--check", required=True, choices=CHECKS, help="what the file must contain")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds without data before giving up")
-    p.add_argument("--retries", type=int, default=3,
-                   help="attempts of a failed, stalled or incomplete download (sources.download.retries)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p = step("normalise_grace")
-    p.add_argument("--config-json", required=True, help="config sections of the step as JSON (the rule passes them)")
-    p.add_argument("--product", required=True, choices=MASCONS, help="the mascon product of --input")
-    p.add_argument("--input", required=True, help="the downloaded (or the user's own) mascon file")
-    p.add_argument("--land-mask", help="the CSR land mask file (csr only; JPL and GSFC carry theirs)")
-    p.add_argument("--output", required=True, help="normalised GRACE file to write (grace.nc)")
-    p = step("retrieve_era5land")
-    p.add_argument("--config-json", required=True, help="config sections of the step as JSON (the rule passes them)")
-    p.add_argument("--year", type=int, required=True, help="the year of monthly means to request")
-    p.add_argument("--output", required=True, help="NetCDF file of that year to write")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per CDS request (sources.download.timeout_s)")
-    p.add_argument("--retries", type=int, default=3, help="attempts after a CDS server error (sources.download.retries)")
-    p = step("normalise_era5land")
-    p.add_argument("--config-json", required=True, help="config sections of the step as JSON (the rule passes them)")
-    p.add_argument("--inputs", nargs="+", required=True,
-                   help="the yearly ERA5-Land files (downloaded, or the user's own)")
-    p.add_argument("--output", required=True, help="normalised predictors file to write (era5land.nc)")
-    for name in ("retrieve_jpl", "retrieve_gldas"):
-        p = step(name)
-        p.add_argument("--config-json", required=True,
-                       help="config sections of the step as JSON (the rule passes them)")
-        p.add_argument("--output", required=True, help="the granule file to write")
-        p.add_argument("--timeout", type=float, default=120.0, help="seconds without data before giving up")
-        p.add_argument("--retries", type=int, default=3,
-                       help="attempts of a failed, stalled or empty download (sources.download.retries)")
-    p.add_argument("--month", required=True, help="YYYY-MM or YYYYMM")
-    p = step("normalise_gldas")
-    p.add_argument("--config-json", required=True, help="config sections of the step as JSON (the rule passes them)")
-    p.add_argument("--inputs", nargs="+", required=True, help="the monthly GLDAS files (downloaded, or the user's own)")
-    p.add_argument("--output", required=True, help="normalised land model storage file to write (land_model.nc)")

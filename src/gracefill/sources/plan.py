@@ -1,6 +1,7 @@
-"""What the real-source rules (workflow/rules/retrieve.smk) need from the config: which files
-to download from where, the inputs of the normalisation steps, and the config a CDS request
-depends on. Plain functions of the validated config, so that the rule file holds no logic."""
+"""What the source rules (workflow/rules/retrieve.smk) and the regridding need from the config:
+the raw products and the source of each, which files to download from where, the inputs of the
+normalisation commands, and the config a CDS request depends on. Plain functions of the
+validated config, so that the rule files hold no logic."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,42 @@ from gracefill import months as mo
 from gracefill.sources import gldas
 from gracefill.sources.download import file_name_of, join_mirror
 from gracefill.sources.era5land import area_tag, expand_local
+from gracefill.sources.normalise import PRODUCT_VARIABLES
 
 DOWNLOADS = "resources/download"
+
+#: The GRACE mascon products `normalise_grace` reads (sources.target other than synthetic).
+MASCON_PRODUCTS = ("csr", "jpl", "gsfc")
+#: The products the synthetic world writes (retrieve_synthetic).
+SYNTHETIC_PRODUCTS = ("grace", "era5land", "truth")
+
+
+def raw_dir(config: dict, source: str) -> str:
+    """Folder of the normalised raw files of one source for the configured run."""
+    return f"resources/raw/{source}/{config['run']}"
+
+
+def source_of_product(config: dict) -> dict[str, str]:
+    """Raw product -> its source: the GRACE target and the predictors from the configured
+    sources (synthetic, or a real product), the truth only from the synthetic world, and with
+    ``sources.land_model: gldas`` the land model storage from GLDAS."""
+    sources = config["sources"]
+    table = {"grace": sources["target"], "era5land": sources["predictors"], "truth": "synthetic"}
+    if sources["land_model"] == "gldas":
+        table["land_model"] = "gldas"
+    return table
+
+
+def product_of_variable(config: dict) -> dict[str, str]:
+    """Regridded variable -> the raw product that holds it."""
+    products = [*SYNTHETIC_PRODUCTS] + (["land_model"] if config["sources"]["land_model"] == "gldas" else [])
+    return {v: product for product in products for v in PRODUCT_VARIABLES[product]}
+
+
+def raw_file(config: dict, variable: str) -> str:
+    """The normalised raw file that holds one variable."""
+    product = product_of_variable(config)[variable]
+    return f"{raw_dir(config, source_of_product(config)[product])}/{product}.nc"
 
 
 def grid_bounds(config: dict) -> dict:
@@ -84,6 +119,14 @@ def era5land_request_config(config: dict) -> str:
     request = {k: e5[k] for k in ("dataset", "product_type", "variables", "area")}
     sources = {"era5land": request, "land_model": config["sources"]["land_model"]}
     return json.dumps({"grid": config["grid"], "sources": sources}, sort_keys=True, separators=(",", ":"))
+
+
+def grace_inputs(config: dict, product: str, downloads: str = DOWNLOADS) -> dict[str, str]:
+    """The files `normalise_grace` reads for a mascon product: ``product``, and for CSR its
+    separate ``land_mask`` (JPL and GSFC carry theirs in the product file)."""
+    if product == "csr":
+        return csr_inputs(config, downloads)
+    return {"product": mascon_input(config, product, downloads)}
 
 
 def mascon_input(config: dict, product: str, downloads: str = DOWNLOADS) -> str:
