@@ -30,7 +30,7 @@ import re
 import numpy as np
 import xarray as xr
 
-from gracefill.sources.normalise import PRODUCT_VARIABLES
+from gracefill.fields import PRODUCT_VARIABLES
 
 PREDICTOR_NAMES = ("sTWSA", "CWSC", "P", "T", "CWB", "CPA", "CCWB")
 

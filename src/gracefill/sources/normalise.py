@@ -17,17 +17,6 @@ import xarray as xr
 
 from gracefill.io import UserError
 
-#: The normalised products: raw product -> the variables its file
-#: (resources/raw/<source>/<run>/<product>.nc) holds, whatever the source. ``era5land`` is
-#: the predictors' product (ERA5-Land or the synthetic world's), ``truth`` only the synthetic
-#: world writes, ``land_model`` is GLDAS's storage with ``sources.land_model: gldas``.
-PRODUCT_VARIABLES = {
-    "grace": ("twsa",),
-    "era5land": ("precipitation", "temperature", "evaporation", "runoff", "land_water_storage"),
-    "truth": ("twsa_true", "twsa_direct_deficit"),
-    "land_model": ("land_water_storage",),
-}
-
 COORD_ATTRS = {
     "time": {"standard_name": "time", "long_name": "month", "axis": "T"},
     "lat": {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"},

@@ -8,10 +8,10 @@ import json
 import shlex
 
 from gracefill import months as mo
+from gracefill.fields import PRODUCT_VARIABLES
 from gracefill.sources import gldas
 from gracefill.sources.download import file_name_of, join_mirror
 from gracefill.sources.era5land import area_tag, expand_local
-from gracefill.sources.normalise import PRODUCT_VARIABLES
 
 DOWNLOADS = "resources/download"
 
