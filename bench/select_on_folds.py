@@ -51,6 +51,7 @@ VARIANTS = {
     "kernel_last_layer": {"training": {"svgd_kernel": "last_layer"}},
     "kernel_function": {"training": {"svgd_kernel": "function"}},
     "trend_flat": {"predictors": {"trend_extension": "flat"}},
+    "trend_significant": {"predictors": {"trend_extension": "significant"}},
 }
 
 

@@ -10,7 +10,8 @@ import pandas as pd
 import xarray as xr
 
 from gracefill import months as mo
-from gracefill.predictors import fit_linear_trend, shrunk_trend, trend_month_index
+from gracefill.predictors import (TREND_SIGNIFICANCE, fit_linear_trend, shrunk_trend, significant_trend,
+                                  trend_month_index)
 
 UNIT_FACTORS_FROM_MM = {"mm": 1.0, "cm": 0.1}
 
@@ -23,8 +24,11 @@ def pseudo_gap_window(split_cfg: dict) -> tuple[str, str] | None:
 
 def target_trend(ds: xr.Dataset) -> xr.DataArray:
     """The target's trend (time, lat, lon) in every month of a tensors dataset: offset + slope *
-    trend_month_index (month_index in files written before the trend extension existed)."""
+    trend_month_index (month_index in files written before the trend extension existed), or
+    trend_month_index_held in the cells flagged trend_held."""
     index = ds["trend_month_index"] if "trend_month_index" in ds else ds["month_index"]
+    if "trend_held" in ds:  # trend_extension significant: flat in the cells without a significant trend
+        index = xr.where(ds["trend_held"] == 1, ds["trend_month_index_held"], index)
     return (ds["target_trend_offset"] + ds["target_trend_slope"] * index).transpose("time", "lat", "lon")
 
 
@@ -105,7 +109,13 @@ def build_tensors(
     target.name = "target"
     target_trend = cfg["predictors"]["target_trend"]
     extension = cfg["predictors"]["trend_extension"]
-    trend_index = xr.DataArray(trend_month_index(train, extension), dims="time", coords={"time": target["time"]})
+    stored_index = xr.DataArray(trend_month_index(train, "linear" if extension == "significant" else extension),
+                                dims="time", coords={"time": target["time"]})
+    trend_index, held = stored_index, None
+    if extension == "significant":  # per cell: flat where the trend is not significant
+        held = ~significant_trend(target, train) & land_bool
+        held_index = xr.DataArray(trend_month_index(train, "flat"), dims="time", coords={"time": target["time"]})
+        trend_index = xr.where(held, held_index, stored_index)
     if cfg["predictors"]["detrend"]:
         if target_trend == "fit":
             offset, slope = fit_linear_trend(target, train)
@@ -148,11 +158,20 @@ def build_tensors(
         "split": xr.DataArray(split, dims="time", attrs=dict(mo.split_attrs(), units="1")),
         "month_index": xr.DataArray(np.arange(len(months), dtype=np.int32), dims="time", attrs={
             "long_name": "months since the first month of the period", "units": "1"}),
-        "trend_month_index": xr.DataArray(trend_index.values.astype(np.float32), dims="time", attrs={
+        "trend_month_index": xr.DataArray(stored_index.values.astype(np.float32), dims="time", attrs={
             "long_name": "month_index at which the target's trend is evaluated (predictors.trend_extension "
-                         f"{extension}: {'extrapolated' if extension == 'linear' else 'held at the training edges'} "
-                         "outside the training months)", "units": "1"}),
+                         f"{extension}: {'held at the training edges' if extension == 'flat' else 'extrapolated'} "
+                         "outside the training months" + (", except in the cells of trend_held" if held is not None
+                                                          else "") + ")", "units": "1"}),
     }
+    if held is not None:
+        data_vars["trend_month_index_held"] = held_index.astype(np.float32).assign_attrs(
+            long_name="month_index at which the trend of a trend_held cell is evaluated (held at the training edges)",
+            units="1")
+        data_vars["trend_held"] = held.astype(np.int8).assign_attrs(
+            long_name="cell whose trend is held at the training edges (not significant at |slope| >= "
+                      f"{TREND_SIGNIFICANCE:g} red-noise standard errors)", units="1",
+            flag_values=np.array([0, 1], dtype=np.int8), flag_meanings="extrapolated held")
     predictor_units = [predictors[name].attrs.get("units", "1") for name in names]
     for i, (name, unit) in enumerate(zip(names, predictor_units)):  # one variable each: CF units are per variable
         data_vars[f"input_mean_{name}"] = xr.DataArray(np.float32(mean[i]), attrs={

@@ -210,6 +210,52 @@ def fit_linear_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataA
     return offset, slope
 
 
+def _red_noise_slope_variance(da: xr.DataArray, fit_months: np.ndarray, offset: xr.DataArray, slope: xr.DataArray):
+    """se^2 of a least-squares slope fitted on ``fit_months``, inflated by (1 + rho) / (1 - rho)
+    for the residuals' lag-1 autocorrelation rho (clipped to [0, 0.95]); also the valid month
+    count, the mean month index and the mean value of the fit months, per cell."""
+    index = np.flatnonzero(fit_months)
+    t = xr.DataArray(index.astype(np.float64), dims="time")
+    y = da.astype(np.float64).isel(time=index).drop_vars("time", errors="ignore")
+    residual = y - (offset + slope * t)
+    valid = residual.notnull()
+    n = valid.sum("time")
+    t_mean = t.where(valid).sum("time") / n
+    sxx = ((t - t_mean) ** 2).where(valid).sum("time")
+    consecutive = xr.DataArray(np.diff(index) == 1, dims="time")
+    lagged = (residual.isel(time=slice(1, None)).drop_vars("time", errors="ignore")
+              * residual.isel(time=slice(None, -1)).drop_vars("time", errors="ignore")).where(consecutive)
+    rho = (lagged.sum("time") / (residual ** 2).sum("time")).clip(0.0, 0.95)
+    se2 = (residual ** 2).sum("time") / (n - 2) / sxx * (1 + rho) / (1 - rho)
+    return se2, n, t_mean, y.where(valid).sum("time") / n
+
+
+#: |slope| / its red-noise standard error at or above which a trend counts as significant
+#: (about the two-sided 95 % level) for ``predictors.trend_extension: significant``
+TREND_SIGNIFICANCE = 2.0
+
+
+def significant_trend(da: xr.DataArray, fit_months: np.ndarray) -> xr.DataArray:
+    """Per cell, whether the line fitted on ``fit_months`` has a slope at least
+    :data:`TREND_SIGNIFICANCE` red-noise standard errors from zero (see :func:`shrunk_trend`).
+
+    Parameters
+    ----------
+    da : xr.DataArray
+        A monthly field on (time, ...).
+    fit_months : np.ndarray
+        Boolean mask over the months of ``da`` to fit on (the training months).
+
+    Returns
+    -------
+    xr.DataArray
+        Boolean on the dims of ``da`` but time; False where fewer than 3 months are valid.
+    """
+    offset, slope = fit_linear_trend(da, fit_months)
+    se2, n, _, _ = _red_noise_slope_variance(da, fit_months, offset, slope)
+    return ((slope ** 2 >= TREND_SIGNIFICANCE ** 2 * se2) & (n >= 3)).fillna(False).astype(bool)
+
+
 def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.DataArray]:
     """Per-cell line fitted on ``fit_months`` with its slope shrunk toward zero by its red-noise
     standard error: slope * b^2 / (b^2 + se^2), the line kept through the fit months' mean.
@@ -234,22 +280,9 @@ def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray
         The shrunk slope, in U month-1. Both NaN where fewer than 3 months are valid.
     """
     offset, slope = fit_linear_trend(da, fit_months)
-    index = np.flatnonzero(fit_months)
-    t = xr.DataArray(index.astype(np.float64), dims="time")
-    y = da.astype(np.float64).isel(time=index).drop_vars("time", errors="ignore")
-    residual = y - (offset + slope * t)
-    valid = residual.notnull()
-    n = valid.sum("time")
-    t_mean = t.where(valid).sum("time") / n
-    sxx = ((t - t_mean) ** 2).where(valid).sum("time")
-    consecutive = xr.DataArray(np.diff(index) == 1, dims="time")
-    lagged = (residual.isel(time=slice(1, None)).drop_vars("time", errors="ignore")
-              * residual.isel(time=slice(None, -1)).drop_vars("time", errors="ignore")).where(consecutive)
-    rho = (lagged.sum("time") / (residual ** 2).sum("time")).clip(0.0, 0.95)
-    se2 = (residual ** 2).sum("time") / (n - 2) / sxx * (1 + rho) / (1 - rho)
+    se2, n, t_mean, y_mean = _red_noise_slope_variance(da, fit_months, offset, slope)
     weight = (slope ** 2 / (slope ** 2 + se2)).fillna(0.0)
     shrunk = (slope * weight).where(n >= 3)
-    y_mean = y.where(valid).sum("time") / n
     new_offset = (y_mean - shrunk * t_mean).where(n >= 3)
     return new_offset.assign_attrs(offset.attrs), shrunk.assign_attrs(slope.attrs)
 
@@ -273,11 +306,6 @@ def trend_line(offset: xr.DataArray, slope: xr.DataArray, n_months: int, time: x
     """
     t = xr.DataArray(np.arange(n_months, dtype=np.float64), dims="time", coords={"time": time})
     return offset + slope * t
-
-
-#: how a trend fitted on the training months is carried to the months outside them
-#: (``predictors.trend_extension``)
-TREND_EXTENSIONS = ("linear", "flat")
 
 
 def trend_month_index(fit_months: np.ndarray, extension: str = "linear") -> np.ndarray:
@@ -305,8 +333,8 @@ def trend_month_index(fit_months: np.ndarray, extension: str = "linear") -> np.n
         For another ``extension``.
     """
     fit_months = np.asarray(fit_months, dtype=bool)
-    if extension not in TREND_EXTENSIONS:
-        raise ValueError(f"trend extension must be one of {', '.join(TREND_EXTENSIONS)}, got {extension!r}")
+    if extension not in ("linear", "flat"):
+        raise ValueError(f"trend extension must be one of linear, flat, got {extension!r}")
     index = np.arange(fit_months.size, dtype=np.float64)
     fit = np.flatnonzero(fit_months)
     if extension == "flat" and fit.size:
