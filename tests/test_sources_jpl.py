@@ -20,6 +20,11 @@ NAME = "GRCTellus.JPL.200204_{}.GLO.RL06.3M.MSCNv04CRI.nc"
 CREDENTIALS = ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD")
 
 
+def retrieve(cfg, target, **options):
+    """What the retrieve_granule command does for sources.jpl."""
+    return ed.retrieve_record(cfg, target, verify=jpl.verify, **options)
+
+
 @pytest.fixture
 def jpl_file(tmp_path):
     months = pd.DatetimeIndex(["2015-03-01", "2015-04-01", "2015-04-01", "2015-05-01"])
@@ -61,10 +66,10 @@ def test_reads_jpl_with_its_in_file_land_mask_and_averages_doubled_months(jpl_fi
 
 
 def test_search_query_uses_documented_keys():
-    query = jpl.search_query(CFG)
+    query = ed.record_query(CFG)
     assert query == {"short_name": "TELLUS_GRAC-GRFO_MASCON_CRI_GRID_RL06.3_V4",
                      "granule_name": "GRCTellus.JPL.200204_*.GLO.RL06.3M.MSCNv04CRI*"}
-    assert jpl.search_query({**CFG, "version": "RL06.3Mv04"})["version"] == "RL06.3Mv04"
+    assert ed.record_query({**CFG, "version": "RL06.3Mv04"})["version"] == "RL06.3Mv04"
     assert set(query) | {"version"} <= documented_search_keys()
 
 
@@ -84,13 +89,13 @@ def test_login_strategy_follows_earthaccess_places(monkeypatch, tmp_path):
 
 def test_retrieve_takes_the_latest_granule_and_skips_when_complete(fake, jpl_file, tmp_path):
     target = tmp_path / "dl/jpl.nc"
-    jpl.retrieve(CFG, target, earthaccess=fake)
-    assert fake.calls[0] == ("login", "environment") and fake.calls[1] == ("search", jpl.search_query(CFG))
+    retrieve(CFG, target, earthaccess=fake)
+    assert fake.calls[0] == ("login", "environment") and fake.calls[1] == ("search", ed.record_query(CFG))
     assert fake.calls[2] == ("download", [NAME.format("201505")])  # not the older release, not the placement file
     assert dl.is_complete(target) and target.read_bytes() == jpl_file[0].read_bytes()
     assert sorted(p.name for p in target.parent.iterdir()) == ["jpl.nc", "jpl.nc.sha256.json"]
     assert NAME.format("201505") in dl.sidecar_path(target).read_text()
-    jpl.retrieve(CFG, target, earthaccess=fake)
+    retrieve(CFG, target, earthaccess=fake)
     assert len(fake.calls) == 3  # complete: nothing asked again
     assert jpl.read(target).sizes["time"] == 3
 
@@ -99,15 +104,15 @@ def test_retrieve_takes_the_latest_granule_and_skips_when_complete(fake, jpl_fil
 def test_earthdata_faults_are_one_line_without_secrets_and_a_rerun_recovers(fake, tmp_path, fault):
     target = tmp_path / "dl/jpl.nc"
     target.parent.mkdir()
-    earthdata_fault_then_recover(fake, fault, lambda: jpl.retrieve(CFG, target, earthaccess=fake, stall_s=fake.stall_s),
+    earthdata_fault_then_recover(fake, fault, lambda: retrieve(CFG, target, earthaccess=fake, stall_s=fake.stall_s),
                                  target)
 
 
 def test_no_granule_and_a_downloaded_file_missing_its_land_mask(fake, jpl_file, tmp_path):
-    expect_one_line(lambda: jpl.retrieve({**CFG, "granule_name": "nothing*"}, tmp_path / "x.nc", earthaccess=fake),
+    expect_one_line(lambda: retrieve({**CFG, "granule_name": "nothing*"}, tmp_path / "x.nc", earthaccess=fake),
                     "Earthdata TELLUS_GRAC-GRFO_MASCON_CRI_GRID_RL06.3_V4: no granule found")
     damage(jpl_file[0], "variable", "land_mask")
-    expect_one_line(lambda: jpl.retrieve(CFG, tmp_path / "dl/jpl.nc", earthaccess=fake),
+    expect_one_line(lambda: retrieve(CFG, tmp_path / "dl/jpl.nc", earthaccess=fake),
                     "failed verification", "missing variable(s) land_mask")
     assert not (tmp_path / "dl/jpl.nc").exists()
 
@@ -123,9 +128,10 @@ def test_missing_credentials_stop_the_step_with_one_line(monkeypatch, tmp_path, 
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none/.netrc"))
     target = tmp_path / "dl/jpl.nc"
-    assert cli.main(["retrieve_jpl", "--config-json", '{"sources": {"target": "jpl"}}', "--output", str(target)]) == 1
+    args = ["retrieve_granule", "--product", "jpl", "--config-json", '{"sources": {"target": "jpl"}}', "--output", str(target)]
+    assert cli.main(args) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(lines) == 1 and "retrieve_jpl: error: Earthdata credentials not found" in lines[0]
+    assert len(lines) == 1 and "retrieve_granule: error: Earthdata credentials not found" in lines[0]
     assert not target.exists()
     with pytest.raises(UserError):
         ed.fetch({"short_name": "X"}, target, pick=lambda g: g[0])

@@ -222,7 +222,7 @@ def test_earthdata_products_are_planned_one_granule_per_month(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     counts = dict(line.split() for line in result.stdout.splitlines() if len(line.split()) == 2
                   and line.split()[1].isdigit())
-    assert counts["retrieve_jpl"] == "1" and counts["retrieve_gldas"] == "228"
+    assert counts["retrieve_granule"] == "1" and counts["retrieve_gldas"] == "228"
     assert counts["normalise_grace"] == "1" and counts["normalise_gldas"] == "1"
     assert "retrieve_synthetic" in counts and "download" not in counts
 

@@ -20,12 +20,19 @@ import yaml
 from gracefill.io import UserError
 from gracefill.months import months_between
 from gracefill.predictors import PREDICTOR_PRESETS
+from gracefill import mascons
 
 
 def load_schema() -> dict:
-    """The JSON schema shipped with the package (workflow/schemas/config.schema.yaml)."""
+    """The JSON schema shipped with the package (workflow/schemas/config.schema.yaml), with the
+    choices of ``sources.target`` and a ``sources.<name>`` section for each mascon product from
+    their table (`gracefill.mascons`)."""
     text = resources.files("gracefill").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    schema = yaml.safe_load(text)
+    sources = schema["properties"]["sources"]["properties"]
+    sources["target"]["enum"] = ["synthetic", *mascons.MASCONS]
+    sources.update({name: mascons.settings_schema(name) for name in mascons.MASCONS})
+    return schema
 
 
 def _with_defaults(validator_class):
@@ -130,7 +137,11 @@ def _check_semantics(cfg: dict, points_given: bool = True) -> None:
         _require(pseudo[0] <= pseudo[1], "split.pseudo_gap_end", pseudo[1], "a month not before split.pseudo_gap_start")
         _require(pseudo[1] < split["gap_start"] or pseudo[0] > split["gap_end"], "split.pseudo_gap_start", pseudo[0],
                  f"a pseudo-gap outside the gap {split['gap_start']}..{split['gap_end']}")
-    if cfg["sources"]["target"] == "synthetic":  # the synthetic GRACE follows the real mission's calendar
+    target = cfg["sources"]["target"]
+    if target in mascons.MASCONS:
+        lacking = mascons.missing_setting(target, cfg["sources"][target])
+        _require(lacking is None, f"sources.{target}.url", None, lacking)
+    if target == "synthetic":  # the synthetic GRACE follows the real mission's calendar
         from gracefill import months as mo
 
         months = mo.month_range(split["train_start"], split["train_end"])

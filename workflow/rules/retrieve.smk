@@ -3,11 +3,13 @@
 # HTTPS downloads (CSR and GSFC mascons), CDS requests (ERA5-Land, one per year), Earthdata
 # granules through earthaccess (JPL mascons, GLDAS Noah one per month) or the user's own files
 # (`local`), each normalised. URLs, dataset names and variables come from config["sources"]
-# (gracefill.sources.plan). Each rule runs the `gracefill` command of its name.
+# (gracefill.sources.plan); the mascon products and how each is fetched from the table
+# gracefill.mascons.MASCONS. Each rule runs the `gracefill` command of its name.
 import re
 
 from gracefill.io import UserError
 from gracefill.sources import plan
+from gracefill.mascons import MASCONS
 
 DOWNLOAD_URLS = plan.download_table(config)
 ERA5_FOLDER = plan.era5land_folder(config)
@@ -44,7 +46,7 @@ rule download:
     benchmark:
         f"{BENCHMARKS}/download_{{source}}_{{file}}.tsv"
     wildcard_constraints:
-        source="csr|gsfc",
+        source="|".join(name for name, row in MASCONS.items() if row.fetch == "https"),
         file="|".join(re.escape(name) for _, name in DOWNLOAD_URLS) or "no-download",
     conda:
         "../../envs/gracefill.yaml"
@@ -70,7 +72,7 @@ rule normalise_grace:
     benchmark:
         f"{BENCHMARKS}/normalise_{{product}}.tsv"
     wildcard_constraints:
-        product="|".join(plan.MASCON_PRODUCTS),
+        product="|".join(MASCONS),
     conda:
         "../../envs/gracefill.yaml"
     params:
@@ -85,26 +87,29 @@ rule normalise_grace:
         "--input {input.product:q} {params.land_mask} --output {output:q} > {log:q} 2>&1"
 
 
-rule retrieve_jpl:
+rule retrieve_granule:
     output:
-        plan.jpl_download(config),
+        f"{plan.DOWNLOADS}/{{product}}/{{file}}",
     log:
-        f"{LOGS}/retrieve_jpl.log",
+        f"{LOGS}/retrieve_granule_{{product}}_{{file}}.log",
     benchmark:
-        f"{BENCHMARKS}/retrieve_jpl.tsv"
+        f"{BENCHMARKS}/retrieve_granule_{{product}}_{{file}}.tsv"
+    wildcard_constraints:
+        product="|".join(name for name, row in MASCONS.items() if row.fetch == "earthdata"),
+        file="|".join(re.escape(name) for name in plan.earthdata_downloads(config)),
     conda:
         "../../envs/gracefill.yaml"
     resources:
         earthdata=1,  # `--resources earthdata=N` caps the Earthdata downloads running at once
     params:
-        cfg=plan.earthdata_request_config(config, "jpl"),
+        cfg=lambda wildcards: plan.earthdata_request_config(config, wildcards.product),
         timeout=config["sources"]["download"]["timeout_s"],
         retries=config["sources"]["download"]["retries"],
     message:
-        "Downloading the JPL RL06.3 v04 CRI mascons from Earthdata"
+        "Downloading the {wildcards.product} mascons from Earthdata"
     shell:
-        "gracefill retrieve_jpl --config-json {params.cfg:q} --timeout {params.timeout} "
-        "--retries {params.retries} --output {output:q} > {log:q} 2>&1"
+        "gracefill retrieve_granule --product {wildcards.product} --config-json {params.cfg:q} "
+        "--timeout {params.timeout} --retries {params.retries} --output {output:q} > {log:q} 2>&1"
 
 
 rule retrieve_gldas:

@@ -15,13 +15,10 @@ from gracefill import config as config_mod
 from gracefill import months as mo
 from gracefill.commands import JSON, NONE, arg, command, exclusive, load_config
 from gracefill.io import UserError, write_netcdf
-from gracefill.sources.plan import MASCON_PRODUCTS, grid_bounds
+from gracefill import mascons
+from gracefill.sources.plan import grid_bounds
 
 log = logging.getLogger("gracefill.sources")
-
-#: What each downloadable file must contain: product key -> verify function name.
-CHECKS = ("csr", "csr_land_mask", "gsfc")
-
 
 def grace_required_span(cfg: dict) -> tuple[str, str]:
     """The months a GRACE product must reach: from the training window's start (or the
@@ -74,7 +71,8 @@ def retrieve_synthetic(args) -> None:
          arg("--file-pattern", help="glob of the file's name on --page; the greatest match is taken"),
          arg("--mirror", help="with --page: base URL of a mirror holding the file found"),
          arg("--output", required=True, help="file to write (atomically, once verified)"),
-         arg("--check", required=True, choices=CHECKS, help="what the file must contain"),
+         arg("--check", required=True, choices=sorted(mascons.checks()),
+             help="what the file must contain: the product's file, or <product>_land_mask"),
          arg("--timeout", type=float, default=120.0, help=TIMEOUT_HELP),
          arg("--retries", type=int, default=3,
              help="attempts of a failed, stalled or incomplete download (sources.download.retries)"),
@@ -82,10 +80,9 @@ def retrieve_synthetic(args) -> None:
          config=NONE)
 def download(args) -> None:
     """Download one HTTPS file: resumable, atomic, verified, size and sha256 recorded."""
-    from gracefill.sources import csr, gsfc
     from gracefill.sources import download as dl
 
-    verify = {"csr": csr.verify, "csr_land_mask": csr.verify_land_mask, "gsfc": gsfc.verify}[args.check]
+    verify = mascons.verifier(*mascons.checks()[args.check])
     timeout = (min(30.0, args.timeout), args.timeout)
     url = args.url
     if url is None:  # the page names the current file
@@ -103,37 +100,40 @@ def download(args) -> None:
     log.info("%s: %d bytes, sha256 %s", path, record["size"], record["sha256"])
 
 
-@command(arg("--product", required=True, choices=MASCON_PRODUCTS, help="the mascon product of --input"),
+@command(arg("--product", required=True, choices=sorted(mascons.MASCONS), help="the mascon product of --input"),
          arg("--input", required=True, help="the downloaded (or the user's own) mascon file"),
-         arg("--land-mask", help="the CSR land mask file (csr only; JPL and GSFC carry theirs)"),
+         arg("--land-mask", help="the product's land mask file, where it is a file of its own (csr)"),
          arg("--output", required=True, help="normalised GRACE file to write (grace.nc)"),
          config=JSON)
 def normalise_grace(args) -> None:
     """A GRACE mascon product in the normalised layout (twsa in mm, monthly, lon -180..180)."""
-    from gracefill.sources import csr, gsfc, jpl
-
     cfg = config_mod.from_json(args.config_json)
     options = {"period": (cfg["period"]["start"], cfg["period"]["end"]), "require": grace_required_span(cfg),
                "bounds": grid_bounds(cfg)}
-    if args.product == "csr":
-        ds = csr.read(args.input, args.land_mask, **options)
+    inputs = [args.input]
+    if mascons.MASCONS[args.product].separate_land_mask:
+        inputs.append(args.land_mask)
     elif args.land_mask:
         raise UserError(f"--land-mask: {args.product} keeps its land mask in the product file; give none")
-    else:
-        ds = {"jpl": jpl.read, "gsfc": gsfc.read}[args.product](args.input, **options)
-    ds.attrs.update(config_mod.provenance(cfg, [args.input] + ([args.land_mask] if args.land_mask else []), args.command))
+    ds = mascons.reader(args.product).read(*inputs, **options)
+    ds.attrs.update(config_mod.provenance(cfg, [p for p in inputs if p], args.command))
     write_netcdf(ds, args.output)
     log.info("%s: twsa %s, %d months, missing inside the record: %s", args.output, dict(ds["twsa"].sizes),
              ds.sizes["time"], ds.attrs["months_missing"] or "none")
 
 
-@command(*GRANULE_ARGUMENTS, config=JSON)
-def retrieve_jpl(args) -> None:
-    """The JPL RL06.3 v04 CRI mascon granule from Earthdata (earthaccess), atomic and verified."""
-    from gracefill.sources import jpl
+@command(*GRANULE_ARGUMENTS,
+         arg("--product", required=True,
+             choices=sorted(name for name, row in mascons.MASCONS.items() if row.fetch == "earthdata"),
+             help="the mascon product fetched from Earthdata (its sources.<product> settings)"),
+         config=JSON)
+def retrieve_granule(args) -> None:
+    """The newest whole-record granule of a mascon product from Earthdata (earthaccess), atomic and verified."""
+    from gracefill.sources import earthdata
 
     cfg = config_mod.from_json(args.config_json)
-    path = jpl.retrieve(cfg["sources"]["jpl"], args.output, stall_s=args.timeout, retries=args.retries)
+    path = earthdata.retrieve_record(cfg["sources"][args.product], args.output, verify=mascons.verifier(args.product),
+                                     stall_s=args.timeout, retries=args.retries)
     log.info("%s: %d bytes", path, path.stat().st_size)
 
 

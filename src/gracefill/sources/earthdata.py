@@ -1,6 +1,8 @@
 """NASA Earthdata products through earthaccess: credentials, the CMR query, one granule to one file.
 
-Used by the JPL mascons (`gracefill.sources.jpl`) and GLDAS Noah (`gracefill.sources.gldas`).
+Used by the mascon products fetched from Earthdata (`gracefill.mascons`: JPL, one
+granule holding the whole record, `retrieve_record`) and GLDAS Noah (`gracefill.sources.gldas`,
+one granule a month).
 
 * Credentials are read only where earthaccess reads them: ``EARTHDATA_TOKEN``, or
   ``EARTHDATA_USERNAME`` and ``EARTHDATA_PASSWORD``, else ``~/.netrc`` (or ``$NETRC``) with
@@ -116,6 +118,35 @@ def fetch(
                 raise UserError(f"{exc}{after}; rerun to retry") from None
             time.sleep(backoff_s * attempt)
     raise AssertionError("unreachable")
+
+
+def record_query(cfg: dict) -> dict:
+    """Keyword arguments of ``earthaccess.search_data`` for a product whose one granule holds the
+    whole record (``sources.<name>``: short_name, optional version and granule_name).
+
+    No ``temporal``: the granule spans the whole record, so a period-dependent query would change
+    nothing but make a new period refetch the same file; the period is checked when the file is
+    normalised."""
+    query = {"short_name": cfg["short_name"]}
+    if cfg.get("version"):
+        query["version"] = cfg["version"]
+    if cfg.get("granule_name"):
+        query["granule_name"] = cfg["granule_name"]
+    return query
+
+
+def newest_record(granules):
+    """The granule with the latest record: whole-record names end in the last month
+    (``..._200204_YYYYMM...``), so the greatest name."""
+    return max(granules, key=granule_name)
+
+
+def retrieve_record(cfg: dict, target: str | os.PathLike, *, verify: Callable[[Path], None] | None = None,
+                    earthaccess=None, stall_s: float = STALL_S, retries: int = 1) -> Path:
+    """Download the newest whole-record granule of ``sources.<name>`` (``cfg``) to ``target``
+    (skipped if complete), checked by ``verify``."""
+    return fetch(record_query(cfg), target, pick=newest_record, verify=verify,
+                 what=f"Earthdata {cfg['short_name']}", earthaccess=earthaccess, stall_s=stall_s, retries=retries)
 
 
 def _download_once(module, granule, name: str, target: Path, what: str, stall_s: float,

@@ -12,11 +12,10 @@ from gracefill.fields import PRODUCT_VARIABLES
 from gracefill.sources import gldas
 from gracefill.sources.download import file_name_of, join_mirror
 from gracefill.sources.era5land import area_tag, expand_local
+from gracefill.mascons import MASCONS, check_name, settings_key
 
 DOWNLOADS = "resources/download"
 
-#: The GRACE mascon products `normalise_grace` reads (sources.target other than synthetic).
-MASCON_PRODUCTS = ("csr", "jpl", "gsfc")
 #: The products the synthetic world writes (retrieve_synthetic).
 SYNTHETIC_PRODUCTS = ("grace", "era5land", "truth")
 
@@ -56,39 +55,34 @@ def grid_bounds(config: dict) -> dict:
 
 def download_table(config: dict) -> dict[tuple[str, str], tuple[str, str]]:
     """(source, file name) -> (where from, as `gracefill download` options, already quoted for
-    the shell; what the file must contain) for the HTTPS products in use."""
-    sources = config["sources"]
+    the shell; what the file must contain) for the files of an HTTPS mascon target."""
+    name = config["sources"]["target"]
+    row = MASCONS.get(name)
+    if row is None or row.fetch != "https":
+        return {}
+    cfg = config["sources"][name]
     table = {}
-    if sources["target"] == "csr":
-        csr = sources["csr"]
-        for key, check in (("url", "csr"), ("land_mask_url", "csr_land_mask")):
-            url = join_mirror(csr["mirror"], csr[key])
-            table[("csr", file_name_of(url))] = (f"--url {shlex.quote(url)}", check)
-    if sources["target"] == "gsfc":
-        gsfc = sources["gsfc"]
-        if gsfc["url"]:
-            where = f"--url {shlex.quote(join_mirror(gsfc['mirror'], gsfc['url']))}"
-        else:
-            where = f"--page {shlex.quote(gsfc['page'])} --file-pattern {shlex.quote(gsfc['file_pattern'])}"
-            where += f" --mirror {shlex.quote(gsfc['mirror'])}" if gsfc["mirror"] else ""
-        table[("gsfc", gsfc_file_name(config))] = (where, "gsfc")
+    for file in row.files:
+        url = cfg[settings_key(file, "url")]
+        if url:
+            where = f"--url {shlex.quote(join_mirror(cfg['mirror'], url))}"
+        else:  # the newest file the page links to
+            where = f"--page {shlex.quote(cfg['page'])} --file-pattern {shlex.quote(cfg['file_pattern'])}"
+            where += f" --mirror {shlex.quote(cfg['mirror'])}" if cfg["mirror"] else ""
+        table[(name, download_name(config, name, file))] = (where, check_name(name, file))
     return table
 
 
-def gsfc_file_name(config: dict) -> str:
-    """The GSFC download's name: the URL's, or the pattern's with 'latest' for the month (the
-    newest file found on the page; its real name is kept in the sidecar)."""
-    gsfc = config["sources"]["gsfc"]
-    return file_name_of(gsfc["url"]) if gsfc["url"] else gsfc["file_pattern"].replace("*", "latest")
-
-
-def csr_inputs(config: dict, downloads: str = DOWNLOADS) -> dict[str, str]:
-    """The CSR mascon file and its land mask: the user's own files, or the downloads."""
-    csr = config["sources"]["csr"]
-    return {
-        "product": csr["local"] or f"{downloads}/csr/{file_name_of(csr['url'])}",
-        "land_mask": csr["local_land_mask"] or f"{downloads}/csr/{file_name_of(csr['land_mask_url'])}",
-    }
+def download_name(config: dict, name: str, file: str = "product") -> str:
+    """The name a mascon file is downloaded under: an Earthdata granule after its collection
+    (the granule's own name changes with every update and is kept in the sidecar); an HTTPS file
+    after its URL, or the page's file pattern with 'latest' for the month (the real name is kept
+    in the sidecar)."""
+    cfg = config["sources"][name]
+    if MASCONS[name].fetch == "earthdata":
+        return f"{cfg['short_name']}.nc"
+    url = cfg[settings_key(file, "url")]
+    return file_name_of(url) if url else cfg["file_pattern"].replace("*", "latest")
 
 
 def era5land_folder(config: dict, downloads: str = DOWNLOADS) -> str:
@@ -121,28 +115,17 @@ def era5land_request_config(config: dict) -> str:
     return json.dumps({"grid": config["grid"], "sources": sources}, sort_keys=True, separators=(",", ":"))
 
 
-def grace_inputs(config: dict, product: str, downloads: str = DOWNLOADS) -> dict[str, str]:
-    """The files `normalise_grace` reads for a mascon product: ``product``, and for CSR its
-    separate ``land_mask`` (JPL and GSFC carry theirs in the product file)."""
-    if product == "csr":
-        return csr_inputs(config, downloads)
-    return {"product": mascon_input(config, product, downloads)}
+def grace_inputs(config: dict, name: str, downloads: str = DOWNLOADS) -> dict[str, str]:
+    """The files `normalise_grace` reads for a mascon product: ``product``, and ``land_mask``
+    where it is a file of its own; each the user's own (``local``) or the download."""
+    cfg = config["sources"][name]
+    return {file: cfg[settings_key(file, "local")] or f"{downloads}/{name}/{download_name(config, name, file)}"
+            for file in MASCONS[name].files}
 
 
-def mascon_input(config: dict, product: str, downloads: str = DOWNLOADS) -> str:
-    """The file of a one-file mascon product (jpl, gsfc): the user's own (`local`), or the download."""
-    cfg = config["sources"][product]
-    if cfg["local"]:
-        return cfg["local"]
-    if product == "jpl":
-        return jpl_download(config, downloads)
-    return f"{downloads}/gsfc/{gsfc_file_name(config)}"
-
-
-def jpl_download(config: dict, downloads: str = DOWNLOADS) -> str:
-    """Where the JPL granule is stored: named after the collection (the granule's own name changes
-    with every update and is kept in the sidecar)."""
-    return f"{downloads}/jpl/{config['sources']['jpl']['short_name']}.nc"
+def earthdata_downloads(config: dict) -> list[str]:
+    """Names of the Earthdata mascon granules the `retrieve_granule` rule can make."""
+    return [download_name(config, name) for name, row in MASCONS.items() if row.fetch == "earthdata"]
 
 
 def earthdata_request_config(config: dict, product: str) -> str:
