@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -365,3 +366,71 @@ def test_commands_flush_denormal_floats_on_the_cpu():
     assert result.returncode == 0, result.stderr
     before, after, threads = result.stdout.split()
     assert float(before) == pytest.approx(1e-39, rel=1e-3) and float(after) == 0.0 and threads == "1"
+
+
+def _plateau_lrs(metric: list[float], lr: float, factor: float, patience: int) -> list[float]:
+    """The learning rate after each epoch under torch's ReduceLROnPlateau (mode min, rel 1e-4)."""
+    best, bad, rates = math.inf, 0, []
+    for value in metric:
+        if value < best * (1 - 1e-4):
+            best, bad = value, 0
+        else:
+            bad += 1
+        if bad > patience:
+            lr, bad = lr * factor, 0
+        rates.append(lr)
+    return rates
+
+
+def test_a_folds_scheduler_follows_its_validation_rmse_and_the_final_run_their_learning_rates(tmp_path):
+    """scheduler.metric validation: a fold's run scores its held-out months every epoch and the
+    plateau scheduler steps on them; the final run follows the median of the folds' logged
+    learning rates; without either it is one line naming the key (test months never drive it)."""
+    from gracefill.train import fold_lr_factors
+
+    ds, _ = tiny_tensors()
+    # a high rate, so that the validation RMSE of these tiny tensors rises at some epoch while the training RMSE falls
+    cfg = config(epochs=6, lr=0.1, score_every=100, scheduler={"factor": 0.5, "patience": 0, "metric": "validation"})
+    _, fold = train(ds, cfg, checkpoint_path=tmp_path / "f.pt", config_hash="h", progress=False, validation_fold=True)
+    log = pd.DataFrame(fold)
+    assert np.isfinite(log["test_rmse"]).all()                     # scored every epoch, not every 100
+    expected = _plateau_lrs(log["test_rmse"].tolist(), 0.1, 0.5, 0)
+    assert log["lr"].tolist() == pytest.approx(expected)
+    assert min(expected) < 0.1                                        # the schedule did act
+    assert expected != pytest.approx(_plateau_lrs(log["train_rmse"].tolist(), 0.1, 0.5, 0))
+
+    logs = [pd.DataFrame({"epoch": range(1, 7), "lr": 0.0025 * np.array(f)})
+            for f in ([1, 1, .1, .1, .1, .01], [1, .1, .1, .1, .01, .01], [1, 1, 1, .1, .1, .1])]
+    factors = fold_lr_factors(logs, 6, 0.0025)
+    assert factors == pytest.approx([1, 1, .1, .1, .1, .01])
+    _, final = train(ds, cfg, checkpoint_path=tmp_path / "m.pt", config_hash="h", progress=False, lr_factors=factors)
+    assert [row["lr"] for row in final] == pytest.approx(0.1 * np.array(factors))
+    assert np.isfinite([row["test_rmse"] for row in final]).sum() == 1  # the test months: scored at the end only
+
+    with pytest.raises(UserError, match=r"^config key 'training.scheduler.metric': 'validation' needs a validation "
+                                        r"fold's run .* the test months never drive it$"):
+        train(ds, cfg, checkpoint_path=tmp_path / "x.pt", config_hash="h", progress=False)
+    with pytest.raises(ValueError, match="fold log 2 has no positive learning rate for every epoch 1-6"):
+        fold_lr_factors([logs[0], logs[1].iloc[:4]], 6, 0.0025)
+
+
+def test_train_cli_follows_the_folds_learning_rates(tmp_path):
+    ds, _ = tiny_tensors()
+    tensors = write_tensors(ds, tmp_path / "tensors.nc")
+    logs = []
+    for k, factors in enumerate(([1, 0.1, 0.1], [1, 1, 0.1], [1, 0.1, 0.01])):
+        logs.append(tmp_path / f"fold{k}.csv")
+        pd.DataFrame({"epoch": [1, 2, 3], "lr": 0.0025 * np.array(factors)}).to_csv(logs[-1], index=False)
+    settings = {**SETTINGS, "training": {**SETTINGS["training"], "epochs": 3, "scheduler": {"metric": "validation"}}}
+    model, log_csv = tmp_path / "model" / "model.pt", tmp_path / "model" / "log.csv"
+    result = run_cli("train", "--config-json", json.dumps(settings), "--tensors", str(tensors), "--model", str(model),
+                     "--log-csv", str(log_csv), "--no-progress", "--threads", "1", "--lr-from-folds", *map(str, logs))
+    assert result.returncode == 0, result.stderr
+    assert "learning rate after each epoch, from 3 validation folds: training.lr times 1, 0.1, 0.1" in result.stderr
+    assert pd.read_csv(log_csv)["lr"].tolist() == pytest.approx([0.0025, 0.00025, 0.00025])
+    result = run_cli("train", "--config-json", json.dumps(settings), "--tensors", str(tensors), "--model",
+                     str(tmp_path / "m2" / "model.pt"), "--log-csv", str(tmp_path / "m2" / "log.csv"), "--no-progress")
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr
+    assert "config key 'training.scheduler.metric': 'validation' needs a validation fold's run" in errors[0]
+    assert not (tmp_path / "m2" / "model.pt").exists()

@@ -282,6 +282,30 @@ def test_heavy_rules_pass_their_threads_to_torch_and_dask(tmp_path):
         assert ours and all(f"--threads {threads} " in c for c in ours), (stage, ours)
 
 
+def test_validation_scheduler_reaches_the_folds_runs_and_the_final_train(tmp_path):
+    """training.scheduler.metric validation: every train_fold job is told its test months are a
+    fold's held-out months; the final train gets the three folds' logs to follow their learning
+    rates. With the default (training) neither appears."""
+    import re
+
+    def train_commands(*config):
+        result = snakemake(tmp_path, "-n", "--verbose", "--cores", "2",
+                           "--configfile", str(ROOT / "configs/test.yaml"), *config)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [c for c in re.findall(r"^Shell command: (.*)$", result.stdout + result.stderr, re.M)
+                if "gracefill train " in c]
+
+    commands = train_commands("--config", 'training={"scheduler": {"metric": "validation"}}')
+    folds = [c for c in commands if "/validation/fold_" in c.split("--tensors ")[1].split()[0]]
+    final = [c for c in commands if c not in folds]
+    assert len(folds) == 3 and all(" --validation-fold " in c for c in folds), commands
+    assert len(final) == 1 and " --validation-fold " not in final[0]
+    followed = re.search(r"--lr-from-folds (.*?) --threads", final[0]).group(1).split()
+    assert len(followed) == 3 and all(re.fullmatch(r"results/test/validation/fold_\d{4}-\d{2}/model/training_log.csv", f)
+                                      for f in followed), final[0]
+    default = train_commands()
+    assert all(re.search(r"--lr-from-folds\s+(--validation-fold\s+)?--threads", c) for c in default), default
+
 
 def test_several_devices_start_train_and_predict_with_torchrun(tmp_path):
     """training.devices: 2 makes every train and predict job a 2-process torchrun asking for 2 GPUs,

@@ -196,6 +196,12 @@ def build_tensors(args) -> None:
          arg("--epochs-from-folds", nargs="*", default=[], metavar="LOG",
              help="the validation folds' training_log.csv: train for the epoch count whose validation "
                   "RMSE they prefer, at most training.epochs (training.select_epochs: folds)"),
+         arg("--lr-from-folds", nargs="*", default=[], metavar="LOG",
+             help="the validation folds' training_log.csv: follow their learning rates epoch by epoch "
+                  "(their median; training.scheduler.metric: validation)"),
+         arg("--validation-fold", action="store_true",
+             help="the tensors' test months are a validation fold's held-out months: with "
+                  "training.scheduler.metric validation they drive the learning-rate scheduler"),
          NO_PROGRESS, TORCH_THREADS,
          arg("--stop-with-launcher", action="store_true",
              help="stop when the process that started this one (e.g. Snakemake) is gone"))
@@ -214,21 +220,31 @@ def train(args) -> None:
                  "fold's best, by scored epoch: %s)", len(logs), epochs, cfg["training"]["epochs"],
                  ", ".join(f"{e}: {v:.3f}" for e, v in zip(table["epoch"], table["relative_validation_rmse"])))
         cfg["training"]["epochs"] = epochs
+    lr_factors = None
+    if args.lr_from_folds:
+        logs = [read_csv(path, required=("epoch", "lr")) for path in args.lr_from_folds]
+        with blame(", ".join(args.lr_from_folds)):
+            lr_factors = tr.fold_lr_factors(logs, cfg["training"]["epochs"], cfg["training"]["lr"])
+        log.info("learning rate after each epoch, from %d validation folds: training.lr times %s", len(logs),
+                 ", ".join(f"{f:.3g}" for f in lr_factors))
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     out = Path(args.model)
     checkpoint = out.parent / "checkpoint.pt"
     run_cfg = config_mod.subset(cfg, "seed", "model", "training")
     # how many processes share the particles changes no result: a checkpoint resumes on any of them
     run_cfg["training"] = {key: value for key, value in run_cfg["training"].items() if key != "devices"}
-    run_hash = config_mod.config_hash({"cfg": run_cfg,
-                                       "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]})
+    run_identity = {"cfg": run_cfg, "tensors": [ds.attrs.get("config_hash"), Path(args.tensors).stat().st_size]}
+    if lr_factors is not None:  # a schedule learned on other folds' runs is not the same run
+        run_identity["lr_factors"] = lr_factors
+    run_hash = config_mod.config_hash(run_identity)
     # started by torchrun with several processes: the particles are sharded over them, rank 0 writes
     with distributed.process_group(cfg["training"]["device"]) as ranks, blame(args.tensors), \
             stop_with_launcher(args.stop_with_launcher):
         run = tr.train if ranks is None else functools.partial(distributed.train_sharded, ranks=ranks)
         payload, history = run(ds.load(), cfg, checkpoint_path=checkpoint, config_hash=run_hash,
                                progress=not args.no_progress and (ranks is None or ranks.writer),
-                               log_path=Path(args.log_csv))
+                               log_path=Path(args.log_csv), validation_fold=args.validation_fold,
+                               lr_factors=lr_factors)
     _log_gpu_peak()
     if ranks is not None and not ranks.writer:
         return

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -342,10 +342,18 @@ def train(
     engine_builder: Callable[..., SVGD] | None = None,
     writer: bool = True,
     barrier: Callable[[], None] | None = None,
+    validation_fold: bool = False,
+    lr_factors: Sequence[float] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Train the SVGD ensemble on the tensors ``ds``; resume from ``checkpoint_path`` when it
     holds a run of the same configuration. Returns the final checkpoint payload and the log rows;
     ``log_path`` receives the log after every epoch.
+
+    With ``training.scheduler.metric: validation`` the learning rate follows validation months,
+    never test months: ``validation_fold`` says that the tensors' test months are a validation
+    fold's held-out training-window months (scored every epoch, they drive the plateau
+    scheduler); the final run, which has none, follows ``lr_factors`` instead (the factor of the
+    learning rates after each epoch, :func:`fold_lr_factors` of the folds' logs).
 
     For several processes sharing the particles (``gracefill.distributed``): ``device`` (default
     ``training.device``), ``engine_builder`` (default :func:`build_engine`, same arguments),
@@ -385,6 +393,7 @@ def train(
 
     n_train = int(data.train_index.numel())
     batch = int(t["batch_size"])
+    on_validation = scheduler_on_validation(t, data, validation_fold, lr_factors)
     # a bar on a terminal; in a log file (a rule's log) one line per epoch instead of carriage returns
     show_bar = progress and sys.stderr.isatty()
     if writer:
@@ -413,10 +422,15 @@ def train(
         if not math.isfinite(train_rmse) or not bool(torch.isfinite(log_beta).all()):
             raise TrainingDiverged(f"training diverged at epoch {epoch}: the training error or log beta is "
                                    "not finite; lower training.lr or check the tensors")
-        engine.scheduler_step(train_rmse)
-        scored = epoch % t["score_every"] == 0 or epoch == t["epochs"]
+        scored = on_validation or epoch % t["score_every"] == 0 or epoch == t["epochs"]
         scores = (evaluate(engine, data, data.test_index, batch) if scored
                   else dict(NO_SCORES))
+        if on_validation:
+            engine.scheduler_step(scores["rmse"])
+        elif lr_factors is not None:
+            engine.set_lr_factor(lr_factors[epoch - 1])
+        else:
+            engine.scheduler_step(train_rmse)
         row = {"epoch": epoch, "train_rmse": train_rmse, "test_rmse": scores["rmse"], "test_r2": scores["r2"],
                "test_mnlp": scores["mnlp"], "test_spread": scores["spread"],
                "mean_log_beta": float(log_beta.mean()), "lr": engine.lrs[0],
@@ -438,6 +452,47 @@ def train(
     if not payload:  # resumed from a checkpoint that already finished
         payload = checkpoint_payload(first_epoch - 1)
     return payload, history
+
+
+def scheduler_on_validation(t: dict, data: TrainingData, validation_fold: bool,
+                            lr_factors: Sequence[float] | None) -> bool:
+    """Whether the plateau scheduler watches the validation RMSE (a fold's run under
+    ``training.scheduler.metric: validation``); checks that such a run has what it needs."""
+    key = "config key 'training.scheduler.metric'"
+    if t["scheduler"]["metric"] != "validation":
+        if lr_factors is not None:
+            raise UserError(f"{key}: the folds' learning rates are followed with 'validation' only, got "
+                            f"{t['scheduler']['metric']!r}")
+        return False
+    if validation_fold:
+        if data.test_index.numel() == 0:
+            raise UserError(f"{key}: 'validation' needs held-out months in a fold's run; its tensors have none")
+        return True
+    if lr_factors is None:
+        raise UserError(f"{key}: 'validation' needs a validation fold's run (train --validation-fold) or the "
+                        "folds' training logs (train --lr-from-folds); the test months never drive it")
+    if len(lr_factors) < t["epochs"]:
+        raise UserError(f"{key}: the folds' learning rates cover {len(lr_factors)} epochs, expected "
+                        f"{t['epochs']} (training.epochs)")
+    return False
+
+
+def fold_lr_factors(fold_logs: list[pd.DataFrame], epochs: int, lr: float) -> list[float]:
+    """The final run's learning-rate schedule, learned on the validation folds: after each epoch
+    1..``epochs``, the median over the folds of their logged ``lr`` divided by ``training.lr``
+    (each fold's ReduceLROnPlateau driven by its validation RMSE). Raises ValueError when a log
+    lacks an epoch's learning rate."""
+    factors = []
+    for k, log in enumerate(fold_logs):
+        if not {"epoch", "lr"} <= set(log.columns):
+            raise ValueError(f"fold log {k + 1} has no epoch or lr column")
+        rates = log.set_index("epoch")["lr"].astype(float).reindex(range(1, epochs + 1))
+        if not np.isfinite(rates.values).all() or (rates.values <= 0).any():
+            raise ValueError(f"fold log {k + 1} has no positive learning rate for every epoch 1-{epochs}")
+        factors.append(rates.values / lr)
+    if not factors:
+        raise ValueError("no fold log to learn the learning rates from")
+    return [float(f) for f in np.median(np.stack(factors), axis=0)]
 
 
 def epoch_line(row: dict, epochs: int, seconds_per_epoch: float) -> str:

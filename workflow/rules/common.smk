@@ -93,6 +93,11 @@ def epoch_selection_logs(wildcards):
     return fold_files("model/training_log.csv") if config["training"]["select_epochs"] == "folds" else []
 
 
+def lr_schedule_logs(wildcards):
+    """The folds' training logs whose learning rates the final model follows."""
+    return fold_files("model/training_log.csv") if config["training"]["scheduler"]["metric"] == "validation" else []
+
+
 def calibration_folds(wildcards):
     """The folds' reconstructions that the spread of the main reconstruction is calibrated on."""
     return fold_files("reconstruction.nc") if config["prediction"]["calibration"] == "folds" else []

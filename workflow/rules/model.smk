@@ -6,6 +6,7 @@ rule train:
     input:
         tensors=f"{RESULTS}/tensors.nc",
         fold_logs=epoch_selection_logs,
+        lr_logs=lr_schedule_logs,
     output:
         model=f"{RESULTS}/model/model.pt",
         log_csv=f"{RESULTS}/model/training_log.csv",
@@ -21,13 +22,14 @@ rule train:
         mem_mb=mem_mb("train"),
     params:
         cfg=stage_config("seed", "model", "training"),
+        role="",
     message:
         "Training the {config[model][backbone]} ensemble of {config[model][particles]} particles by SVGD"
     shell:
         f"{GRACEFILL} train --config-json "
         "{params.cfg:q} --tensors {input.tensors:q} "
         "--model {output.model:q} --log-csv {output.log_csv:q} --epochs-from-folds {input.fold_logs:q} "
-        "--threads {threads} --stop-with-launcher > {log:q} 2>&1"
+        "--lr-from-folds {input.lr_logs:q} {params.role} --threads {threads} --stop-with-launcher > {log:q} 2>&1"
 
 
 rule predict:

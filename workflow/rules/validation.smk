@@ -40,6 +40,7 @@ use rule train as train_fold with:
     input:
         tensors=f"{FOLD_RESULTS}/tensors.nc",
         fold_logs=[],  # a fold trains for training.epochs: the choice is made on its log
+        lr_logs=[],
     output:
         model=f"{FOLD_RESULTS}/model/model.pt",
         log_csv=f"{FOLD_RESULTS}/model/training_log.csv",
@@ -47,6 +48,9 @@ use rule train as train_fold with:
         f"{LOGS}/validation/train_{{fold}}.log",
     benchmark:
         f"{BENCHMARKS}/validation/train_{{fold}}.tsv"
+    params:
+        cfg=stage_config("seed", "model", "training"),
+        role="--validation-fold",  # its test months are the fold's held-out months
 
 
 use rule predict as predict_fold with:

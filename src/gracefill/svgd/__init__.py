@@ -346,7 +346,8 @@ class SVGD:
     ``ensemble.last_layer_parameters()`` only (a kernel in a space of tens of dimensions, where
     the repulsive term is not vanishingly small); ``"function"`` on the particles' outputs at the
     counted cells of the mini-batch (:meth:`function_space_grads`); ``"none"`` phi = G.
-    ``scheduler_step(metric)`` drives one ReduceLROnPlateau over both groups.
+    ``scheduler_step(metric)`` drives one ReduceLROnPlateau over both groups;
+    ``set_lr_factor(factor)`` sets a schedule learned elsewhere instead.
     ``learn_noise=False`` freezes log beta (not in theta, not optimised).
     ``autocast_dtype`` (e.g. torch.bfloat16) autocasts the forward only; parameters and the
     likelihood stay in the parameters' dtype.
@@ -449,6 +450,7 @@ class SVGD:
         if fused is None:
             fused = ref.device.type == "cuda" and ref.is_floating_point()
         self.optimizer = torch.optim.Adam(groups, lr=lr, fused=fused or None)
+        self._base_lrs = [group["lr"] for group in groups]
         self.scheduler = ReduceLROnPlateau(self.optimizer, mode="min", factor=plateau_factor,
                                            patience=plateau_patience)
 
@@ -854,6 +856,24 @@ class SVGD:
         None
         """
         self.scheduler.step(float(metric))
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Set both groups' learning rates to ``factor`` times their initial ones (a schedule
+        learned elsewhere, e.g. on validation folds, in place of the plateau scheduler).
+
+        Parameters
+        ----------
+        factor : float
+            Multiplier of ``lr`` and ``lr_noise``, > 0.
+
+        Returns
+        -------
+        None
+        """
+        if not factor > 0:
+            raise ValueError(f"learning-rate factor must be > 0, got {factor!r}")
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * float(factor)
 
     @property
     def lrs(self) -> list[float]:
