@@ -360,8 +360,8 @@ def test_auto_temperature_is_fitted_on_training_months_and_kept_in_the_checkpoin
 def test_commands_flush_denormal_floats_on_the_cpu():
     """train and predict set torch's CPU threads and flush denormal floats to zero (their slow
     path costs 7-10 % of a CPU epoch); a fresh interpreter keeps them."""
-    probe = ("import torch; from gracefill.cli import _torch_threads; before = float(torch.tensor([1e-39]) * 1.0); "
-             "_torch_threads(1); print(before, float(torch.tensor([1e-39]) * 1.0), torch.get_num_threads())")
+    probe = ("import torch; from gracefill.cli import _configure_torch_cpu; before = float(torch.tensor([1e-39]) * 1.0); "
+             "_configure_torch_cpu(1); print(before, float(torch.tensor([1e-39]) * 1.0), torch.get_num_threads())")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     before, after, threads = result.stdout.split()

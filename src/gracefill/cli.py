@@ -63,8 +63,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _torch_threads(threads: int | None) -> None:
-    """torch's intra-op CPU threads follow the rule's ``threads`` (Snakemake caps them at --cores).
+def _configure_torch_cpu(threads: int | None) -> None:
+    """torch on the CPU: its intra-op threads follow the rule's ``threads`` (Snakemake caps them at --cores).
 
     Denormal floats are flushed to zero on the CPU: an epoch of the default run is 7-10 % faster
     on a 2-core CPU with the same training error to the printed digits (2026-12-05), since
@@ -211,7 +211,7 @@ def train(args) -> None:
     from gracefill import train as tr
 
     cfg = load_config(args)
-    _torch_threads(args.threads)
+    _configure_torch_cpu(args.threads)
     if args.epochs_from_folds:
         logs = [read_csv(path, required=("epoch", "test_rmse")) for path in args.epochs_from_folds]
         with blame(", ".join(args.epochs_from_folds)):
@@ -272,7 +272,7 @@ def predict(args) -> None:
     from gracefill.train import load_checkpoint
 
     cfg = load_config(args)
-    _torch_threads(args.threads)
+    _configure_torch_cpu(args.threads)
     ds = open_dataset(args.tensors, required=TRAIN_TENSORS)
     checkpoint = load_checkpoint(Path(args.model))
     with distributed.process_group(cfg["training"]["device"]) as ranks, blame(args.model):
