@@ -4,7 +4,10 @@
 # (retrieve_synthetic .. regrid, the five worlds at once), then bench/select_on_folds.py.
 #
 #   WHEELS=.whl VARIANTS="default kernel_function" bash bench/select_on_device.sh
+#   WHEELS=.whl WORLDS=bench/worlds_2deg.yaml VARIANTS="default lr_double" bash bench/select_on_device.sh
 #
+# WORLDS: the benchmark override whose worlds are scored (default configs/benchmark.yaml, read
+# over config.yaml as the benchmark command does).
 # WHEELS: a folder of wheels for what the machine lacks (snakemake and its dependencies,
 # xarray-regrid, global-land-mask, netCDF4, dask, jsonschema ...), installed with --no-deps into
 # /tmp/site. The worlds stay in results/benchmark-<world>/ (a second call reuses them and every
@@ -15,6 +18,7 @@ OUT=${OUT:-bench/out}
 VARIANTS=${VARIANTS:-default}
 JOBS=${JOBS:-5}
 THREADS=${THREADS:-3}
+WORLDS=${WORLDS:-configs/benchmark.yaml}
 mkdir -p "$OUT" /tmp/site/bin
 if [ -n "${WHEELS:-}" ] && [ ! -e /tmp/site/.installed ]; then
     python3 -m pip install -q --no-deps --no-index --target /tmp/site $(ls "$WHEELS"/*.whl | sort -u) >"$OUT/pip.log" 2>&1 \
@@ -27,13 +31,14 @@ chmod +x /tmp/site/bin/gracefill
 export PATH=/tmp/site/bin:$PATH
 
 started=$(date +%s)
-worlds=$(python3 - <<'PY'
+worlds=$(python3 - "$WORLDS" <<'PY'
+import sys
 from pathlib import Path
 import yaml
 from gracefill import benchmark as bm
 from gracefill import config
-raw = bm.merge(config.read("config.yaml"), config.read("configs/benchmark.yaml"))
-folder = Path("results/benchmark/benchmark/worlds")
+raw = bm.merge(config.read("config.yaml"), config.read(sys.argv[1]))
+folder = Path("results/benchmark/benchmark/worlds") / Path(sys.argv[1]).stem
 folder.mkdir(parents=True, exist_ok=True)
 for name, world in bm.world_configs(raw, config.validate(raw)["benchmark"]["worlds"]).items():
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(world, sort_keys=False))
@@ -41,16 +46,16 @@ for name, world in bm.world_configs(raw, config.validate(raw)["benchmark"]["worl
 PY
 )
 for run in $worlds; do
-    name=${run#benchmark-}
+    name=${run#*-}
     targets="results/$run/grid.nc"
     for field in precipitation temperature evaporation runoff land_water_storage twsa; do
         targets="$targets results/$run/regridded/$field.nc"
     done
     python3 -m snakemake $targets --cores "$THREADS" --scheduler greedy --rerun-incomplete \
-        --configfile "results/benchmark/benchmark/worlds/$name.yaml" >"$OUT/snakemake_$name.log" 2>&1 &
+        --configfile "results/benchmark/benchmark/worlds/$(basename "$WORLDS" .yaml)/$name.yaml" >"$OUT/snakemake_$name.log" 2>&1 &
 done
 wait
 echo "worlds ready after $(( $(date +%s) - started )) s"
 SELECT_THREADS=$THREADS python3 bench/select_on_folds.py --worlds $(printf 'results/%s ' $worlds) \
-    --variants $VARIANTS --jobs "$JOBS" --out "$OUT/selection" 2>&1 | tee "$OUT/select.log" | grep -v Warning | tail -30
+    --config config.yaml "$WORLDS" --variants $VARIANTS --jobs "$JOBS" --out "$OUT/selection" 2>&1 | tee "$OUT/select.log" | grep -v Warning | tail -30
 echo "done after $(( $(date +%s) - started )) s"
