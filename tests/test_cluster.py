@@ -1,9 +1,10 @@
 """configs/test.yaml end to end through a real Slurm: a single-node cluster on this machine
 (tests/cluster/start_slurm.sh: Debian's slurm-wlm and munge, slurmctld + slurmd, a fake GPU),
 the workflow run with `--profile profiles/slurm --profile tests/cluster/profile` (executor
-slurm), then: every job went through Slurm (job ids in Snakemake's output, in slurmctld's log
-and in Slurm's job completion log), the train job asked Slurm for a GPU and got it, and the
-outputs equal those of a local run of the same configuration.
+slurm; Snakemake started through tests/cluster/snakemake_polling.py, which only keeps its job
+status checks 1 s apart), then: every job went through Slurm (job ids in Snakemake's output,
+in slurmctld's log and in Slurm's job completion log), the train job asked Slurm for a GPU and
+got it, and the outputs equal those of a local run of the same configuration.
 
 Where the cluster cannot be had (not root, no apt-get, no network for the packages, a daemon
 that does not come up) the tests SKIP with the reason; GRACEFILL_REQUIRE_SLURM=1 makes that a
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ CLUSTER = ROOT / "tests" / "cluster"
 START_TIMEOUT_S = 900  # package installation included
 STOP_TIMEOUT_S = 180
 SLURM_RUN_TIMEOUT_S = 1500
+#: Snakemake with the Slurm executor's status checks kept 1 s apart (no growing backoff)
+LAUNCHER = [sys.executable, str(CLUSTER / "snakemake_polling.py")]
 # pytest-timeout's limit for a test and its fixtures: the first test starts the cluster and
 # runs the workflow through it; the bounded waits inside end long before this
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.timeout(START_TIMEOUT_S + SLURM_RUN_TIMEOUT_S + 300)]
@@ -100,7 +104,7 @@ def slurm_run(cluster, tmp_path_factory, request):
     started = time.monotonic()
     result = H.snakemake(workdir, "--profile", str(ROOT / "profiles" / "slurm"),
                          "--profile", str(CLUSTER / "profile"),
-                         env=cluster.env, timeout=SLURM_RUN_TIMEOUT_S, name="slurm")
+                         env=cluster.env, timeout=SLURM_RUN_TIMEOUT_S, name="slurm", launcher=LAUNCHER)
     elapsed = time.monotonic() - started
     _stage_note(request, f"workflow through Slurm in {elapsed:.0f} s")
     if result.returncode != 0:
@@ -179,7 +183,8 @@ def test_ctrl_c_cancels_the_slurm_jobs(cluster, slurm_run, tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
     log = tmp_path / "interrupted.out"
-    cmd = H.snakemake_cmd(workdir, "--profile", str(ROOT / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile"))
+    cmd = H.snakemake_cmd(workdir, "--profile", str(ROOT / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile"),
+                          launcher=LAUNCHER)
 
     def scontrol(*args: str) -> subprocess.CompletedProcess:
         return H.run_bounded(["scontrol", *args], timeout=30, env=cluster.env)

@@ -84,16 +84,19 @@ def stop(proc: subprocess.Popen, grace: float = 120) -> None:
             proc.wait()
 
 
-def snakemake_cmd(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> list[str]:
-    return [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+def snakemake_cmd(workdir: Path, *args: str, configfile: Path = TEST_CONFIG,
+                  launcher: list[str] = SNAKEMAKE) -> list[str]:
+    """``launcher`` starts Snakemake: `python -m snakemake` unless told otherwise."""
+    return [*launcher, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
             "--configfile", str(configfile), *args]
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path = TEST_CONFIG, timeout: float = FULL_RUN_TIMEOUT_S,
-              env: dict | None = None, name: str = "snakemake") -> subprocess.CompletedProcess:
+              env: dict | None = None, name: str = "snakemake",
+              launcher: list[str] = SNAKEMAKE) -> subprocess.CompletedProcess:
     """Snakemake on ``workdir``; its output is kept in ``workdir/../<workdir>.<name>.out``."""
     log = workdir.parent / f"{workdir.name}.{name}.out"
-    return run_bounded(snakemake_cmd(workdir, *args, configfile=configfile), timeout=timeout,
+    return run_bounded(snakemake_cmd(workdir, *args, configfile=configfile, launcher=launcher), timeout=timeout,
                        env=env or base_env(), log=log)
 
 
