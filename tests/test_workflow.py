@@ -1,10 +1,12 @@
 """End to end: configs/test.yaml through Snakemake, then nothing left to do, lint, and bad configs."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import yaml
@@ -241,8 +243,15 @@ def test_reconstruction_covers_every_month_with_flags(test_run):
     land = xr.open_dataset(test_run / "results/test/grid.nc")["land_mask"].values.astype(bool)
     assert np.isfinite(rec["twsa"].values[:, land]).all() and np.isnan(rec["twsa"].values[:, ~land]).all()
     assert rec["twsa"].attrs["units"] == "cm"
-    log = (test_run / "results/test/model/training_log.csv").read_text().splitlines()
-    assert log[0].startswith("epoch,train_rmse,test_rmse") and len(log) == 31
+    # the final model trains for the epoch count chosen on the folds (each fold trains all 30)
+    chosen = re.search(r"epochs chosen on 3 validation folds: (\d+) of at most 30",
+                       (test_run / "results/test/logs/train.log").read_text())
+    assert chosen and 4 <= int(chosen.group(1)) <= 30
+    log = pd.read_csv(test_run / "results/test/model/training_log.csv")
+    assert list(log.columns[:3]) == ["epoch", "train_rmse", "test_rmse"]
+    assert log["epoch"].tolist() == list(range(1, int(chosen.group(1)) + 1))
+    for fold in sorted((test_run / "results/test/validation").glob("fold_*")):
+        assert pd.read_csv(fold / "model/training_log.csv")["epoch"].tolist() == list(range(1, 31)), fold.name
 
 
 def test_report_bundles_every_figure(test_run):
