@@ -129,6 +129,26 @@ def submissions(output: str) -> dict[str, str]:
     return found
 
 
+def test_launcher_caps_the_wait_between_status_checks():
+    """The launcher's one change to Snakemake: a wait the executor grows to 15 s reads back as
+    MAX_POLL_S (in a child process, so that this one's executor class stays as installed)."""
+    code = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("launcher", {str(CLUSTER / "snakemake_polling.py")!r})
+launcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launcher)
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+class Probe(RemoteExecutor):
+    run_job = check_active_jobs = cancel_jobs = None
+probe = object.__new__(Probe)
+probe.next_seconds_between_status_checks = 15
+print(probe.next_seconds_between_status_checks, launcher.MAX_POLL_S)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1", "1"]
+
+
 def test_every_job_went_through_slurm(cluster, slurm_run):
     workdir, output = slurm_run
     planned = H.planned_jobs(output)
