@@ -17,15 +17,7 @@ EPOCHS=${EPOCHS:-200}
 COMPILE=${COMPILE:-true}
 DEVICES=${DEVICES:-1}
 LIMIT=${LIMIT:-560}
-mkdir -p "$OUT" /tmp/site/bin
-if [ -n "${WHEELS:-}" ]; then
-    python3 -m pip install -q --no-deps --no-index --target /tmp/site $(ls "$WHEELS"/*.whl | sort -u) >"$OUT/pip.log" 2>&1 \
-        || { tail -5 "$OUT/pip.log"; exit 1; }
-fi
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-printf '#!/bin/sh\nexec python3 -m gracefill.cli "$@"\n' >/tmp/site/bin/gracefill
-chmod +x /tmp/site/bin/gracefill
-export PATH=/tmp/site/bin:$PATH
+. bench/device_site.sh
 
 cat >/tmp/paper-gpu.yaml <<EOF
 run: paper-gpu

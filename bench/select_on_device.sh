@@ -19,32 +19,10 @@ VARIANTS=${VARIANTS:-default}
 JOBS=${JOBS:-5}
 THREADS=${THREADS:-3}
 WORLDS=${WORLDS:-configs/benchmark.yaml}
-mkdir -p "$OUT" /tmp/site/bin
-if [ -n "${WHEELS:-}" ] && [ ! -e /tmp/site/.installed ]; then
-    python3 -m pip install -q --no-deps --no-index --target /tmp/site $(ls "$WHEELS"/*.whl | sort -u) >"$OUT/pip.log" 2>&1 \
-        || { tail -5 "$OUT/pip.log"; exit 1; }
-    touch /tmp/site/.installed
-fi
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
-printf '#!/bin/sh\nexec python3 -m gracefill.cli "$@"\n' >/tmp/site/bin/gracefill
-chmod +x /tmp/site/bin/gracefill
-export PATH=/tmp/site/bin:$PATH
+. bench/device_site.sh
 
 started=$(date +%s)
-worlds=$(python3 - "$WORLDS" <<'PY'
-import sys
-from pathlib import Path
-import yaml
-from gracefill import benchmark as bm
-from gracefill import config
-raw = bm.merge(config.read("config.yaml"), config.read(sys.argv[1]))
-folder = Path("results/benchmark/benchmark/worlds") / Path(sys.argv[1]).stem
-folder.mkdir(parents=True, exist_ok=True)
-for name, world in bm.world_configs(raw, config.validate(raw)["benchmark"]["worlds"]).items():
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(world, sort_keys=False))
-    print(world["run"])
-PY
-)
+worlds=$(python3 bench/write_worlds.py "$WORLDS" "results/benchmark/benchmark/worlds/$(basename "$WORLDS" .yaml)")
 for run in $worlds; do
     name=${run#*-}
     targets="results/$run/grid.nc"

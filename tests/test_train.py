@@ -434,3 +434,49 @@ def test_train_cli_follows_the_folds_learning_rates(tmp_path):
     assert result.returncode == 1 and len(errors) == 1, result.stderr
     assert "config key 'training.scheduler.metric': 'validation' needs a validation fold's run" in errors[0]
     assert not (tmp_path / "m2" / "model.pt").exists()
+
+
+def _counting_engine(batches: list[int]):
+    """build_engine whose engine records the size of every mini-batch it steps on."""
+    from gracefill.train import build_engine
+
+    def builder(*args, **kwargs):
+        engine = build_engine(*args, **kwargs)
+        step = engine.step
+
+        def counted(inputs, *rest, **options):
+            batches.append(int(inputs.shape[0]))
+            return step(inputs, *rest, **options)
+        engine.step = counted
+        return engine
+    return builder
+
+
+@pytest.mark.parametrize("length", ["fold", "window"])
+def test_a_folds_epoch_draws_the_whole_windows_months_under_fold_epoch_length_window(tmp_path, length):
+    """fold_epoch_length window: a validation fold's epoch takes as many mini-batch months as its
+    training and validation months together (the final model's training months), every training
+    month drawn once or twice and no validation month; fold (the default) and the final run: one
+    pass over the training months, the same draws as before the option existed."""
+    from gracefill.train import TrainingData, epoch_order
+
+    ds, _ = tiny_tensors()
+    data = TrainingData.from_dataset(ds, torch.device("cpu"))
+    n_train, n_held = int(data.train_index.numel()), int(data.test_index.numel())
+    assert (n_train, n_held) == (35, 21)
+    cfg = config(epochs=2, batch_size=8, fold_epoch_length=length)
+    for validation_fold in (True, False):
+        batches: list[int] = []
+        train(ds, cfg, checkpoint_path=tmp_path / f"{validation_fold}.pt", config_hash="h", progress=False,
+              validation_fold=validation_fold, engine_builder=_counting_engine(batches))
+        months = n_train + n_held if validation_fold and length == "window" else n_train
+        per_epoch = [8] * (months // 8) + ([months % 8] if months % 8 else [])
+        assert batches == per_epoch * 2
+
+    generator = torch.Generator().manual_seed(7)
+    order = epoch_order(data.train_index, n_train + n_held, generator)
+    counts = np.bincount(order.numpy(), minlength=ds.sizes["time"])
+    assert sorted(set(counts[data.train_index.numpy()])) == [1, 2]
+    assert counts.sum() == n_train + n_held and counts[data.test_index.numpy()].sum() == 0
+    assert torch.equal(epoch_order(data.train_index, n_train, torch.Generator().manual_seed(7)),
+                       data.train_index[torch.randperm(n_train, generator=torch.Generator().manual_seed(7))])

@@ -392,13 +392,15 @@ def train(
     del state
 
     n_train = int(data.train_index.numel())
+    samples = epoch_samples(t, data, validation_fold)
     batch = int(t["batch_size"])
     on_validation = scheduler_on_validation(t, data, validation_fold, lr_factors)
     # a bar on a terminal; in a log file (a rule's log) one line per epoch instead of carriage returns
     show_bar = progress and sys.stderr.isatty()
     if writer:
-        log.info("training %d particles on %s (%d CPU threads), %d training months, epochs %d-%d",
-                 settings["particles"], device, torch.get_num_threads(), n_train, first_epoch, t["epochs"])
+        log.info("training %d particles on %s (%d CPU threads), %d training months, %d mini-batch samples an "
+                 "epoch, epochs %d-%d", settings["particles"], device, torch.get_num_threads(), n_train, samples,
+                 first_epoch, t["epochs"])
     bar = tqdm(range(first_epoch, t["epochs"] + 1), initial=first_epoch - 1, total=t["epochs"],
                desc="train", unit="epoch", disable=not show_bar)
     def checkpoint_payload(epoch: int) -> dict:
@@ -409,10 +411,10 @@ def train(
     for epoch in bar:
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
-        order = data.train_index[torch.randperm(n_train, generator=generator).to(device)]
+        order = epoch_order(data.train_index, samples, generator)
         sse_sum = torch.zeros((), dtype=torch.float64, device=device)
         n_sum = torch.zeros_like(sse_sum)
-        for start in range(0, n_train, batch):
+        for start in range(0, samples, batch):
             idx = order[start:start + batch]
             stats = engine.step(data.inputs[idx], data.target[idx], data.valid[idx], diagnose=start == 0)
             sse_sum += stats["sse_mean"].double()
@@ -452,6 +454,29 @@ def train(
     if not payload:  # resumed from a checkpoint that already finished
         payload = checkpoint_payload(first_epoch - 1)
     return payload, history
+
+
+def epoch_samples(t: dict, data: TrainingData, validation_fold: bool) -> int:
+    """How many months one epoch's mini-batches draw: one pass over the training months, except in a
+    validation fold's run under ``training.fold_epoch_length: window``, where an epoch draws as many
+    as the whole training window holds (the fold's training and validation months, i.e. the final
+    model's training months). Fold epoch k has then taken the final model's steps at its epoch k,
+    so the epoch count, the learning-rate schedule and the calibration chosen on the folds describe
+    models trained as long as the final one."""
+    n_train = int(data.train_index.numel())
+    if validation_fold and t["fold_epoch_length"] == "window":
+        return n_train + int(data.test_index.numel())
+    return n_train
+
+
+def epoch_order(train_index: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """The months of one epoch in mini-batch order: a random permutation of the training months,
+    continued by further permutations up to ``samples`` (so every month is drawn as evenly as the
+    count allows; with ``samples`` = the training months, one plain permutation)."""
+    n = int(train_index.numel())
+    passes = -(-samples // n)
+    drawn = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])[:samples]
+    return train_index[drawn.to(train_index.device)]
 
 
 def scheduler_on_validation(t: dict, data: TrainingData, validation_fold: bool,
