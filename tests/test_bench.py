@@ -227,3 +227,26 @@ def test_kernel_bench_times_every_kernel_on_the_cpu(tmp_path):
     assert [r["kernel"] for r in rows] == list(bench_kernels.KERNELS)
     assert all(r["seconds_per_step"] > 0 for r in rows) and rows[0]["ratio_to_rbf"] == 1.0
     assert json.loads(out.read_text())["rows"][2]["kernel"] == "function"
+
+
+def test_write_worlds_writes_each_worlds_config_and_prints_its_run(tmp_path):
+    """bench/write_worlds.py (used by the device scripts to run worlds side by side): one config
+    file a world of the benchmark override, each a whole run config, and the run names in order;
+    the device scripts are valid bash."""
+    import os
+
+    import yaml
+
+    out = tmp_path / "worlds"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    result = subprocess.run([sys.executable, "bench/write_worlds.py", "configs/benchmark.yaml", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    names = ["reference", "short-memory", "long-memory", "no-trends", "even-noise"]
+    assert result.stdout.split() == [f"benchmark-{name}" for name in names]
+    assert sorted(p.stem for p in out.iterdir()) == sorted(names)
+    world = yaml.safe_load((out / "long-memory.yaml").read_text())
+    assert world["run"] == "benchmark-long-memory" and world["seed"] == 303
+    assert world["grid"]["resolution"] == 4.0 and world["sources"]["synthetic"]["groundwater_tau_months"] == [24, 48]
+    for script in ("benchmark_on_device.sh", "select_on_device.sh", "run_paper_workflow.sh", "device_site.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "bench" / script)]).returncode == 0, script

@@ -95,7 +95,12 @@ def test_validation_folds_end_at_the_training_window(test_run):
 
     folds = sorted((test_run / "results/test/validation").glob("fold_*"))
     assert [f.name for f in folds] == ["fold_2007-03", "fold_2009-03", "fold_2011-03"]
+    final_months = xr.open_dataset(test_run / "results/test/tensors.nc").attrs["train_months"]
     for fold in folds:
+        # a fold's training and validation months are the final model's training months
+        # (what training.fold_epoch_length: window draws an epoch of)
+        tensors = xr.open_dataset(fold / "tensors.nc")
+        assert tensors.attrs["train_months"] + tensors.attrs["test_months"] == final_months > tensors.attrs["train_months"]
         rec = xr.open_dataset(fold / "reconstruction.nc")
         assert pd.Timestamp(rec["time"].values[-1]) == pd.Timestamp("2014-03")
         assert rec.attrs["train_window"] == f"2002-04..{fold.name[5:]}"
