@@ -56,6 +56,10 @@ VARIANTS = {
     "lr_double": {"training": {"lr": 0.005}},
     "lr_double_8_epochs": {"training": {"lr": 0.005, "epochs": 8}},
     "lr_triple_6_epochs": {"training": {"lr": 0.0075, "epochs": 6}},
+    # 2026-12-06: folds that train as many steps as the final model (training.fold_epoch_length), so that
+    # optimisation settings compare at the final model's steps; half the batch, twice the steps an epoch
+    "window": {"training": {"fold_epoch_length": "window"}},
+    "window_batch6": {"training": {"fold_epoch_length": "window", "batch_size": 6}},
 }
 
 
@@ -86,7 +90,7 @@ def fold_run(world: Path, cfg: dict, fold: str, out: Path) -> Path:
     run_stage("build_tensors", "--config-json", fold_cfg, "--grid", world / "grid.nc",
               "--predictors", out / "predictors.nc", "--target", regridded / "twsa.nc", "--output", out / "tensors.nc")
     run_stage("train", "--config-json", fold_cfg, "--tensors", out / "tensors.nc", "--model", out / "model.pt",
-              "--log-csv", out / "training_log.csv", "--no-progress")
+              "--log-csv", out / "training_log.csv", "--validation-fold", "--no-progress")
     run_stage("predict", "--config-json", fold_cfg, "--tensors", out / "tensors.nc", "--model", out / "model.pt",
               "--output", rec)
     return rec
