@@ -248,5 +248,13 @@ def test_write_worlds_writes_each_worlds_config_and_prints_its_run(tmp_path):
     world = yaml.safe_load((out / "long-memory.yaml").read_text())
     assert world["run"] == "benchmark-long-memory" and world["seed"] == 303
     assert world["grid"]["resolution"] == 4.0 and world["sources"]["synthetic"]["groundwater_tau_months"] == [24, 48]
-    for script in ("benchmark_on_device.sh", "select_on_device.sh", "run_paper_workflow.sh", "device_site.sh"):
+    for script in ("benchmark_on_device.sh", "select_on_device.sh", "run_paper_workflow.sh", "device_site.sh",
+                   "download_wheels.sh"):
         assert subprocess.run(["bash", "-n", str(ROOT / "bench" / script)]).returncode == 0, script
+
+
+def test_download_wheels_needs_its_folder():
+    """bench/download_wheels.sh without a folder stops before any download, with its usage line."""
+    result = subprocess.run(["bash", str(ROOT / "bench" / "download_wheels.sh")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "usage: bash bench/download_wheels.sh FOLDER" in result.stderr
