@@ -23,9 +23,11 @@ jsonschema-specifications jupyter-core nbformat platformdirs pulp referencing rp
 tenacity throttler traitlets yte zipp tabulate sqlalchemy sqlmodel greenlet pydantic pydantic-core
 annotated-types typing-inspection dask partd locket netcdf4 cftime xarray xarray-regrid flox
 numpy-groupies cf-xarray global-land-mask pandas"
+# one listing of .venv, names normalised as pip compares them (lower case, - for _ and .)
+INSTALLED=$("$VENV_PYTHON" -m pip list --format=freeze 2>/dev/null | awk -F'==' '{n = tolower($1); gsub(/[_.]/, "-", n); print n, $2}')
 mkdir -p "$DEST"
 for name in $PACKAGES; do
-    version=$("$VENV_PYTHON" -m pip show "$name" 2>/dev/null | awk '/^Version:/ {print $2}')
+    version=$(awk -v n="$name" '$1 == n {print $2}' <<<"$INSTALLED")
     [ -n "$version" ] || { echo "bench/download_wheels.sh: $name is not installed in .venv" >&2; exit 1; }
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
