@@ -15,8 +15,9 @@ of 21 x 144 x 360 inputs, 1 output, batch 12, S = 30 particles, nf = 48), for ea
 4. reports peak device memory and achieved TFLOP/s (FLOP counts of design/model.md).
 
 Imports only torch and gracefill.nn / gracefill.svgd / gracefill.svgd.reference (no xarray).
-Engine variants are written ``PRECISION[+cl][+compile][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]``:
-``cl`` channels-last activations, ``compile`` torch.compile of the ensemble, ``bench``
+Engine variants are written ``PRECISION[+cl][+compile][+blocks][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]``:
+``cl`` channels-last activations, ``compile`` torch.compile of the ensemble, ``blocks`` the
+engine's regional compilation (its blocks one by one, ``training.compile: blocks``), ``bench``
 cudnn.benchmark on for that variant, ``plain`` 1 x 1 layers as grouped convolutions (the
 published code's layers) instead of batched matmuls, ``subpixel`` up-sampling as 3 x 3 conv +
 pixel shuffle instead of grouped transposed convolutions, ``graphs`` inductor's CUDA graphs for
@@ -60,7 +61,8 @@ PUBLISHED = {"rrdb_epoch_s": 90.4, "predict_225_s": 253.0}
 
 # --------------------------------------------------------------------------- options
 # variant option token -> Variant field, in the order names are written
-OPTION_TOKENS = {"cl": "channels_last", "compile": "compile", "bench": "cudnn_benchmark", "plain": "plain_layers",
+OPTION_TOKENS = {"cl": "channels_last", "compile": "compile", "blocks": "compile_blocks", "bench": "cudnn_benchmark",
+                 "plain": "plain_layers",
                  "subpixel": "subpixel", "graphs": "cuda_graphs", "shared": "shared_weights"}
 
 
@@ -69,6 +71,7 @@ class Variant:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    compile_blocks: bool = False
     cudnn_benchmark: bool = False
     chunk: int | None = None
     plain_layers: bool = False
@@ -119,7 +122,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="headline variant: torch.compile the ensemble")
     ap.add_argument("--chunk", default=None, help="training particle chunk of the engine (default: all particles)")
     ap.add_argument("--variants", default=None,
-                    help="comma list of engine variants PREC[+cl][+compile][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]; "
+                    help="comma list of engine variants PREC[+cl][+compile][+blocks][+bench][+plain][+subpixel][+graphs][+shared][@CHUNK]; "
                          "default: the headline one")
     ap.add_argument("--ref-variants", default=None,
                     help="comma list of reference loops PREC[+cl][+bench][+plain][+subpixel] "
@@ -276,7 +279,9 @@ def make_ensemble(args, backbone: str, device: torch.device, channels_last: bool
 def make_engine(ensemble, num_train: int, variant: Variant, predict_chunk: int | None, log_beta_init=None):
     # as gracefill.train.build_engine with the paper's settings (defaults of SVGD)
     return SVGD(ensemble, num_train, particle_chunk=variant.chunk, autocast_dtype=variant.autocast_dtype,
-                predict_chunk=predict_chunk, log_beta_init=log_beta_init, compile_ensemble=variant.compile)
+                predict_chunk=predict_chunk, log_beta_init=log_beta_init,
+                compile_ensemble=variant.compile or variant.compile_blocks,
+                compile_scope="blocks" if variant.compile_blocks else "network")
 
 
 class SharedWeightBound:
@@ -408,7 +413,8 @@ def check_compiled(args, backbone: str, variant: Variant, device: torch.device) 
     (all chunks) and the BatchNorm running statistics after that training-mode pass. (After
     an Adam step the two would no longer be comparable: Adam's first step moves elements
     whose gradient is at rounding level by lr * sign.) Also counts the graphs compiled: one
-    for training and one for eval whatever the chunk start."""
+    for training and one for eval whatever the chunk start (with ``blocks``, one per region
+    class and input shape in each mode)."""
     import copy
 
     import torch._dynamo
@@ -425,7 +431,8 @@ def check_compiled(args, backbone: str, variant: Variant, device: torch.device) 
         y = torch.randn(b, 1, h, w, generator=g).to(device)
         mask = (torch.rand(1, 1, h, w, generator=g) > 0.3).expand(b, 1, h, w).to(device)
         eager = SVGD(ens, 20, particle_chunk=chunk, log_beta_init=2.0)
-        compiled = SVGD(twin, 20, particle_chunk=chunk, log_beta_init=2.0, compile_ensemble=True)
+        compiled = SVGD(twin, 20, particle_chunk=chunk, log_beta_init=2.0, compile_ensemble=True,
+                        compile_scope="blocks" if variant.compile_blocks else "network")
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
         t0 = time.perf_counter()
@@ -813,7 +820,7 @@ def main(argv=None) -> dict:
                 f"{c['flip_max_phi_rel']:.1e} max), BN stats {c['state_rel_err']:.2e}, "
                 f"predict {c['predict_rel_err']:.2e} -> {'OK' if c['ok'] else 'MISMATCH'}")
             save()
-        compiled_variant = next((v for v in variants if v.compile), None)
+        compiled_variant = next((v for v in variants if v.compile or v.compile_blocks), None)
         if backbone in args.check_compile.split(",") and compiled_variant is not None:
             t0 = time.perf_counter()
             try:

@@ -13,6 +13,7 @@
 #   bash bench/run_device.sh cudnn-grouped    # grouped 3x3 convolutions: layouts x cuDNN algorithm choice
 #   bash bench/run_device.sh shared-cbam shared-rrdb-eager   # the shared-weight bound against the engine (~7 min)
 #   bash bench/run_device.sh shared-rrdb-compiled            # the compiled RRDB bound, channels-last (~6 min cold)
+#   bash bench/run_device.sh compile-scope    # RRDB: its blocks compiled one by one, eager, the whole network (cold caches)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out}
@@ -79,12 +80,17 @@ for stage in "$@"; do
         run shared_rrdb_compiled 590 python3 -u -m bench.bench_train --backbone rrdb --no-check \
             --rrdb-ref-variants fp32+plain --rrdb-variants bf16+compile+cl+shared@6 --predict-batch 25 \
             --out "$OUT/shared_rrdb_compiled.json" ;;
+    compile-scope)  # regional against whole-network compilation, each from an empty inductor cache: the
+        # warm-up steps (training graphs) and the prediction warm-up (eval graphs) carry the compilation
+        TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) run compile_scope 590 python3 -u -m bench.bench_train --backbone rrdb \
+            --no-check --skip-reference --rrdb-variants bf16+blocks@6,bf16@6,bf16+compile@6 --predict-batch 25 \
+            --out "$OUT/compile_scope.json" ;;
     rrdb)
         run rrdb 590 python3 -u -m bench.bench_train --backbone rrdb --profile --rrdb-ref-variants fp32 \
             --rrdb-variants "$RRDB_VARIANTS" --full-predict "$RRDB_VARIANTS" --predict-batch 25 \
             --out "$OUT/rrdb.json" ;;
     *)
-        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, cudnn-grouped, layers30, table, cbam, rrdb, shared-cbam, shared-rrdb-eager, shared-rrdb-compiled)" >&2
+        echo "unknown stage $stage (layers, layers-eager, forms, triton-conv, cudnn-grouped, layers30, table, cbam, rrdb, shared-cbam, shared-rrdb-eager, shared-rrdb-compiled, compile-scope)" >&2
         exit 2 ;;
     esac
 done

@@ -73,6 +73,8 @@ def test_bench_variant_parsing():
     forms = bench_train.parse_variant("bf16+compile+plain+subpixel+graphs+shared@6")
     assert (forms.plain_layers, forms.subpixel, forms.cuda_graphs, forms.shared_weights) == (True, True, True, True)
     assert forms.name == "bf16+compile+plain+subpixel+graphs+shared@6"
+    blocks = bench_train.parse_variant("bf16+blocks@6")
+    assert (blocks.compile, blocks.compile_blocks, blocks.name) == (False, True, "bf16+blocks@6")
     refs = {"fp32": {"s_per_epoch": 9.0, "predict": {"s_total": 2.0}},
             "fp32+plain": {"s_per_epoch": 7.0, "predict": {"s_total": 3.0}},
             "bf16": {"error": "out of memory"}}

@@ -27,10 +27,10 @@ def test_defaults_fill_every_section():
     assert cfg["sources"]["synthetic"]["drought"]["enabled"] is True
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "configs/test.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", "configs/test.yaml", "configs/paper.yaml"])
 def test_shipped_configs_are_valid(path):
     cfg = load(ROOT / path)
-    assert cfg["run"] in {"default", "test"}
+    assert cfg["run"] in {"default", "test", "paper"}
 
 
 def test_default_grid_shows_continents_and_test_grid_is_minimal():
@@ -121,6 +121,16 @@ def test_cli_reports_unreadable_yaml(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "not valid YAML" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_compile_takes_false_true_or_blocks():
+    from gracefill.config import validate
+
+    assert validate({"training": {"compile": "blocks"}}, relations=False)["training"]["compile"] == "blocks"
+    assert validate({"prediction": {"compile": True}}, relations=False)["prediction"]["compile"] is True
+    with pytest.raises(UserError, match=r"^config key 'training\.compile': \"yes\" is not allowed; "
+                                        r"expected one of false, true, blocks$"):
+        validate({"training": {"compile": "yes"}}, relations=False)
 
 
 def test_config_json_of_a_rule_is_validated_without_relations_and_bad_json_is_one_line():

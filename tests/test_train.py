@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gracefill.config import validate
+from gracefill.nn import build_backbone
 from gracefill.io import UserError
 from gracefill.predict import reconstruct
 from gracefill.train import LOG_COLUMNS, load_checkpoint, train, write_log
@@ -112,6 +113,24 @@ def test_training_compile_runs_the_network_through_one_compiled_template_per_chu
     result, _ = train(ds, config(epochs=1, particle_chunk=2, compile=True), checkpoint_path=tmp_path / "c.pt",
                       config_hash="h", progress=False)
     assert [c["dynamic"] for c in compiled] == [False, False]
+    for key, value in plain["engine"]["ensemble"].items():
+        torch.testing.assert_close(result["engine"]["ensemble"][key], value, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_training_compile_blocks_compiles_each_region_of_one_template_per_chunk_size(tmp_path, monkeypatch):
+    """training.compile: blocks compiles the regions of each n-particle template in place
+    (nn.Module.compile, replaced here by a recorder: inductor on the CPU compiles for minutes),
+    so the run equals the plain one."""
+    ds, _ = tiny_tensors()
+    plain, _ = train(ds, config(epochs=1, particle_chunk=2), checkpoint_path=tmp_path / "p.pt", config_hash="h",
+                     progress=False)
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda module, **kwargs: compiled.append((type(module), kwargs)))
+    result, _ = train(ds, config(epochs=1, particle_chunk=2, compile="blocks"), checkpoint_path=tmp_path / "c.pt",
+                      config_hash="h", progress=False)
+    regions = [type(module) for module in build_backbone("cbam", 1, 1, 1, features=4).compile_regions()]
+    assert [kind for kind, _ in compiled] == regions * 2  # templates of 2 and 1 particles
+    assert all(kwargs == {"backend": "inductor", "dynamic": False} for _, kwargs in compiled)
     for key, value in plain["engine"]["ensemble"].items():
         torch.testing.assert_close(result["engine"]["ensemble"][key], value, rtol=1e-6, atol=1e-7, msg=key)
 

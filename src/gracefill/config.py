@@ -68,7 +68,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         extra = sorted(set(error.instance) - set(schema.get("properties", {})))
         return f"config key '{key}': unknown key(s) {', '.join(map(repr, extra))}; allowed: {allowed}"
     if error.validator == "enum":
-        return f"config key '{key}': {value} is not allowed; expected one of {', '.join(map(str, schema['enum']))}"
+        allowed = ", ".join(json.dumps(v) if isinstance(v, bool) or v is None else str(v) for v in schema["enum"])
+        return f"config key '{key}': {value} is not allowed; expected one of {allowed}"
     if error.validator == "type":
         return f"config key '{key}': {value} is not of type {error.validator_value}"
     if error.validator == "pattern" and "x-expected" in schema:

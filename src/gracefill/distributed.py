@@ -256,7 +256,7 @@ class ShardedSVGD(SVGD):
 
 def build_sharded_engine(settings: dict, cfg: dict, num_train: int, ranks: Ranks, *,
                          log_beta_init: Tensor | None = None, same_init: bool = True,
-                         compile_network: bool = False) -> ShardedSVGD:
+                         compile_network: bool | str = False) -> ShardedSVGD:
     """This rank's engine of the S = ``settings["particles"]`` particles.
 
     ``same_init``: its particles (weights, buffers and log beta) are this rank's rows of what

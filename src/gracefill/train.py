@@ -195,9 +195,10 @@ def resolve_likelihood_temperature(ds: xr.Dataset, data: TrainingData, cfg: dict
 
 
 def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device,
-                 log_beta_init: torch.Tensor | None = None, compile_network: bool = False) -> SVGD:
+                 log_beta_init: torch.Tensor | None = None, compile_network: bool | str = False) -> SVGD:
     """The ensemble backbone and its SVGD engine, initialised from the global torch RNG;
-    ``compile_network`` (training.compile or prediction.compile) compiles its forward."""
+    ``compile_network`` (training.compile or prediction.compile: false, true for the whole
+    forward, "blocks" for its blocks one by one) compiles its forward."""
     ensemble = build_backbone(settings["backbone"], settings["in_channels"], settings["out_channels"],
                               settings["particles"], features=settings["features"],
                               activation=settings["activation"]).to(device)
@@ -213,7 +214,8 @@ def build_engine(settings: dict, cfg: dict, num_train: int, device: torch.device
         plateau_factor=t["scheduler"]["factor"], plateau_patience=t["scheduler"]["patience"],
         log_beta_init=log_beta_init,
         predict_chunk=cfg["prediction"]["particle_chunk"] or None,
-        compile_ensemble=compile_network,
+        compile_ensemble=bool(compile_network),
+        compile_scope="blocks" if compile_network == "blocks" else "network",
         # "auto" is resolved on the training data by train(); an engine built to predict never uses it
         likelihood_weight=1.0 if t["likelihood_temperature"] == "auto" else t["likelihood_temperature"],
         kernel=t["svgd_kernel"],

@@ -120,6 +120,10 @@ class RRDB(EnsembleModule):
         self.dua_in = DAU(S, nf)
         self.dua_res = DAU(S, nf)
 
+    def compile_regions(self) -> list[nn.Module]:
+        """Its dense blocks and its two DAUs: the parts compiled one by one (see the U-net's)."""
+        return [*self.dense_blocks, self.dua_in, self.dua_res]
+
     def forward(self, x, particles, act):
         out = x
         for block in self.dense_blocks:

@@ -65,6 +65,21 @@ class _EnsembleUNet(EnsembleModule):
         the coordinates of SVGD's ``last_layer`` kernel."""
         return list(self.outc.parameters())
 
+    def compile_regions(self) -> list[nn.Module]:
+        """The submodules that ``training.compile: blocks`` compiles one by one: each level's
+        block (an RRDB as its dense blocks and DAUs), the down/up-sampling layers and the skip
+        DAUs; the input and output convolutions, the sums and concatenations run eagerly.
+        Modules of one class share their compiled code across instances of the same input
+        shape (three levels of resolution), so the compilation is a fraction of the whole
+        network's single graph."""
+        regions = []
+        for block in (self.rbE1, self.rbE2, self.rbC, self.rbD2, self.rbD1):
+            regions.extend(block.compile_regions() if hasattr(block, "compile_regions") else [block])
+        regions.extend([self.down1, self.down2, self.up2, self.up1, self.up0])
+        if self.skips is not None:
+            regions.extend(self.skips.values())
+        return regions
+
     def _skip(self, k: int, x, particles):
         if self.skips is None:
             return x

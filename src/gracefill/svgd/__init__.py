@@ -48,6 +48,23 @@ _NOISE_PRIORS = ("correct", "published")
 #: rbf: the RBF kernel on every parameter (the paper); last_layer: on the output layer's
 #: parameters only; function: on the particles' outputs (function space); none: no kernel
 _KERNELS = ("rbf", "last_layer", "function", "none")
+#: network: one graph of the whole forward per chunk size; blocks: each of the ensemble's
+#: compile_regions() compiled on its own (regional compilation)
+_COMPILE_SCOPES = ("network", "blocks")
+#: compiled variants one region's code may hold under compile_scope "blocks": the regions of a
+#: class share one code object, and each input shape (three U-net levels), train/eval mode and
+#: particle count adds one; dynamo's default limit (8) would silently run the rest eagerly
+_BLOCK_RECOMPILES = 64
+
+
+def _allow_recompiles(limit: int) -> None:
+    """Raise dynamo's per-code recompilation limit to at least ``limit`` (named
+    ``recompile_limit`` from torch 2.6, ``cache_size_limit`` before)."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(int(getattr(config, name)), limit))
 
 
 # --------------------------------------------------------------------------- priors
@@ -363,6 +380,11 @@ class SVGD:
     it saw to that size and crops the outputs (eval-mode outputs are per sample), so a
     ragged last batch compiles nothing new. Other ensembles are compiled in place
     (``nn.Module.compile``), one compilation per distinct chunk.
+    ``compile_scope`` "blocks" compiles the template's ``compile_regions()`` one by one
+    instead of its whole forward (regional compilation): repeated blocks of one class and
+    input shape share their compiled code, so compiling takes a fraction of the whole graph's
+    time, while the glue between them (sums, concatenations, the input and output layers)
+    runs eagerly.
     """
 
     def __init__(
@@ -387,6 +409,7 @@ class SVGD:
         predict_chunk: int | None = None,
         compile_ensemble: bool = False,
         compile_backend: str | Callable = "inductor",
+        compile_scope: str = "network",
         likelihood_weight: float = 1.0,
         kernel: str = "rbf",
     ) -> None:
@@ -400,8 +423,16 @@ class SVGD:
             raise ValueError("particle_chunk must be None or >= 1")
         if predict_chunk is not None and predict_chunk < 1:
             raise ValueError("predict_chunk must be None or >= 1")
+        if compile_scope not in _COMPILE_SCOPES:
+            raise ValueError(f"compile_scope must be one of {_COMPILE_SCOPES}, got {compile_scope!r}")
+        if compile_ensemble and compile_scope == "blocks":
+            if not (hasattr(ensemble, "particle_template") and hasattr(ensemble, "compile_regions")):
+                raise ValueError("compile_scope 'blocks' needs an ensemble with particle_template() and "
+                                 "compile_regions() methods (the gracefill backbones)")
+            _allow_recompiles(_BLOCK_RECOMPILES)
         self.ensemble = ensemble
         self.compile_backend = compile_backend
+        self.compile_scope = compile_scope
         # chunk size -> (template, compiled call); None when not compiled through templates
         self._compiled: dict[int, tuple[nn.Module, Callable]] | None = None
         self._predict_batch: int | None = None
@@ -528,7 +559,12 @@ class SVGD:
             def call(tensors: dict[str, Tensor], inputs: Tensor) -> Tensor:
                 return functional_call(template, tensors, (inputs,))
 
-            self._compiled[n] = (template, torch.compile(call, backend=self.compile_backend, dynamic=False))
+            if self.compile_scope == "blocks":
+                for region in template.compile_regions():
+                    region.compile(backend=self.compile_backend, dynamic=False)
+                self._compiled[n] = (template, call)
+            else:
+                self._compiled[n] = (template, torch.compile(call, backend=self.compile_backend, dynamic=False))
         template, call = self._compiled[n]
         template.train(self.ensemble.training)
         tensors = {name: t[sl] for name, t in self.ensemble.named_parameters()}
