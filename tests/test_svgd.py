@@ -386,6 +386,32 @@ def test_autocast_bf16_forward_keeps_fp32():
     assert eng.predict(x).dtype == torch.float32
 
 
+def _two_steps_eager_and_compiled(backbone: str, features: int, grid: tuple[int, int], seed: int,
+                                  channels_last: bool = False, compile_scope: str = "network"):
+    """An eager float64 engine of 4 particles in chunks of 2 and its compiled twin (aot_eager,
+    same particles), two steps each on one batch, dynamo's counters reset first: (ens, twin,
+    eager, compiled, x)."""
+    import torch._dynamo
+
+    from gracefill.nn import build_backbone
+
+    torch.manual_seed(seed)
+    ens = build_backbone(backbone, 3, 1, 4, features=features).double()
+    twin = build_backbone(backbone, 3, 1, 4, features=features, channels_last=channels_last).double()
+    twin.load_state_dict(ens.state_dict())
+    eager = SVGD(ens, 10, particle_chunk=2, log_beta_init=0.0)
+    compiled = SVGD(twin, 10, particle_chunk=2, log_beta_init=0.0, compile_ensemble=True,
+                    compile_backend="aot_eager", compile_scope=compile_scope)
+    x = torch.randn(3, 3, *grid, dtype=torch.float64)
+    y = torch.randn(3, 1, *grid, dtype=torch.float64)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for _ in range(2):
+        eager.step(x, y)
+        compiled.step(x, y)
+    return ens, twin, eager, compiled, x
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_compiled_engine_one_graph_per_chunk_size_same_values(channels_last):
     """compile_ensemble runs the backbone through an n-particle template: both chunks of a
@@ -395,23 +421,8 @@ def test_compiled_engine_one_graph_per_chunk_size_same_values(channels_last):
     order of summation)."""
     import torch._dynamo
 
-    from gracefill.nn import build_backbone
-
-    torch.manual_seed(3)
-    ens = build_backbone("cbam", 3, 1, 4, features=8).double()
-    twin = build_backbone("cbam", 3, 1, 4, features=8, channels_last=channels_last).double()
-    twin.load_state_dict(ens.state_dict())
+    ens, twin, eager, compiled, x = _two_steps_eager_and_compiled("cbam", 8, (16, 24), 3, channels_last)
     tol = dict(rtol=1e-10, atol=1e-12) if channels_last else dict(rtol=1e-12, atol=1e-12)
-    eager = SVGD(ens, 10, particle_chunk=2, log_beta_init=0.0)
-    compiled = SVGD(twin, 10, particle_chunk=2, log_beta_init=0.0, compile_ensemble=True,
-                    compile_backend="aot_eager")
-    x = torch.randn(3, 3, 16, 24, dtype=torch.float64)
-    y = torch.randn(3, 1, 16, 24, dtype=torch.float64)
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    for _ in range(2):
-        eager.step(x, y)
-        compiled.step(x, y)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     for (name, a), b in zip(ens.state_dict().items(), twin.state_dict().values()):
         torch.testing.assert_close(b, a, **tol, msg=name)
@@ -431,23 +442,8 @@ def test_block_compiled_engine_shares_each_blocks_code_across_levels_same_values
     decomposes BatchNorm, which changes the order of summation)."""
     import torch._dynamo
 
-    from gracefill.nn import build_backbone
-
-    torch.manual_seed(5)
-    ens = build_backbone("rrdb", 3, 1, 4, features=4).double()
-    twin = build_backbone("rrdb", 3, 1, 4, features=4).double()
-    twin.load_state_dict(ens.state_dict())
-    eager = SVGD(ens, 10, particle_chunk=2, log_beta_init=0.0)
-    compiled = SVGD(twin, 10, particle_chunk=2, log_beta_init=0.0, compile_ensemble=True,
-                    compile_backend="aot_eager", compile_scope="blocks")
+    ens, twin, eager, compiled, x = _two_steps_eager_and_compiled("rrdb", 4, (8, 16), 5, compile_scope="blocks")
     assert len(twin.compile_regions()) == 5 * 5 + 5 + 5
-    x = torch.randn(3, 3, 8, 16, dtype=torch.float64)
-    y = torch.randn(3, 1, 8, 16, dtype=torch.float64)
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    for _ in range(2):
-        eager.step(x, y)
-        compiled.step(x, y)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 11
     for (name, a), b in zip(ens.state_dict().items(), twin.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=name)
