@@ -62,8 +62,7 @@ PUBLISHED = {"rrdb_epoch_s": 90.4, "predict_225_s": 253.0}
 # --------------------------------------------------------------------------- options
 # variant option token -> Variant field, in the order names are written
 OPTION_TOKENS = {"cl": "channels_last", "compile": "compile", "blocks": "compile_blocks", "bench": "cudnn_benchmark",
-                 "plain": "plain_layers",
-                 "subpixel": "subpixel", "graphs": "cuda_graphs", "shared": "shared_weights"}
+                 "plain": "plain_layers", "subpixel": "subpixel", "graphs": "cuda_graphs", "shared": "shared_weights"}
 
 
 @dataclass(frozen=True)

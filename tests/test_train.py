@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from gracefill.config import validate
-from gracefill.nn import build_backbone
 from gracefill.io import UserError
+from gracefill.nn import build_backbone
 from gracefill.predict import reconstruct
 from gracefill.train import LOG_COLUMNS, load_checkpoint, train, write_log
 from tests.conftest import kill_after_first_checkpoint, tiny_tensors
