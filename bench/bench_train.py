@@ -87,6 +87,16 @@ class Variant:
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if self.precision == "bf16" else None
 
+    @property
+    def engine_compiled(self) -> bool:
+        """Whether the engine compiles its ensemble (whole network or block by block)."""
+        return self.compile or self.compile_blocks
+
+    @property
+    def compile_scope(self) -> str:
+        """The engine's ``compile_scope`` of this variant."""
+        return "blocks" if self.compile_blocks else "network"
+
 
 def parse_variant(text: str, default_chunk: int | None = None) -> Variant:
     body, _, chunk = text.strip().partition("@")
@@ -279,8 +289,7 @@ def make_engine(ensemble, num_train: int, variant: Variant, predict_chunk: int |
     # as gracefill.train.build_engine with the paper's settings (defaults of SVGD)
     return SVGD(ensemble, num_train, particle_chunk=variant.chunk, autocast_dtype=variant.autocast_dtype,
                 predict_chunk=predict_chunk, log_beta_init=log_beta_init,
-                compile_ensemble=variant.compile or variant.compile_blocks,
-                compile_scope="blocks" if variant.compile_blocks else "network")
+                compile_ensemble=variant.engine_compiled, compile_scope=variant.compile_scope)
 
 
 class SharedWeightBound:
@@ -431,7 +440,7 @@ def check_compiled(args, backbone: str, variant: Variant, device: torch.device) 
         mask = (torch.rand(1, 1, h, w, generator=g) > 0.3).expand(b, 1, h, w).to(device)
         eager = SVGD(ens, 20, particle_chunk=chunk, log_beta_init=2.0)
         compiled = SVGD(twin, 20, particle_chunk=chunk, log_beta_init=2.0, compile_ensemble=True,
-                        compile_scope="blocks" if variant.compile_blocks else "network")
+                        compile_scope=variant.compile_scope)
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
         t0 = time.perf_counter()
@@ -819,7 +828,7 @@ def main(argv=None) -> dict:
                 f"{c['flip_max_phi_rel']:.1e} max), BN stats {c['state_rel_err']:.2e}, "
                 f"predict {c['predict_rel_err']:.2e} -> {'OK' if c['ok'] else 'MISMATCH'}")
             save()
-        compiled_variant = next((v for v in variants if v.compile or v.compile_blocks), None)
+        compiled_variant = next((v for v in variants if v.engine_compiled), None)
         if backbone in args.check_compile.split(",") and compiled_variant is not None:
             t0 = time.perf_counter()
             try:

@@ -433,7 +433,8 @@ class SVGD:
         self.ensemble = ensemble
         self.compile_backend = compile_backend
         self.compile_scope = compile_scope
-        # chunk size -> (template, compiled call); None when not compiled through templates
+        # chunk size -> (template, its call: compiled, or running compiled regions under scope
+        # "blocks"); None when not compiled through templates
         self._compiled: dict[int, tuple[nn.Module, Callable]] | None = None
         self._predict_batch: int | None = None
         if compile_ensemble and hasattr(ensemble, "particle_template"):
