@@ -9,8 +9,9 @@ reconstruction, and for every calibration variant prints, over the runs:
 * ``test`` / ``gap``: the final reconstruction calibrated on all folds, scored against GRACE on
   test months and against the truth on gap months (a report only: nothing is chosen on them).
 
-Scores: coverage of the central 50 and 90 % Gaussian intervals and the Gaussian CRPS (cm) per
-value, with the calibrated standard deviation about the ensemble mean.
+Scores: coverage of the central 50 and 90 % intervals, the CRPS (cm) and the negative log
+density per value of the calibrated distribution about the ensemble mean (Gaussian, or the
+Student-t the calibration chose with ``student_t`` in the variant's name).
 
     python bench/calibration_on_folds.py results/benchmark-*/
 """
@@ -23,19 +24,21 @@ import os
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.stats import norm
 
 from gracefill import calibration as ca
+from gracefill import metrics as me
 from gracefill.months import SPLIT_FLAGS
 
 
-def gaussian_scores(err: np.ndarray, std: np.ndarray) -> dict:
+def scores(err: np.ndarray, std: np.ndarray, dof: float = np.inf) -> dict:
+    """Coverage of the central 50 and 90 % intervals, mean CRPS and NLP of errors under the
+    distribution of standard deviation ``std`` (Gaussian, or Student-t with ``dof``)."""
     ok = np.isfinite(err) & np.isfinite(std) & (std > 0)
-    z = err[ok] / std[ok]
-    crps = std[ok] * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / np.sqrt(np.pi))
-    return {"coverage_50": float(np.mean(np.abs(z) < norm.ppf(0.75))),
-            "coverage_90": float(np.mean(np.abs(z) < norm.ppf(0.95))),
-            "crps": float(np.mean(crps)), "values": int(ok.sum())}
+    as_field = (lambda a: xr.DataArray(a[ok], dims="value", attrs={"units": "cm"}))  # noqa: E731
+    crps, nlp, pit = me.student_t_scores(as_field(np.zeros_like(err)), as_field(std), as_field(err), dof)
+    inside = np.abs(pit.values - 0.5)
+    return {"coverage_50": float(np.mean(inside <= 0.25)), "coverage_90": float(np.mean(inside <= 0.45)),
+            "crps": float(crps.mean()), "nlp": float(nlp.mean()), "values": int(ok.sum())}
 
 
 def score(rec: xr.Dataset, calibration: xr.Dataset | None, flag: str, against: str = "observed_twsa") -> dict:
@@ -45,14 +48,16 @@ def score(rec: xr.Dataset, calibration: xr.Dataset | None, flag: str, against: s
     base = rec.drop_vars(["calibration_scale", "twsa_std_uncalibrated"], errors="ignore").assign(twsa_std=raw)
     std = base["twsa_std"] if calibration is None else ca.apply_calibration(base, calibration)["twsa_std"]
     err = (rec["twsa"] - rec[against]).isel(time=index).values
-    return gaussian_scores(err.ravel(), std.isel(time=index).values.ravel())
+    dof = np.inf if calibration is None else calibration.attrs.get("dof", np.inf)
+    return scores(err.ravel(), std.isel(time=index).values.ravel(), dof)
 
 
 def variants() -> dict:
     out = {"raw": None}
     for model in ca.CALIBRATION_MODELS:
         for tail in (None, 0.5, 0.9):
-            out[f"{model}_{tail}"] = (model, tail)
+            out[f"{model}_{tail}"] = (model, tail, "gaussian")
+        out[f"{model}_None_student_t"] = (model, None, "student_t")
     return out
 
 
@@ -70,7 +75,8 @@ def main() -> None:
         world = os.path.basename(os.path.normpath(run))
         for name, model in variants().items():
             def fit(recs):
-                return None if model is None else ca.fit_calibration(recs, args.lead_bin_months, model=model[0], tail_level=model[1])
+                return None if model is None else ca.fit_calibration(recs, args.lead_bin_months, model=model[0],
+                                                                      tail_level=model[1], family=model[2])
             for k, fold in enumerate(folds):
                 rows.append({"world": world, "variant": name, "check": "lofo",
                              **score(fold, fit(folds[:k] + folds[k + 1:]), "test")})
@@ -84,7 +90,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     if args.out:
         table.to_csv(args.out, index=False)
-    pooled = table.groupby(["check", "variant", "world"])[["coverage_50", "coverage_90", "crps"]].mean()
+    pooled = table.groupby(["check", "variant", "world"])[["coverage_50", "coverage_90", "crps", "nlp"]].mean()
     summary = pooled.groupby(["check", "variant"]).agg(["mean", "min"]).round(3)
     pd.set_option("display.width", 200)
     print(summary.to_string())

@@ -1,6 +1,8 @@
 """Each baseline recovers a known noise-free relationship and is fitted on training months only."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -292,6 +294,37 @@ def test_fit_spread_recovers_cell_variance_and_lead_factor():
     assert np.isnan(std.values[0]).all() and np.isnan(std.values[:, 2, 3]).all()
     over_time = xr.DataArray(lead, dims="time", coords={"time": months})
     np.testing.assert_array_equal(bl.predict_spread(fit, over_time).values, std.values)
+
+
+def test_student_t_spread_chooses_heavy_tails_out_of_fold_and_inf_for_gaussian_errors():
+    """Three folds of Student-t (4 degrees of freedom) residuals get about 4 degrees of freedom,
+    three folds of Gaussian ones the Gaussian (or nearly); the spread's standard deviation then
+    includes the t's sqrt(dof / (dof - 2))."""
+    rng = np.random.default_rng(11)
+    shape, leads = (6, 8), np.arange(1, 37)
+    coords = {"lat": np.arange(6.0), "lon": np.arange(8.0)}
+    scale = rng.uniform(0.5, 3.0, size=shape)
+
+    def folds(draw):
+        return [(xr.DataArray(draw((leads.size, *shape)) * scale, dims=("time", "lat", "lon"), coords=coords,
+                              attrs={"units": "cm"}), leads) for _ in range(3)]
+
+    heavy = bl.fit_spread_pooled(folds(lambda size: rng.standard_t(4, size)), "cm", 12, family="student_t")
+    normal = bl.fit_spread_pooled(folds(rng.standard_normal), "cm", 12, family="student_t")
+    assert heavy.attrs["family"] == "student_t" and 3 <= heavy.attrs["dof"] <= 5
+    assert normal.attrs["dof"] >= 30
+    gaussian = bl.fit_spread_pooled(folds(lambda size: rng.standard_t(4, size)), "cm", 12)
+    assert gaussian.attrs["dof"] == math.inf and gaussian.attrs["family"] == "gaussian"
+    dof = heavy.attrs["dof"]
+    as_gaussian = bl.predict_spread(heavy.assign_attrs(dof=math.inf), leads).values
+    np.testing.assert_allclose(bl.predict_spread(heavy, leads).values, as_gaussian * math.sqrt(dof / (dof - 2)))
+    one = bl.fit_spread_pooled(folds(lambda size: rng.standard_t(4, size))[:1], "cm", 12, family="student_t")
+    assert one.attrs["dof"] == math.inf                       # nothing out of fold with one fold
+    assert bl.choose_tails(np.array([])) == (math.inf, 1.0)
+    dof, c = bl.choose_tails(2.0 * np.random.default_rng(1).standard_normal(20000))   # Gaussian, twice as wide
+    assert dof >= 30 and c == pytest.approx(2.0, rel=0.03)
+    with pytest.raises(ValueError, match="spread family must be one of gaussian, student_t, got 'cauchy'"):
+        bl.fit_spread_pooled(folds(rng.standard_normal), "cm", 12, family="cauchy")
 
 
 def test_fit_spread_depends_only_on_the_residuals_given():

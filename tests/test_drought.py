@@ -152,6 +152,11 @@ def test_gaussian_drought_probability_is_the_normal_probability_below_the_thresh
     np.testing.assert_allclose(prob.values, norm.cdf((-0.5 - e) / 0.5))
     assert prob.attrs["units"] == "1"
     assert np.isnan(dr.gaussian_drought_probability(twsa, 0 * std, ref, threshold=-0.5).values).all()
+    # Student-t tails (5 degrees of freedom, the same standard deviation): the t's probability
+    from scipy.stats import t as student_t
+
+    heavy = dr.gaussian_drought_probability(twsa, std, ref, threshold=-0.5, dof=5.0)
+    np.testing.assert_allclose(heavy.values, student_t.cdf((-0.5 - e) / (0.5 / np.sqrt(5 / 3)), 5))
 
 
 def test_gap_filled_and_detection_scores():

@@ -182,6 +182,27 @@ def test_crps_gaussian_closed_form_and_large_ensemble():
     assert small.item() == pytest.approx(brute)
 
 
+def test_student_t_scores_are_those_of_the_location_scale_t():
+    """Mean 0.3, standard deviation 1.5 * sqrt(5/3) with 5 degrees of freedom: the t of scale 1.5."""
+    dof, scale = 5.0, 1.5
+    mean, obs = field([[[0.3, 0.3]]]), field([[[1.2, -6.0]]])
+    std = field([[[scale * math.sqrt(dof / (dof - 2))] * 2]])
+    crps, nlp, pit = m.student_t_scores(mean, std, obs, dof)
+    for k, y in enumerate((1.2, -6.0)):
+        cdf = lambda x: stats.t.cdf(x, dof, 0.3, scale)  # noqa: E731
+        assert float(crps[0, 0, k]) == pytest.approx(crps_by_integration(cdf, y, -400, 400), rel=1e-6)
+        assert float(nlp[0, 0, k]) == pytest.approx(-stats.t.logpdf(y, dof, 0.3, scale), rel=1e-12)
+        assert float(pit[0, 0, k]) == pytest.approx(stats.t.cdf(y, dof, 0.3, scale), rel=1e-12)
+    assert crps.attrs["units"] == "mm" and pit.attrs["units"] == "1" and "Student-t" in crps.attrs["long_name"]
+    # inf degrees of freedom: the Gaussian scores
+    gauss = m.student_t_scores(mean, std, obs, math.inf)
+    np.testing.assert_allclose(gauss[0], m.crps_gaussian(mean, std, obs))
+    np.testing.assert_allclose(gauss[1], m.nlp_gaussian(mean, std, obs))
+    assert m.student_t_std_factor(4.0) == pytest.approx(math.sqrt(2)) and m.student_t_std_factor(math.inf) == 1.0
+    with pytest.raises(ValueError, match="more than 2 degrees of freedom"):
+        m.student_t_scores(mean, std, obs, 2.0)
+
+
 def test_crps_mixture_with_aleatoric_noise_is_exact():
     mu = np.array([-0.5, 0.2, 1.4])
     var = np.array([0.3, 1.0, 0.6])

@@ -129,6 +129,18 @@ def test_without_samples_the_quantiles_are_gaussian():
     np.testing.assert_allclose(q.values[:, 3:5], mean + std * norm.ppf([0.1, 0.9])[:, None, None, None], rtol=1e-6)
 
 
+def test_with_student_t_tails_the_quantiles_are_the_calibrations_student_t():
+    from scipy.stats import t as student_t
+
+    rec = reconstruction()
+    rec.attrs.update(calibration_family="student_t", calibration_dof=5.0)
+    q = pr.build_product(rec, levels=(0.05, 0.5, 0.95))["twsa_quantile"]
+    assert q.attrs["quantile_method"] == "student_t" and "5 degrees of freedom" in q.attrs["comment"]
+    mean, std = rec["twsa"].values[3:5], rec["twsa_std"].values[3:5]
+    expected = mean + std / np.sqrt(5 / 3) * student_t.ppf([0.05, 0.5, 0.95], 5)[:, None, None, None]
+    np.testing.assert_allclose(q.values[:, 3:5], expected, rtol=1e-5)
+
+
 def test_mixture_quantiles_of_a_known_two_particle_mixture():
     means, stds = np.array([0.0, 3.0]), np.array([1.0, 0.5])
     levels = (0.05, 0.25, 0.5, 0.95)

@@ -9,6 +9,7 @@ are fitted on the validation folds only.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,19 +82,22 @@ def _summary(maps: xr.Dataset, area: xr.DataArray) -> dict:
 
 @dataclass
 class Forecast:
-    """One method's predictive distribution on some months: particles (with their noise variance)
-    when kept, else a Gaussian N(mean, std^2); std None for a point forecast. ``scale`` (a
-    calibration factor on the spread) stretches the particle mixture about its mean."""
+    """One method's predictive distribution on some months: a Student-t with mean ``mean``,
+    standard deviation ``std`` and ``dof`` degrees of freedom when the spread calibration chose
+    finite tails; else the particles (with their noise variance) when kept, else a Gaussian
+    N(mean, std^2); std None for a point forecast. ``scale`` (a calibration factor on the spread)
+    stretches the particle mixture about its mean."""
 
     mean: xr.DataArray
     std: xr.DataArray | None = None
     samples: xr.DataArray | None = None
     noise_var: np.ndarray | None = None
     scale: xr.DataArray | None = None
+    dof: float = math.inf
 
     def isel(self, index: np.ndarray) -> "Forecast":
         pick = (lambda da: None if da is None else da.isel(time=index))
-        return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var, pick(self.scale))
+        return Forecast(pick(self.mean), pick(self.std), pick(self.samples), self.noise_var, pick(self.scale), self.dof)
 
 
 #: fewest months a hindcast period or a lead bin needs to be scored: a whole seasonal cycle, so
@@ -159,7 +163,8 @@ def months_outside_training(rec: xr.Dataset) -> dict[str, np.ndarray]:
 def bcnn_forecast(rec: xr.Dataset) -> Forecast:
     samples = rec["twsa_samples"] if "twsa_samples" in rec else None
     scale = rec["calibration_scale"] if "calibration_scale" in rec else None
-    return Forecast(rec["twsa"], rec["twsa_std"], samples, np.exp(-rec["log_beta"].values.astype(np.float64)), scale)
+    return Forecast(rec["twsa"], rec["twsa_std"], samples, np.exp(-rec["log_beta"].values.astype(np.float64)), scale,
+                    ca.calibration_dof(rec))
 
 
 def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
@@ -180,18 +185,19 @@ def validation_errors(folds: list[tuple[xr.Dataset, xr.Dataset]], names) -> list
 
 
 def spreads_from_errors(errors: list[dict], units: str, lead_bin_months: int,
-                        skip: int | None = None) -> dict[str, xr.Dataset]:
-    """Each baseline's Gaussian spread fitted on the pooled errors of :func:`validation_errors`
-    (fold ``skip`` left out)."""
+                        skip: int | None = None, family: str = "gaussian") -> dict[str, xr.Dataset]:
+    """Each baseline's spread (``family``: see :func:`gracefill.baselines.fit_spread_pooled`)
+    fitted on the pooled errors of :func:`validation_errors` (fold ``skip`` left out)."""
     kept = [fold for k, fold in enumerate(errors) if k != skip]
-    return {name: bl.fit_spread_pooled([fold[name] for fold in kept], units, lead_bin_months)
+    return {name: bl.fit_spread_pooled([fold[name] for fold in kept], units, lead_bin_months, family=family)
             for name in (kept[0] if kept else ())}
 
 
-def fit_baseline_spreads(folds, names, lead_bin_months: int, skip: int | None = None) -> dict[str, xr.Dataset]:
-    """Each baseline's Gaussian predictive spread, fitted on the folds' validation errors only."""
+def fit_baseline_spreads(folds, names, lead_bin_months: int, skip: int | None = None,
+                         family: str = "gaussian") -> dict[str, xr.Dataset]:
+    """Each baseline's predictive spread, fitted on the folds' validation errors only."""
     return spreads_from_errors(validation_errors(folds, names), folds[0][0]["twsa"].attrs["units"],
-                               lead_bin_months, skip)
+                               lead_bin_months, skip, family)
 
 
 def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, names, spreads) -> dict[str, Forecast]:
@@ -200,12 +206,14 @@ def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, nam
     for name in names:
         mean = base[name].isel(time=index)
         std = bl.predict_spread(spreads[name], leads, time=mean["time"]) if name in spreads else None
-        out[name] = Forecast(mean, std)
+        out[name] = Forecast(mean, std, dof=spreads[name].attrs.get("dof", math.inf) if name in spreads else math.inf)
     return out
 
 
 def _probabilistic(forecast: Forecast, obs: xr.DataArray):
     """Per-value CRPS, negative log density and PIT of one forecast (None where it has no spread)."""
+    if forecast.std is not None and not math.isinf(forecast.dof):
+        return me.student_t_scores(forecast.mean, forecast.std, obs, forecast.dof)
     if forecast.samples is not None and forecast.scale is not None:
         # the mixture stretched by c about its mean m: score obs' = m + (obs - m) / c on the raw
         # mixture (CRPS scales by c, the density by 1/c, the PIT is unchanged)
@@ -283,15 +291,15 @@ def score_period(segments, period: str, area: xr.DataArray, levels, bins: int):
 
 
 def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArray, levels, bins: int,
-             folds: list[tuple[xr.Dataset, xr.Dataset]], lead_bin_months: int = 12):
+             folds: list[tuple[xr.Dataset, xr.Dataset]], lead_bin_months: int = 12, spread_family: str = "gaussian"):
     """Scores of the BCNN and every baseline on each period, and the baselines' fitted spreads.
 
     ``folds`` holds each validation fold's (reconstruction, baselines). Periods: validation (the
     folds' validation months, pooled), test and pseudo_gap (against GRACE), gap and missing (against
-    the truth, synthetic worlds only). The baselines' Gaussian spreads are fitted on the folds'
-    validation errors: on all folds for the later periods, on the other folds for each fold's own
-    validation months (so no spread is scored on the errors it was fitted on, when there are
-    two folds or more).
+    the truth, synthetic worlds only). The baselines' spreads (Gaussian, or Student-t tails chosen
+    on the folds with ``spread_family`` student_t) are fitted on the folds' validation errors: on
+    all folds for the later periods, on the other folds for each fold's own validation months (so
+    no spread is scored on the errors it was fitted on, when there are two folds or more).
 
     With the truth, ``hindcast`` (months before the first GRACE month) is scored against it too.
 
@@ -308,7 +316,7 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     units = rec["twsa"].attrs["units"]
     names = [name for name in BASELINES if name in baselines]
     errors = validation_errors(folds, names)  # sliced once, pooled per fold subset below
-    spreads = spreads_from_errors(errors, units, lead_bin_months)
+    spreads = spreads_from_errors(errors, units, lead_bin_months, family=spread_family)
 
     def segment(ds, base, index, reference, fitted):
         obs = reference.isel(time=index).assign_attrs(units=units).assign_coords(lead=("time", lead_months(ds, index)))
@@ -318,7 +326,8 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     calibrated = "calibration_scale" in rec
     periods = {"validation": []}
     for k, (fold_rec, fold_base) in enumerate(folds):
-        fitted = spreads_from_errors(errors, units, lead_bin_months, skip=k) if len(folds) > 1 else spreads
+        fitted = (spreads_from_errors(errors, units, lead_bin_months, skip=k, family=spread_family)
+                  if len(folds) > 1 else spreads)
         if calibrated:  # the BCNN's calibration too, fitted on the other folds
             others = [r for j, (r, _) in enumerate(folds) if j != k or len(folds) == 1]
             fold_rec = ca.apply_calibration(fold_rec, ca.refit_like(rec, others))
@@ -369,6 +378,9 @@ def spreads_dataset(spreads: dict[str, xr.Dataset]) -> xr.Dataset:
         fitted = fitted.rename(lead_bin=f"{name}_lead_bin")
         for var in fitted.data_vars:
             out[f"{name}_{var}"] = fitted[var]
+        out[f"{name}_dof"] = xr.DataArray(float(fitted.attrs.get("dof", math.inf)), attrs={
+            "units": "1", "long_name": f"degrees of freedom of {name}'s Student-t predictive distribution",
+            "comment": "inf: Gaussian"})
     out.attrs["title"] = "gracefill baseline predictive spreads (fitted on the validation folds)"
     return out
 
@@ -388,10 +400,11 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray |
     reference = dr.drought_reference(filled, baseline)
     deficit = dr.storage_deficit(filled, reference=reference)
     index = dr.wsdi(deficit, reference=reference)
-    if "twsa_samples" in rec:
+    dof = ca.calibration_dof(rec)
+    if "twsa_samples" in rec and math.isinf(dof):
         probability = dr.drought_probability(ca.scaled_samples(rec), reference, threshold)
-    else:
-        probability = dr.gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold)
+    else:  # no particles, or the calibration's Student-t
+        probability = dr.gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold, dof)
     observed = rec["month_flag"] == MONTH_FLAGS["observed"]
     probability = probability.where(~observed, (index <= threshold).astype(np.float32).where(index.notnull()))
     fields = xr.Dataset({

@@ -21,14 +21,17 @@ distribution whose spread is fitted on validation residuals only.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import optimize
 
 from gracefill import months as mo
+from gracefill.metrics import student_t_log_density, student_t_std_factor
 
 #: water-equivalent length units and their size in mm (1 kg m-2 of water is 1 mm)
 LENGTH_UNITS_MM = MappingProxyType({"mm": 1.0, "kg m-2": 1.0, "cm": 10.0, "m": 1000.0})
@@ -384,13 +387,69 @@ def _leads(lead_months, n: int | None, allow_nan: bool) -> np.ndarray:
     return values
 
 
-def fit_spread_pooled(parts, units: str, lead_bin_months: float = 12) -> xr.Dataset:
+#: the predictive distributions a fitted spread may describe (see :func:`fit_spread_pooled`)
+SPREAD_FAMILIES = ("gaussian", "student_t")
+#: degrees of freedom :func:`fit_spread_pooled` chooses among for ``student_t`` (inf: the Gaussian)
+STUDENT_T_DOF = (3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 30.0, math.inf)
+
+
+def out_of_fold_z(parts, units: str, lead_bin_months: float = 12) -> np.ndarray:
+    """Each fold's residuals divided by the spread fitted on the *other* folds (finite values,
+    flattened): the standardised errors the spread model makes on folds it has not seen."""
+    if len(parts) < 2:
+        raise ValueError("out-of-fold errors need at least 2 folds")
+    values = []
+    for k, (residuals, leads) in enumerate(parts):
+        other = fit_spread_pooled(parts[:k] + parts[k + 1:], units, lead_bin_months)
+        values.append((residuals.values / predict_spread(other, leads).values).ravel())
+    values = np.concatenate(values)
+    return values[np.isfinite(values)]
+
+
+def choose_tails(z: np.ndarray, candidates=STUDENT_T_DOF) -> tuple[float, float]:
+    """The Student-t c * T_dof (dof among ``candidates``, c > 0) that gives the standardised
+    errors ``z`` the highest mean log density: (dof, c). c rescales the spread the errors were
+    standardised by, so that tails and width are chosen together (inf and 1 for no errors)."""
+    z = np.asarray(z, dtype=np.float64)
+    if not z.size:
+        return math.inf, 1.0
+    best = (-math.inf, math.inf, 1.0)
+    for dof in candidates:
+        def loss(log_c):
+            return -(np.mean(student_t_log_density(z / math.exp(log_c), dof)) - log_c)
+        fit = optimize.minimize_scalar(loss, bounds=(math.log(0.2), math.log(5.0)), method="bounded",
+                                       options={"xatol": 1e-4})
+        if -fit.fun > best[0]:
+            best = (-fit.fun, float(dof), math.exp(fit.x))
+    return best[1], best[2]
+
+
+def fit_spread_pooled(parts, units: str, lead_bin_months: float = 12, family: str = "gaussian") -> xr.Dataset:
     """:func:`fit_spread` of several folds' residuals pooled: ``parts`` is a list of (residuals
-    (time, lat, lon), leads over time), one per fold; their months are stacked as samples."""
+    (time, lat, lon), leads over time), one per fold; their months are stacked as samples.
+
+    ``family`` ``student_t`` also chooses the tails: the predictive distribution is
+    mean + c * spread * T_dof, dof from :data:`STUDENT_T_DOF` and the factor c by the out-of-fold
+    log density of each fold's residuals under the spread fitted on the other folds
+    (:func:`choose_tails`; inf, the Gaussian, stays among the candidates; with one fold there is
+    nothing out of fold and the Gaussian is taken). Errors whose variance the folds can only
+    estimate from a few persistent departures, or that are heavier tailed than a Gaussian (a few
+    cells drifting far), get wider outer intervals without wider central ones. c^2 is folded
+    into ``lead_factor``; the choice is in the attributes ``dof`` (inf for ``gaussian``) and
+    ``tail_scale`` (c).
+    """
+    if family not in SPREAD_FAMILIES:
+        raise ValueError(f"spread family must be one of {', '.join(SPREAD_FAMILIES)}, got {family!r}")
     pooled = xr.concat([residuals.drop_vars("time", errors="ignore") for residuals, _ in parts], dim="time",
                        coords="minimal", compat="override", join="override")
-    return fit_spread(pooled.rename(time="sample").assign_attrs(units=units),
-                      np.concatenate([leads for _, leads in parts]), lead_bin_months=lead_bin_months)
+    fitted = fit_spread(pooled.rename(time="sample").assign_attrs(units=units),
+                        np.concatenate([leads for _, leads in parts]), lead_bin_months=lead_bin_months)
+    dof, scale = math.inf, 1.0
+    if family == "student_t" and len(parts) > 1:
+        dof, scale = choose_tails(out_of_fold_z(parts, units, lead_bin_months))
+        fitted["lead_factor"] = fitted["lead_factor"] * scale ** 2
+    fitted.attrs.update(family=family, dof=dof, tail_scale=scale)
+    return fitted
 
 
 def fit_spread(residuals: xr.DataArray, lead_months, lead_bin_months: float = 12,
@@ -484,7 +543,9 @@ def fit_spread(residuals: xr.DataArray, lead_months, lead_bin_months: float = 12
 
 def predict_spread(spread: xr.Dataset, lead_months, time=None) -> xr.DataArray:
     """Predictive standard deviation sqrt(cell_variance * lead_factor) (time, lat, lon) of a
-    :func:`fit_spread` result, in the residuals' units.
+    :func:`fit_spread` result, in the residuals' units; for Student-t tails (a finite ``dof``
+    attribute, :func:`fit_spread_pooled`) that is the scale, and the standard deviation is
+    sqrt(dof / (dof - 2)) times it.
 
     ``lead_months``: the lead (months since the end of the fit window, >= 1) of each month to
     predict, a DataArray over ``time`` or a 1-D array whose month stamps ``time`` may give (a
@@ -509,7 +570,7 @@ def predict_spread(spread: xr.Dataset, lead_months, time=None) -> xr.DataArray:
     index = np.clip(np.searchsorted(lower, np.where(ok, leads, 1.0), side="right") - 1, 0, lower.size - 1)
     factor = np.where(ok, spread["lead_factor"].values[index], np.nan)
     var = spread["cell_variance"].transpose("lat", "lon")
-    std = np.sqrt(factor[:, None, None] * var.values[None])
+    std = np.sqrt(factor[:, None, None] * var.values[None]) * student_t_std_factor(spread.attrs.get("dof", math.inf))
     coords = {"lat": var["lat"], "lon": var["lon"]} if "lat" in var.coords else {}
     if time is not None:
         coords["time"] = ("time", time)

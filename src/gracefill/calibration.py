@@ -21,10 +21,13 @@ pseudo-gap month enters.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from gracefill import baselines as bl
 from gracefill import months as mo
@@ -86,14 +89,17 @@ def validation_errors(rec: xr.Dataset, model: str = "absolute") -> tuple[xr.Data
 
 
 def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int = 12,
-                    model: str = "absolute", tail_level: float | None = None) -> xr.Dataset:
+                    model: str = "absolute", tail_level: float | None = None,
+                    family: str = "gaussian") -> xr.Dataset:
     """The folds' validation errors (``model``: see the module) pooled into a
-    :func:`gracefill.baselines.fit_spread` Dataset: variance per cell times a factor per lead bin.
+    :func:`gracefill.baselines.fit_spread_pooled` Dataset: variance per cell times a factor per
+    lead bin, and with ``family`` ``student_t`` the degrees of freedom of Student-t tails chosen
+    out of fold (attribute ``dof``; inf for the Gaussian).
 
     With ``tail_level`` (a central-interval probability), the lead factors are multiplied by one
-    tail factor that makes that quantile of |error| / fitted spread equal a Gaussian's, where each
-    fold's errors are divided by the spread fitted on the *other* folds; without it the fit is a
-    plain variance match.
+    tail factor that makes that quantile of |error| / fitted spread equal the fitted
+    distribution's, where each fold's errors are divided by the spread fitted on the *other*
+    folds; without it the fit is a plain variance match.
     """
     if model not in CALIBRATION_MODELS:
         raise ValueError(f"calibration model must be one of {', '.join(CALIBRATION_MODELS)}, got {model!r}")
@@ -104,22 +110,32 @@ def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int
     if not parts:
         raise ValueError("no validation month in the folds' reconstructions: nothing to calibrate on")
     units = parts[0][0].attrs["units"]
-    fitted = bl.fit_spread_pooled(parts, units, lead_bin_months)
+    fitted = bl.fit_spread_pooled(parts, units, lead_bin_months, family=family)
+    dof = fitted.attrs["dof"]
     tail = 1.0
     if tail_level is not None:
-        others = [bl.fit_spread_pooled(parts[:k] + parts[k + 1:], units, lead_bin_months) if len(parts) > 1
-                  else fitted for k in range(len(parts))]
-        values = np.concatenate([(np.abs(err.values) / bl.predict_spread(spread, leads).values).ravel()
-                                 for (err, leads), spread in zip(parts, others)])
-        values = values[np.isfinite(values)]
+        if len(parts) > 1:  # standardised by the other folds' spread times the chosen c
+            values = np.abs(bl.out_of_fold_z(parts, units, lead_bin_months)) / fitted.attrs["tail_scale"]
+        else:
+            err, leads = parts[0]
+            values = np.abs(err.values / bl.predict_spread(fitted, leads).values).ravel()
+            values = values[np.isfinite(values)]
         if values.size:
-            tail = float(np.quantile(values, tail_level) / norm.ppf(0.5 + tail_level / 2)) ** 2
+            tail = float(np.quantile(values, tail_level) / central_quantile(tail_level, dof)) ** 2
     fitted["lead_factor"] = fitted["lead_factor"] * tail
     what = "error variance" if model == "absolute" else "variance factor of the raw spread"
+    tails = "Gaussian" if math.isinf(dof) else f"Student-t with {dof:g} degrees of freedom"
     fitted.attrs.update(title="gracefill spread calibration (fitted on the validation folds)", model=model,
                         tail_factor=tail, tail_level="none" if tail_level is None else float(tail_level),
-                        comment=f"{what} = cell_variance * lead_factor (lead_factor includes tail_factor)")
+                        comment=f"{what} = cell_variance * lead_factor (lead_factor includes tail_factor); "
+                                f"predictive distribution: {tails}")
     return fitted
+
+
+def central_quantile(level: float, dof: float = math.inf) -> float:
+    """Half-width, in units of the scale, of the central ``level`` interval of the standard
+    Student-t with ``dof`` degrees of freedom (the standard normal for inf)."""
+    return float(norm.ppf(0.5 + level / 2) if math.isinf(dof) else student_t.ppf(0.5 + level / 2, dof))
 
 
 def refit_like(rec: xr.Dataset, fold_reconstructions: list[xr.Dataset]) -> xr.Dataset:
@@ -127,7 +143,14 @@ def refit_like(rec: xr.Dataset, fold_reconstructions: list[xr.Dataset]) -> xr.Da
     tail = rec.attrs.get("calibration_tail_level", "none")
     return fit_calibration(fold_reconstructions, int(rec.attrs["calibration_lead_bin_months"]),
                            model=rec.attrs.get("calibration_model", "absolute"),
-                           tail_level=None if isinstance(tail, str) else float(tail))
+                           tail_level=None if isinstance(tail, str) else float(tail),
+                           family=rec.attrs.get("calibration_family", "gaussian"))
+
+
+def calibration_dof(rec: xr.Dataset) -> float:
+    """Degrees of freedom of the reconstruction's calibrated Student-t predictive distribution
+    (inf: Gaussian, also for a reconstruction that is not calibrated)."""
+    return float(rec.attrs.get("calibration_dof", math.inf))
 
 
 def calibration_scale(calibration: xr.Dataset, rec: xr.Dataset) -> xr.DataArray:
@@ -163,6 +186,8 @@ def apply_calibration(rec: xr.Dataset, calibration: xr.Dataset) -> xr.Dataset:
     out.attrs["calibration_lead_bin_months"] = int(calibration.attrs["lead_bin_months"])
     out.attrs["calibration_model"] = calibration.attrs["model"]
     out.attrs["calibration_tail_level"] = calibration.attrs["tail_level"]
+    out.attrs["calibration_family"] = calibration.attrs.get("family", "gaussian")
+    out.attrs["calibration_dof"] = float(calibration.attrs.get("dof", math.inf))
     return out
 
 

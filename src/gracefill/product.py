@@ -7,7 +7,9 @@ and ``twsa_quantile`` the quantiles of its predictive distribution: the mixture 
 (1/S) sum_s N(y_s, sigma_s^2), with the particles' spread about their mean stretched by
 ``calibration_scale`` (:func:`gracefill.calibration.scaled_samples`) and each noise standard
 deviation sigma_s = exp(-log_beta_s / 2) by the same factor, the distribution the scores and
-the drought probabilities use; N(twsa, twsa_std^2) when the reconstruction keeps no particles.
+the drought probabilities use; N(twsa, twsa_std^2) when the reconstruction keeps no particles;
+the Student-t with mean twsa, standard deviation twsa_std and ``calibration_dof`` degrees of
+freedom when the calibration chose finite tails (``prediction.calibration_family``).
 Where the value is GRACE, both are missing: the reconstruction carries no GRACE uncertainty.
 ``reconstruction_std`` keeps the BCNN's spread for every month. ``month_flag`` says where each
 month's values come from (:data:`PRODUCT_FLAGS`).
@@ -19,11 +21,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr, ndtri, stdtrit
 
 from gracefill import calibration as ca
 from gracefill import drought as dr
 from gracefill import months as mo
+from gracefill.metrics import student_t_std_factor
 
 #: CF flag values of the product's ``month_flag``: GRACE / GRACE-FO values, a month missing
 #: inside the record filled by the reconstruction, a month of the inter-mission gap, a month
@@ -107,8 +110,9 @@ def predictive_quantiles(rec: xr.Dataset, where: xr.DataArray, levels: Sequence[
     """Quantiles (dim ``quantile`` first, then ``rec.twsa``'s dims) of the reconstruction's
     predictive distribution where ``where`` (bool, like ``rec.twsa``) is true, NaN elsewhere.
 
-    With ``twsa_samples``: the calibrated particle mixture (see the module); without: the
-    Gaussian N(twsa, twsa_std^2). The method is named in the ``quantile_method`` attribute.
+    With Student-t tails from the calibration: that Student-t; else with ``twsa_samples``: the
+    calibrated particle mixture (see the module); without: the Gaussian N(twsa, twsa_std^2). The
+    method is named in the ``quantile_method`` attribute.
     """
     q = check_levels(levels)
     dims = rec["twsa"].dims
@@ -117,7 +121,15 @@ def predictive_quantiles(rec: xr.Dataset, where: xr.DataArray, levels: Sequence[
     out = np.full((q.size, *rec["twsa"].shape), np.nan, dtype=np.float32)
     sub, mask = rec.isel(time=months), where.isel(time=months).values
     samples = ca.scaled_samples(sub)
-    if samples is not None:
+    dof = ca.calibration_dof(rec)
+    if np.isfinite(dof):
+        mean = sub["twsa"].transpose(*dims).values[mask].astype(np.float64)
+        std = sub["twsa_std"].transpose(*dims).values[mask].astype(np.float64)
+        values = mean[None] + (std / student_t_std_factor(dof))[None] * stdtrit(dof, q)[:, None]
+        method = "student_t"
+        comment = (f"Student-t quantiles twsa + twsa_std / sqrt(dof / (dof - 2)) * t_p, dof = {dof:g} degrees of "
+                   f"freedom chosen with the spread calibration on the validation folds")
+    elif samples is not None:
         if "log_beta" not in rec:
             raise ValueError("twsa_samples without log_beta: the particles' noise precisions are needed")
         noise = np.exp(-0.5 * rec["log_beta"].transpose("particle").values.astype(np.float64))
