@@ -11,7 +11,8 @@ reconstruction, and for every calibration variant prints, over the runs:
 
 Scores: coverage of the central 50 and 90 % intervals, the CRPS (cm) and the negative log
 density per value of the calibrated distribution about the ensemble mean (Gaussian, or the
-Student-t the calibration chose with ``student_t`` in the variant's name).
+Student-t the calibration chose with ``student_t`` in the variant's name); ``poolR``: each cell's
+error variance pooled with its neighbours' over R km.
 
     python bench/calibration_on_folds.py results/benchmark-*/
 """
@@ -56,8 +57,11 @@ def variants() -> dict:
     out = {"raw": None}
     for model in ca.CALIBRATION_MODELS:
         for tail in (None, 0.5, 0.9):
-            out[f"{model}_{tail}"] = (model, tail, "gaussian")
-        out[f"{model}_None_student_t"] = (model, None, "student_t")
+            out[f"{model}_{tail}"] = (model, tail, "gaussian", 0.0)
+        out[f"{model}_None_student_t"] = (model, None, "student_t", 0.0)
+    for radius in (250.0, 500.0, 1000.0):   # each cell's variance pooled with its neighbours'
+        out[f"absolute_None_pool{radius:g}"] = ("absolute", None, "gaussian", radius)
+    out["absolute_None_student_t_pool500"] = ("absolute", None, "student_t", 500.0)
     return out
 
 
@@ -76,7 +80,8 @@ def main() -> None:
         for name, model in variants().items():
             def fit(recs):
                 return None if model is None else ca.fit_calibration(recs, args.lead_bin_months, model=model[0],
-                                                                      tail_level=model[1], family=model[2])
+                                                                      tail_level=model[1], family=model[2],
+                                                                      pooling_km=model[3])
             for k, fold in enumerate(folds):
                 rows.append({"world": world, "variant": name, "check": "lofo",
                              **score(fold, fit(folds[:k] + folds[k + 1:]), "test")})

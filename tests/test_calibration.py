@@ -123,6 +123,8 @@ def test_student_t_calibration_covers_heavy_tailed_errors_at_50_and_90_percent()
     assert out.attrs["calibration_family"] == "student_t" and out.attrs["calibration_dof"] == dof
     assert ca.calibration_dof(out) == dof and ca.calibration_dof(main[0]) == float("inf")
     assert ca.refit_like(out, folds).attrs["dof"] == dof
+    pooled = ca.apply_calibration(main[0], ca.fit_calibration(folds, 12, pooling_km=300.0))
+    assert pooled.attrs["calibration_pooling_km"] == 300.0 and ca.refit_like(pooled, folds).attrs["pooling_km"] == 300.0
     # twsa_std is the t's standard deviation: c sqrt(dof / (dof - 2)) times the Gaussian fit's
     np.testing.assert_allclose(out["twsa_std"], ca.apply_calibration(main[0], gaussian)["twsa_std"]
                                * student.attrs["tail_scale"] * np.sqrt(dof / (dof - 2)), rtol=1e-5)

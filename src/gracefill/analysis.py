@@ -184,20 +184,22 @@ def validation_errors(folds: list[tuple[xr.Dataset, xr.Dataset]], names) -> list
     return out
 
 
-def spreads_from_errors(errors: list[dict], units: str, lead_bin_months: int,
-                        skip: int | None = None, family: str = "gaussian") -> dict[str, xr.Dataset]:
-    """Each baseline's spread (``family``: see :func:`gracefill.baselines.fit_spread_pooled`)
-    fitted on the pooled errors of :func:`validation_errors` (fold ``skip`` left out)."""
+def spreads_from_errors(errors: list[dict], units: str, lead_bin_months: int, skip: int | None = None,
+                        family: str = "gaussian", pooling_km: float = 0.0) -> dict[str, xr.Dataset]:
+    """Each baseline's spread (``family``, ``pooling_km``: see
+    :func:`gracefill.baselines.fit_spread_pooled`) fitted on the pooled errors of
+    :func:`validation_errors` (fold ``skip`` left out)."""
     kept = [fold for k, fold in enumerate(errors) if k != skip]
-    return {name: bl.fit_spread_pooled([fold[name] for fold in kept], units, lead_bin_months, family=family)
+    return {name: bl.fit_spread_pooled([fold[name] for fold in kept], units, lead_bin_months, family=family,
+                                       pooling_km=pooling_km)
             for name in (kept[0] if kept else ())}
 
 
 def fit_baseline_spreads(folds, names, lead_bin_months: int, skip: int | None = None,
-                         family: str = "gaussian") -> dict[str, xr.Dataset]:
+                         family: str = "gaussian", pooling_km: float = 0.0) -> dict[str, xr.Dataset]:
     """Each baseline's predictive spread, fitted on the folds' validation errors only."""
     return spreads_from_errors(validation_errors(folds, names), folds[0][0]["twsa"].attrs["units"],
-                               lead_bin_months, skip, family)
+                               lead_bin_months, skip, family, pooling_km)
 
 
 def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, names, spreads) -> dict[str, Forecast]:
@@ -291,13 +293,15 @@ def score_period(segments, period: str, area: xr.DataArray, levels, bins: int):
 
 
 def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArray, levels, bins: int,
-             folds: list[tuple[xr.Dataset, xr.Dataset]], lead_bin_months: int = 12, spread_family: str = "gaussian"):
+             folds: list[tuple[xr.Dataset, xr.Dataset]], lead_bin_months: int = 12, spread_family: str = "gaussian",
+             spread_pooling_km: float = 0.0):
     """Scores of the BCNN and every baseline on each period, and the baselines' fitted spreads.
 
     ``folds`` holds each validation fold's (reconstruction, baselines). Periods: validation (the
     folds' validation months, pooled), test and pseudo_gap (against GRACE), gap and missing (against
     the truth, synthetic worlds only). The baselines' spreads (Gaussian, or Student-t tails chosen
-    on the folds with ``spread_family`` student_t) are fitted on the folds' validation errors: on
+    on the folds with ``spread_family`` student_t; each cell's variance pooled with its neighbours'
+    over ``spread_pooling_km``) are fitted on the folds' validation errors: on
     all folds for the later periods, on the other folds for each fold's own validation months (so
     no spread is scored on the errors it was fitted on, when there are two folds or more).
 
@@ -316,7 +320,7 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     units = rec["twsa"].attrs["units"]
     names = [name for name in BASELINES if name in baselines]
     errors = validation_errors(folds, names)  # sliced once, pooled per fold subset below
-    spreads = spreads_from_errors(errors, units, lead_bin_months, family=spread_family)
+    spreads = spreads_from_errors(errors, units, lead_bin_months, family=spread_family, pooling_km=spread_pooling_km)
 
     def segment(ds, base, index, reference, fitted):
         obs = reference.isel(time=index).assign_attrs(units=units).assign_coords(lead=("time", lead_months(ds, index)))
@@ -326,8 +330,8 @@ def evaluate(reconstruction: xr.Dataset, baselines: xr.Dataset, area: xr.DataArr
     calibrated = "calibration_scale" in rec
     periods = {"validation": []}
     for k, (fold_rec, fold_base) in enumerate(folds):
-        fitted = (spreads_from_errors(errors, units, lead_bin_months, skip=k, family=spread_family)
-                  if len(folds) > 1 else spreads)
+        fitted = (spreads_from_errors(errors, units, lead_bin_months, skip=k, family=spread_family,
+                                      pooling_km=spread_pooling_km) if len(folds) > 1 else spreads)
         if calibrated:  # the BCNN's calibration too, fitted on the other folds
             others = [r for j, (r, _) in enumerate(folds) if j != k or len(folds) == 1]
             fold_rec = ca.apply_calibration(fold_rec, ca.refit_like(rec, others))

@@ -31,6 +31,7 @@ import xarray as xr
 from scipy import optimize
 
 from gracefill import months as mo
+from gracefill.grid import smooth_on_sphere
 from gracefill.metrics import student_t_log_density, student_t_std_factor
 
 #: water-equivalent length units and their size in mm (1 kg m-2 of water is 1 mm)
@@ -393,14 +394,14 @@ SPREAD_FAMILIES = ("gaussian", "student_t")
 STUDENT_T_DOF = (3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 30.0, math.inf)
 
 
-def out_of_fold_z(parts, units: str, lead_bin_months: float = 12) -> np.ndarray:
-    """Each fold's residuals divided by the spread fitted on the *other* folds (finite values,
-    flattened): the standardised errors the spread model makes on folds it has not seen."""
+def out_of_fold_z(parts, units: str, lead_bin_months: float = 12, pooling_km: float = 0.0) -> np.ndarray:
+    """Each fold's residuals divided by the (Gaussian) spread fitted on the *other* folds (finite
+    values, flattened): the standardised errors the spread model makes on folds it has not seen."""
     if len(parts) < 2:
         raise ValueError("out-of-fold errors need at least 2 folds")
     values = []
     for k, (residuals, leads) in enumerate(parts):
-        other = fit_spread_pooled(parts[:k] + parts[k + 1:], units, lead_bin_months)
+        other = fit_spread_pooled(parts[:k] + parts[k + 1:], units, lead_bin_months, pooling_km=pooling_km)
         values.append((residuals.values / predict_spread(other, leads).values).ravel())
     values = np.concatenate(values)
     return values[np.isfinite(values)]
@@ -424,9 +425,49 @@ def choose_tails(z: np.ndarray, candidates=STUDENT_T_DOF) -> tuple[float, float]
     return best[1], best[2]
 
 
-def fit_spread_pooled(parts, units: str, lead_bin_months: float = 12, family: str = "gaussian") -> xr.Dataset:
+#: share of a cell's log error variance that :func:`pool_cell_variance` takes from its neighbours
+POOLING_WEIGHT = 0.5
+
+
+def pool_cell_variance(cell_variance: xr.DataArray, radius_km: float, weight: float = POOLING_WEIGHT) -> xr.DataArray:
+    """Per-cell variances pooled with their neighbours': exp((1 - w) log v + w <log v>), <.> the
+    Gaussian average of width ``radius_km`` on the sphere over the cells with a positive variance.
+
+    A cell's error variance from the folds rests on a few persistent departures and is noisy, while
+    its neighbours (GRACE resolves about 300 km; storage errors are spatially correlated) err alike;
+    too small a variance costs more coverage than too large a one gains. The geometric mean keeps
+    one far-off cell from inflating its neighbours. Cells without a positive variance keep theirs.
+    ``cell_variance`` is on (lat, lon), regular cell centres in degrees.
+    """
+    if radius_km <= 0:
+        return cell_variance
+    if not 0 <= weight <= 1:
+        raise ValueError(f"pooling weight must lie between 0 and 1, got {weight!r}")
+    lat, lon = (np.asarray(cell_variance[d].values, dtype=np.float64) for d in ("lat", "lon"))
+    spacing = {}
+    for name, values in (("lat", lat), ("lon", lon)):
+        step = np.abs(np.diff(values))
+        if step.size == 0 or not np.allclose(step, step[0], rtol=1e-6):
+            raise ValueError(f"{name}: pooling the spread needs at least 2 regularly spaced cell centres")
+        spacing[name] = float(step[0])
+    v = cell_variance.transpose("lat", "lon").values.astype(np.float64)
+    ok = np.isfinite(v) & (v > 0)
+    log_v = np.where(ok, np.log(np.where(ok, v, 1.0)), 0.0)
+    wrap = bool(np.isclose(lon.size * spacing["lon"], 360.0, atol=1e-6))
+    smooth = (lambda f: smooth_on_sphere(f, lat, spacing["lat"], spacing["lon"], wrap, radius_km))  # noqa: E731
+    with np.errstate(invalid="ignore", divide="ignore"):
+        neighbours = smooth(log_v) / smooth(ok.astype(np.float64))
+    pooled = np.where(ok, np.exp((1 - weight) * log_v + weight * neighbours), v)
+    return cell_variance.transpose("lat", "lon").copy(data=pooled)
+
+
+def fit_spread_pooled(parts, units: str, lead_bin_months: float = 12, family: str = "gaussian",
+                      pooling_km: float = 0.0) -> xr.Dataset:
     """:func:`fit_spread` of several folds' residuals pooled: ``parts`` is a list of (residuals
     (time, lat, lon), leads over time), one per fold; their months are stacked as samples.
+
+    ``pooling_km`` > 0 pools each cell's variance with its neighbours' over that radius
+    (:func:`pool_cell_variance`; attribute ``pooling_km``).
 
     ``family`` ``student_t`` also chooses the tails: the predictive distribution is
     mean + c * spread * T_dof, dof from :data:`STUDENT_T_DOF` and the factor c by the out-of-fold
@@ -444,11 +485,12 @@ def fit_spread_pooled(parts, units: str, lead_bin_months: float = 12, family: st
                        coords="minimal", compat="override", join="override")
     fitted = fit_spread(pooled.rename(time="sample").assign_attrs(units=units),
                         np.concatenate([leads for _, leads in parts]), lead_bin_months=lead_bin_months)
+    fitted["cell_variance"] = pool_cell_variance(fitted["cell_variance"], pooling_km)
     dof, scale = math.inf, 1.0
     if family == "student_t" and len(parts) > 1:
-        dof, scale = choose_tails(out_of_fold_z(parts, units, lead_bin_months))
+        dof, scale = choose_tails(out_of_fold_z(parts, units, lead_bin_months, pooling_km))
         fitted["lead_factor"] = fitted["lead_factor"] * scale ** 2
-    fitted.attrs.update(family=family, dof=dof, tail_scale=scale)
+    fitted.attrs.update(family=family, dof=dof, tail_scale=scale, pooling_km=float(pooling_km))
     return fitted
 
 

@@ -90,11 +90,12 @@ def validation_errors(rec: xr.Dataset, model: str = "absolute") -> tuple[xr.Data
 
 def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int = 12,
                     model: str = "absolute", tail_level: float | None = None,
-                    family: str = "gaussian") -> xr.Dataset:
+                    family: str = "gaussian", pooling_km: float = 0.0) -> xr.Dataset:
     """The folds' validation errors (``model``: see the module) pooled into a
     :func:`gracefill.baselines.fit_spread_pooled` Dataset: variance per cell times a factor per
     lead bin, and with ``family`` ``student_t`` the degrees of freedom of Student-t tails chosen
-    out of fold (attribute ``dof``; inf for the Gaussian).
+    out of fold (attribute ``dof``; inf for the Gaussian). ``pooling_km`` > 0 pools each cell's
+    variance with its neighbours' (:func:`gracefill.baselines.pool_cell_variance`).
 
     With ``tail_level`` (a central-interval probability), the lead factors are multiplied by one
     tail factor that makes that quantile of |error| / fitted spread equal the fitted
@@ -110,12 +111,12 @@ def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int
     if not parts:
         raise ValueError("no validation month in the folds' reconstructions: nothing to calibrate on")
     units = parts[0][0].attrs["units"]
-    fitted = bl.fit_spread_pooled(parts, units, lead_bin_months, family=family)
+    fitted = bl.fit_spread_pooled(parts, units, lead_bin_months, family=family, pooling_km=pooling_km)
     dof = fitted.attrs["dof"]
     tail = 1.0
     if tail_level is not None:
         if len(parts) > 1:  # standardised by the other folds' spread times the chosen c
-            values = np.abs(bl.out_of_fold_z(parts, units, lead_bin_months)) / fitted.attrs["tail_scale"]
+            values = np.abs(bl.out_of_fold_z(parts, units, lead_bin_months, pooling_km)) / fitted.attrs["tail_scale"]
         else:
             err, leads = parts[0]
             values = np.abs(err.values / bl.predict_spread(fitted, leads).values).ravel()
@@ -144,7 +145,8 @@ def refit_like(rec: xr.Dataset, fold_reconstructions: list[xr.Dataset]) -> xr.Da
     return fit_calibration(fold_reconstructions, int(rec.attrs["calibration_lead_bin_months"]),
                            model=rec.attrs.get("calibration_model", "absolute"),
                            tail_level=None if isinstance(tail, str) else float(tail),
-                           family=rec.attrs.get("calibration_family", "gaussian"))
+                           family=rec.attrs.get("calibration_family", "gaussian"),
+                           pooling_km=float(rec.attrs.get("calibration_pooling_km", 0.0)))
 
 
 def calibration_dof(rec: xr.Dataset) -> float:
@@ -188,6 +190,7 @@ def apply_calibration(rec: xr.Dataset, calibration: xr.Dataset) -> xr.Dataset:
     out.attrs["calibration_tail_level"] = calibration.attrs["tail_level"]
     out.attrs["calibration_family"] = calibration.attrs.get("family", "gaussian")
     out.attrs["calibration_dof"] = float(calibration.attrs.get("dof", math.inf))
+    out.attrs["calibration_pooling_km"] = float(calibration.attrs.get("pooling_km", 0.0))
     return out
 
 

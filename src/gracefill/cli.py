@@ -288,7 +288,8 @@ def predict(args) -> None:
             calibration = ca.fit_calibration(fold_recs, cfg["prediction"]["calibration_lead_bin_months"],
                                              model=cfg["prediction"]["calibration_model"],
                                              tail_level=cfg["prediction"]["calibration_tail_level"],
-                                             family=cfg["prediction"]["calibration_family"])
+                                             family=cfg["prediction"]["calibration_family"],
+                                             pooling_km=cfg["prediction"]["calibration_pooling_km"])
         out = ca.apply_calibration(out, calibration)
         log.info("spread calibrated on %d folds (%s errors): lead factors %s; degrees of freedom %g", len(folds),
                  calibration.attrs["model"], ", ".join(f"{v:.2f}" for v in calibration["lead_factor"].values),
@@ -349,7 +350,7 @@ def evaluate(args) -> None:
     with blame(args.reconstruction):
         table, maps, calibration, spread, spreads, by_lead = run_evaluation(
             rec, base, area, ev["interval_levels"], ev["spread_skill_bins"], folds, ev["spread_lead_bin_months"],
-            ev["spread_family"])
+            ev["spread_family"], ev["spread_pooling_km"])
     inputs = [args.reconstruction, args.baselines, *args.fold_reconstructions, *args.fold_baselines]
     maps.attrs.update({"title": "gracefill score maps (validation folds and test months vs GRACE; gap and missing "
                                 "months vs truth where known)", **config_mod.provenance(cfg, inputs, args.command)})

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 import xarray as xr
+from scipy import ndimage
 
 from gracefill.io import UserError
 
@@ -120,3 +122,54 @@ def build_grid(spec: GridSpec, min_land_fraction: float = 0.5) -> xr.Dataset:
         attrs={"title": "gracefill target grid", "resolution_degrees": spec.resolution},
     )
     return ds
+
+
+#: great-circle km per degree on a sphere of radius 6371 km
+KM_PER_DEGREE = 111.195
+#: Gaussian kernels cut at this many sigmas (non-wrapping direction)
+KERNEL_TRUNCATE = 3.0
+#: keeps the longitude width finite at the poles
+COS_LAT_FLOOR = 0.01
+
+
+def gaussian_kernel(sigma: float, truncate: float = KERNEL_TRUNCATE) -> np.ndarray:
+    """Normalised sampled Gaussian of width ``sigma`` cells, cut at ``truncate`` sigmas."""
+    radius = int(np.ceil(truncate * sigma))
+    if radius < 1:
+        return np.ones(1)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return w / w.sum()
+
+
+def smooth_on_sphere(field: np.ndarray, lat: np.ndarray, dlat: float, dlon: float, wrap: bool, sigma_km: float,
+                     *, squared: bool = False) -> np.ndarray:
+    """Gaussian smoothing of ``field[..., lat, lon]`` with width ``sigma_km`` on the sphere, on a
+    regular grid of cell centres ``lat`` (degrees) and spacings ``dlat``, ``dlon``.
+
+    Separable: latitude pass with a constant width in cells, longitude pass with a width of
+    ``sigma_km / (dx cos(lat))`` cells per row (circular, in Fourier space, when the grid
+    wraps; otherwise cut at the region edge). ``squared=True`` uses the squared weights,
+    which applied to ones gives the variance of smoothed unit white noise.
+    """
+    field = np.asarray(field)
+    nlon = field.shape[-1]
+    coslat = np.maximum(np.cos(np.deg2rad(lat)), COS_LAT_FLOOR)
+    sig_lon = sigma_km / (KM_PER_DEGREE * dlon * coslat)
+    if wrap:
+        freq = scipy.fft.rfftfreq(nlon)
+        spec = np.exp(-2.0 * np.pi**2 * sig_lon[:, None] ** 2 * freq[None, :] ** 2)
+        if squared:
+            kern = scipy.fft.irfft(spec, n=nlon, axis=-1)
+            spec = scipy.fft.rfft(kern**2, axis=-1).real
+        spec = spec.astype(field.dtype if field.dtype == np.float32 else np.float64)
+        out = scipy.fft.irfft(scipy.fft.rfft(field, axis=-1) * spec, n=nlon, axis=-1)
+    else:
+        out = np.empty(field.shape, dtype=np.result_type(field.dtype, np.float32))
+        for j in range(lat.size):
+            w = gaussian_kernel(sig_lon[j])
+            out[..., j, :] = ndimage.correlate1d(
+                field[..., j, :], w**2 if squared else w, axis=-1, mode="constant"
+            )
+    w = gaussian_kernel(sigma_km / (KM_PER_DEGREE * dlat))
+    return ndimage.correlate1d(out, w**2 if squared else w, axis=-2, mode="constant")

@@ -8,14 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
-from scipy import ndimage
+
+from gracefill.grid import smooth_on_sphere
 
 LAND_MASK_FILE = "globe_combined_mask_compressed.npz"  # shipped by global-land-mask
 LAND_MASK_BLOCK_ROWS = 256  # rows of the 1 km mask decompressed at a time
-KM_PER_DEGREE = 111.195  # great-circle km per degree on a sphere of radius 6371 km
-KERNEL_TRUNCATE = 3.0  # Gaussian kernels cut at this many sigmas (non-wrapping direction)
-COS_LAT_FLOOR = 0.01  # keeps the longitude width finite at the poles
 HALFWIDTH_TO_SIGMA = 1.0 / np.sqrt(2.0 * np.log(2.0))  # Gaussian half-width -> sigma
 
 
@@ -118,45 +115,10 @@ def make_grid(lat: np.ndarray, lon: np.ndarray) -> Grid:
     return Grid(lat=lat, lon=lon, dlat=dlat, dlon=dlon, wrap=wrap, land=land_mask(lat2d, lon2d))
 
 
-def _gauss_kernel(sigma: float, truncate: float = KERNEL_TRUNCATE) -> np.ndarray:
-    """Normalised sampled Gaussian of width ``sigma`` cells, cut at ``truncate`` sigmas."""
-    radius = int(np.ceil(truncate * sigma))
-    if radius < 1:
-        return np.ones(1)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    w = np.exp(-0.5 * (x / sigma) ** 2)
-    return w / w.sum()
-
-
 def smooth(field: np.ndarray, grid: Grid, sigma_km: float, *, squared: bool = False) -> np.ndarray:
-    """Gaussian smoothing of ``field[..., lat, lon]`` with width ``sigma_km`` on the sphere.
-
-    Separable: latitude pass with a constant width in cells, longitude pass with a width of
-    ``sigma_km / (dx cos(lat))`` cells per row (circular, in Fourier space, when the grid
-    wraps; otherwise cut at the region edge). ``squared=True`` uses the squared weights,
-    which applied to ones gives the variance of smoothed unit white noise.
-    """
-    field = np.asarray(field)
-    nlat, nlon = grid.shape
-    coslat = np.maximum(np.cos(np.deg2rad(grid.lat)), COS_LAT_FLOOR)
-    sig_lon = sigma_km / (KM_PER_DEGREE * grid.dlon * coslat)
-    if grid.wrap:
-        freq = scipy.fft.rfftfreq(nlon)
-        spec = np.exp(-2.0 * np.pi**2 * sig_lon[:, None] ** 2 * freq[None, :] ** 2)
-        if squared:
-            kern = scipy.fft.irfft(spec, n=nlon, axis=-1)
-            spec = scipy.fft.rfft(kern**2, axis=-1).real
-        spec = spec.astype(field.dtype if field.dtype == np.float32 else np.float64)
-        out = scipy.fft.irfft(scipy.fft.rfft(field, axis=-1) * spec, n=nlon, axis=-1)
-    else:
-        out = np.empty(field.shape, dtype=np.result_type(field.dtype, np.float32))
-        for j in range(nlat):
-            w = _gauss_kernel(sig_lon[j])
-            out[..., j, :] = ndimage.correlate1d(
-                field[..., j, :], w**2 if squared else w, axis=-1, mode="constant"
-            )
-    w = _gauss_kernel(sigma_km / (KM_PER_DEGREE * grid.dlat))
-    return ndimage.correlate1d(out, w**2 if squared else w, axis=-2, mode="constant")
+    """Gaussian smoothing of ``field[..., lat, lon]`` with width ``sigma_km`` on the sphere
+    (:func:`gracefill.grid.smooth_on_sphere` on the grid's spacing and wrap)."""
+    return smooth_on_sphere(field, grid.lat, grid.dlat, grid.dlon, grid.wrap, sigma_km, squared=squared)
 
 
 def correlated_noise(rng: np.random.Generator, grid: Grid, sigma_km: float, n: int | None = None) -> np.ndarray:
