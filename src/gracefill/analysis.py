@@ -207,8 +207,12 @@ def baseline_forecasts(base: xr.Dataset, rec: xr.Dataset, index: np.ndarray, nam
     out = {}
     for name in names:
         mean = base[name].isel(time=index)
-        std = bl.predict_spread(spreads[name], leads, time=mean["time"]) if name in spreads else None
-        out[name] = Forecast(mean, std, dof=spreads[name].attrs.get("dof", math.inf) if name in spreads else math.inf)
+        spread = spreads.get(name)
+        if spread is None:
+            out[name] = Forecast(mean)
+        else:
+            std = bl.predict_spread(spread, leads, time=mean["time"])
+            out[name] = Forecast(mean, std, dof=spread.attrs.get("dof", math.inf))
     return out
 
 

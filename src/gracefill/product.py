@@ -122,14 +122,7 @@ def predictive_quantiles(rec: xr.Dataset, where: xr.DataArray, levels: Sequence[
     sub, mask = rec.isel(time=months), where.isel(time=months).values
     samples = ca.scaled_samples(sub)
     dof = ca.calibration_dof(rec)
-    if np.isfinite(dof):
-        mean = sub["twsa"].transpose(*dims).values[mask].astype(np.float64)
-        std = sub["twsa_std"].transpose(*dims).values[mask].astype(np.float64)
-        values = mean[None] + (std / student_t_std_factor(dof))[None] * stdtrit(dof, q)[:, None]
-        method = "student_t"
-        comment = (f"Student-t quantiles twsa + twsa_std / sqrt(dof / (dof - 2)) * t_p, dof = {dof:g} degrees of "
-                   f"freedom chosen with the spread calibration on the validation folds")
-    elif samples is not None:
+    if samples is not None and np.isinf(dof):
         if "log_beta" not in rec:
             raise ValueError("twsa_samples without log_beta: the particles' noise precisions are needed")
         noise = np.exp(-0.5 * rec["log_beta"].transpose("particle").values.astype(np.float64))
@@ -142,13 +135,20 @@ def predictive_quantiles(rec: xr.Dataset, where: xr.DataArray, levels: Sequence[
         comment = (f"quantiles of the particle mixture (1/S) sum_s N(y_s, sigma_s^2), the particles' spread "
                    f"about their mean and each noise standard deviation sigma_s = exp(-log_beta_s / 2) {stretch}, "
                    f"by bisection on the mixture's cumulative distribution")
-    else:
+    else:  # parametric: the calibration's Student-t, or the Gaussian without particles
         mean = sub["twsa"].transpose(*dims).values[mask].astype(np.float64)
         std = sub["twsa_std"].transpose(*dims).values[mask].astype(np.float64)
-        values = mean[None] + std[None] * ndtri(q)[:, None]
-        method = "gaussian"
-        comment = ("Gaussian quantiles twsa + twsa_std * z_p: the reconstruction file keeps no particle samples "
-                   "(prediction.save_samples false), so the particle mixture is not available")
+        if np.isinf(dof):
+            standard = ndtri(q)
+            method = "gaussian"
+            comment = ("Gaussian quantiles twsa + twsa_std * z_p: the reconstruction file keeps no particle samples "
+                       "(prediction.save_samples false), so the particle mixture is not available")
+        else:
+            standard = stdtrit(dof, q) / student_t_std_factor(dof)
+            method = "student_t"
+            comment = (f"Student-t quantiles twsa + twsa_std / sqrt(dof / (dof - 2)) * t_p, dof = {dof:g} degrees of "
+                       f"freedom chosen with the spread calibration on the validation folds")
+        values = mean[None] + std[None] * standard[:, None]
     block = out[:, months]
     block[:, mask] = values
     out[:, months] = block
