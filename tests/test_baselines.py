@@ -346,8 +346,10 @@ def test_pooled_cell_variance_is_closer_to_a_smooth_truth_than_each_cell_alone()
     np.testing.assert_allclose(bl.pool_cell_variance(constant, 500.0), constant, rtol=1e-12)
     np.testing.assert_allclose(bl.pool_cell_variance(field, 500.0, weight=0.0), field, rtol=1e-12)
     assert bl.pool_cell_variance(field, 0.0) is field
-    with pytest.raises(ValueError, match="lat: pooling the spread needs at least 2 regularly spaced cell centres"):
+    with pytest.raises(ValueError, match="^pooling the spread: lat: expected ascending, regularly spaced cell "):
         bl.pool_cell_variance(field.isel(lat=[0, 1, 3]), 500.0)
+    with pytest.raises(ValueError, match="^pooling the spread: lon: expected a 1-D array of at least 2 cell centres$"):
+        bl.pool_cell_variance(field.isel(lon=[2]), 500.0)
     # the pooled fit: one part per fold, the radius kept as an attribute
     res = xr.DataArray(rng.normal(size=(24, lat.size, lon.size)) * np.sqrt(truth), dims=("time", "lat", "lon"),
                        coords={"lat": lat, "lon": lon})

@@ -1,6 +1,7 @@
 """Configuration: defaults, presets, and one-line errors for bad configs (CLI and Snakefile)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,21 @@ def test_config_json_of_a_rule_is_validated_without_relations_and_bad_json_is_on
     assert cfg["training"]["epochs"] == 3 and cfg["training"]["compile"] is False
     with pytest.raises(UserError, match=r"^--config-json: not valid JSON \(Expecting value at character 0\)$"):
         from_json("not json")
+
+
+def test_a_rule_gets_whole_sections_or_single_keys_of_one():
+    """subset hands a rule only the keys it reads: "evaluation.regression_ridge" is that key
+    alone, and the rule's command fills the rest of the section with its defaults."""
+    from gracefill.config import from_json, subset
+
+    cfg = validate({"evaluation": {"regression_ridge": 2.0, "spread_pooling_km": 250}})
+    part = subset(cfg, "seed", "evaluation.regression_ridge", "evaluation.memory_regression")
+    assert part == {"seed": cfg["seed"], "evaluation": {"regression_ridge": 2.0,
+                                                        "memory_regression": cfg["evaluation"]["memory_regression"]}}
+    whole = subset(cfg, "evaluation")
+    assert whole == {"evaluation": cfg["evaluation"]} and whole["evaluation"] is not cfg["evaluation"]
+    rebuilt = from_json(json.dumps(part))
+    assert rebuilt["evaluation"]["regression_ridge"] == 2.0 and rebuilt["evaluation"]["spread_pooling_km"] == 500
 
 
 @pytest.mark.parametrize("key,url", [

@@ -141,21 +141,21 @@ def test_drought_probability_is_fraction_of_particles():
     assert prob.attrs["units"] == "1"
 
 
-def test_gaussian_drought_probability_is_the_normal_probability_below_the_threshold():
+def test_parametric_drought_probability_is_the_normal_probability_below_the_threshold():
     from scipy.stats import norm
 
     twsa, e = series()
     ref = dr.drought_reference(twsa, BASELINE)
     std = (0.5 * ref["deficit_std"]).broadcast_like(twsa)
-    prob = dr.gaussian_drought_probability(twsa, std, ref, threshold=-0.5)
+    prob = dr.parametric_drought_probability(twsa, std, ref, threshold=-0.5)
     # WSDI of the mean is e; the WSDI spread is std / deficit_std = 0.5
     np.testing.assert_allclose(prob.values, norm.cdf((-0.5 - e) / 0.5))
     assert prob.attrs["units"] == "1"
-    assert np.isnan(dr.gaussian_drought_probability(twsa, 0 * std, ref, threshold=-0.5).values).all()
+    assert np.isnan(dr.parametric_drought_probability(twsa, 0 * std, ref, threshold=-0.5).values).all()
     # Student-t tails (5 degrees of freedom, the same standard deviation): the t's probability
     from scipy.stats import t as student_t
 
-    heavy = dr.gaussian_drought_probability(twsa, std, ref, threshold=-0.5, dof=5.0)
+    heavy = dr.parametric_drought_probability(twsa, std, ref, threshold=-0.5, dof=5.0)
     np.testing.assert_allclose(heavy.values, student_t.cdf((-0.5 - e) / (0.5 / np.sqrt(5 / 3)), 5))
 
 

@@ -203,6 +203,16 @@ def test_student_t_scores_are_those_of_the_location_scale_t():
         m.student_t_scores(mean, std, obs, 2.0)
 
 
+@pytest.mark.parametrize("dof", [3.0, 7.0, math.inf])
+def test_standard_quantile_and_cdf_are_those_of_the_family(dof):
+    """One helper for the calibration's half-widths, the product's quantiles and the drought
+    probabilities: the standard t's (scipy) for finite dof, the standard normal's for inf."""
+    family = stats.norm() if math.isinf(dof) else stats.t(dof)
+    p = np.array([0.05, 0.25, 0.5, 0.9])
+    np.testing.assert_allclose(m.standard_quantile(p, dof), family.ppf(p), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.standard_cdf(family.ppf(p), dof), p, rtol=1e-10)
+
+
 def test_crps_mixture_with_aleatoric_noise_is_exact():
     mu = np.array([-0.5, 0.2, 1.4])
     var = np.array([0.3, 1.0, 0.6])

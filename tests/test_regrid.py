@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gracefill.grid import GridSpec, build_grid, cell_area
+from gracefill.grid import GridSpec, build_grid, cell_area, regular_spacing, wraps_globe
 from gracefill.regrid import regrid_conservative
 from tests.conftest import make_field
 
@@ -64,3 +64,17 @@ def test_descending_latitude_is_refused(target):
     da = source_field(np.zeros((1, *spec.shape)), spec).isel(lat=slice(None, None, -1))
     with pytest.raises(ValueError, match="latitude must be ascending"):
         regrid_conservative(da, target)
+
+
+def test_regular_spacing_and_global_wrap_of_the_target_grid(target):
+    """The smoothing on the sphere reads the grid's spacing and whether its longitudes close the
+    circle; a regional or uneven grid is named in the error."""
+    assert regular_spacing(target["lat"].values, "lat") == pytest.approx(4.0)
+    assert wraps_globe(target.sizes["lon"], regular_spacing(target["lon"].values, "lon"))
+    assert not wraps_globe(30, 4.0)
+    with pytest.raises(ValueError, match="^lat: expected ascending, regularly spaced cell centres$"):
+        regular_spacing(target["lat"].values[::-1], "lat")
+    with pytest.raises(ValueError, match="^lon: expected ascending, regularly spaced cell centres$"):
+        regular_spacing(np.array([0.0, 4.0, 9.0]), "lon")
+    with pytest.raises(ValueError, match="^lon: expected a 1-D array of at least 2 cell centres$"):
+        regular_spacing(np.array([2.0]), "lon")

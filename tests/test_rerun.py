@@ -5,6 +5,7 @@ planned and which files it really rewrote.
     -R train --until train          retrains, nothing else (the rest is then out of date)
     a changed drought parameter     reruns drought and the figures drawn from it, nothing else
     a changed figure setting        plans the figure rules only (dry run)
+    a changed spread setting        plans the evaluation, not the baselines' fits (dry run)
     a deleted figure                is rebuilt alone
     SIGINT during a job             the run continues with --rerun-incomplete; nothing that had
                                     finished is lost or redone, and the result equals an
@@ -101,6 +102,21 @@ def test_changed_figure_setting_plans_only_figure_rules(run_dir, tmp_path):
     planned = H.planned_jobs(result.stdout)
     assert dict(planned) == {"plot": len(FIGURES)}  # every figure reads figures.dpi, nothing else reruns
     assert "Params have changed" in result.stdout
+    assert H.file_times(run_dir) == before
+
+
+def test_changed_spread_setting_plans_the_evaluation_but_not_the_baselines(run_dir, tmp_path):
+    """The baselines' fits read two keys of the evaluation section; how their spreads are fitted
+    on the folds (evaluation.spread_pooling_km) is the evaluation's business: a dry run plans
+    evaluate, none of the baselines' jobs."""
+    config = H.load_yaml(H.TEST_CONFIG)
+    config.setdefault("evaluation", {})["spread_pooling_km"] = 250
+    changed_config = H.write_yaml(config, tmp_path / "spread.yaml")
+    before = H.file_times(run_dir)
+    result = H.snakemake(run_dir, "-n", configfile=changed_config, name="spread")
+    assert result.returncode == 0, result.stdout[-3000:]
+    planned = H.planned_jobs(result.stdout)
+    assert planned["evaluate"] == 1 and not {"baselines", "baselines_fold"} & set(planned), dict(planned)
     assert H.file_times(run_dir) == before
 
 

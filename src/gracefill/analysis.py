@@ -412,7 +412,7 @@ def analyse_droughts(rec: xr.Dataset, cfg: dict, truth_direct_mm: xr.DataArray |
     if "twsa_samples" in rec and math.isinf(dof):
         probability = dr.drought_probability(ca.scaled_samples(rec), reference, threshold)
     else:  # no particles, or the calibration's Student-t
-        probability = dr.gaussian_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold, dof)
+        probability = dr.parametric_drought_probability(rec["twsa"], rec["twsa_std"], reference, threshold, dof)
     observed = rec["month_flag"] == MONTH_FLAGS["observed"]
     probability = probability.where(~observed, (index <= threshold).astype(np.float32).where(index.notnull()))
     fields = xr.Dataset({

@@ -31,7 +31,7 @@ import xarray as xr
 from scipy import optimize
 
 from gracefill import months as mo
-from gracefill.grid import smooth_on_sphere
+from gracefill.grid import regular_spacing, smooth_on_sphere, wraps_globe
 from gracefill.metrics import student_t_log_density, student_t_std_factor
 
 #: water-equivalent length units and their size in mm (1 kg m-2 of water is 1 mm)
@@ -437,24 +437,22 @@ def pool_cell_variance(cell_variance: xr.DataArray, radius_km: float, weight: fl
     its neighbours (GRACE resolves about 300 km; storage errors are spatially correlated) err alike;
     too small a variance costs more coverage than too large a one gains. The geometric mean keeps
     one far-off cell from inflating its neighbours. Cells without a positive variance keep theirs.
-    ``cell_variance`` is on (lat, lon), regular cell centres in degrees.
+    ``cell_variance`` is on (lat, lon), ascending regular cell centres in degrees.
     """
     if radius_km <= 0:
         return cell_variance
     if not 0 <= weight <= 1:
         raise ValueError(f"pooling weight must lie between 0 and 1, got {weight!r}")
     lat, lon = (np.asarray(cell_variance[d].values, dtype=np.float64) for d in ("lat", "lon"))
-    spacing = {}
-    for name, values in (("lat", lat), ("lon", lon)):
-        step = np.abs(np.diff(values))
-        if step.size == 0 or not np.allclose(step, step[0], rtol=1e-6):
-            raise ValueError(f"{name}: pooling the spread needs at least 2 regularly spaced cell centres")
-        spacing[name] = float(step[0])
+    try:
+        dlat, dlon = regular_spacing(lat, "lat"), regular_spacing(lon, "lon")
+    except ValueError as error:
+        raise ValueError(f"pooling the spread: {error}") from None
     v = cell_variance.transpose("lat", "lon").values.astype(np.float64)
     ok = np.isfinite(v) & (v > 0)
     log_v = np.where(ok, np.log(np.where(ok, v, 1.0)), 0.0)
-    wrap = bool(np.isclose(lon.size * spacing["lon"], 360.0, atol=1e-6))
-    smooth = (lambda f: smooth_on_sphere(f, lat, spacing["lat"], spacing["lon"], wrap, radius_km))  # noqa: E731
+    wrap = wraps_globe(lon.size, dlon)
+    smooth = (lambda f: smooth_on_sphere(f, lat, dlat, dlon, wrap, radius_km))  # noqa: E731
     with np.errstate(invalid="ignore", divide="ignore"):
         neighbours = smooth(log_v) / smooth(ok.astype(np.float64))
     pooled = np.where(ok, np.exp((1 - weight) * log_v + weight * neighbours), v)

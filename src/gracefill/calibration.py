@@ -26,11 +26,10 @@ import math
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.stats import norm
-from scipy.stats import t as student_t
 
 from gracefill import baselines as bl
 from gracefill import months as mo
+from gracefill.metrics import standard_quantile
 from gracefill.months import SPLIT_FLAGS
 
 
@@ -136,7 +135,7 @@ def fit_calibration(fold_reconstructions: list[xr.Dataset], lead_bin_months: int
 def central_quantile(level: float, dof: float = math.inf) -> float:
     """Half-width, in units of the scale, of the central ``level`` interval of the standard
     Student-t with ``dof`` degrees of freedom (the standard normal for inf)."""
-    return float(norm.ppf(0.5 + level / 2) if math.isinf(dof) else student_t.ppf(0.5 + level / 2, dof))
+    return float(standard_quantile(0.5 + level / 2, dof))
 
 
 def refit_like(rec: xr.Dataset, fold_reconstructions: list[xr.Dataset]) -> xr.Dataset:

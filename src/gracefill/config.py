@@ -382,8 +382,16 @@ def from_json(text: str) -> dict:
 
 
 def subset(cfg: dict, *sections: str) -> dict:
-    """The named top-level sections of a config, e.g. to hand one command only what it uses."""
-    return {name: cfg[name] for name in sections}
+    """The named top-level sections of a config, or single keys of one as "section.key", e.g. to
+    hand one command only what it uses (so that a change elsewhere reruns nothing)."""
+    out: dict = {}
+    for name in sections:
+        section, _, key = name.partition(".")
+        if key:
+            out.setdefault(section, {})[key] = cfg[section][key]
+        else:
+            out[section] = dict(cfg[section]) if isinstance(cfg[section], dict) else cfg[section]
+    return out
 
 
 def config_hash(cfg: dict) -> str:

@@ -21,10 +21,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import ndtr, stdtr
 
 from gracefill import months as mo
-from gracefill.metrics import student_t_std_factor
+from gracefill.metrics import standard_cdf, student_t_std_factor
 
 DEFAULT_THRESHOLDS = (-0.5, -0.8, -1.3, -1.6, -2.0)
 CATEGORY_NAMES = ("none", "mild", "moderate", "severe", "extreme", "exceptional")
@@ -463,8 +462,8 @@ def drought_probability(samples: xr.DataArray, reference: xr.Dataset,
                             long_name=f"drought probability (fraction of particles with WSDI <= {threshold})")
 
 
-def gaussian_drought_probability(mean: xr.DataArray, std: xr.DataArray, reference: xr.Dataset, threshold: float,
-                                 dof: float = np.inf):
+def parametric_drought_probability(mean: xr.DataArray, std: xr.DataArray, reference: xr.Dataset, threshold: float,
+                                    dof: float = np.inf):
     """P(WSDI <= threshold) when TWSA ~ N(mean, std^2), or the Student-t with that mean and
     standard deviation and ``dof`` degrees of freedom: :func:`drought_probability`'s fallback for
     a reconstruction without particle samples, and the probability under a calibration with
@@ -489,7 +488,7 @@ def gaussian_drought_probability(mean: xr.DataArray, std: xr.DataArray, referenc
     z = wsdi(storage_deficit(mean, reference=reference), reference=reference)
     spread = std / reference["deficit_std"] / student_t_std_factor(dof)
     standardised = (threshold - z) / spread.where(spread > 0)
-    prob = xr.apply_ufunc(ndtr, standardised) if np.isinf(dof) else xr.apply_ufunc(stdtr, dof, standardised)
+    prob = xr.apply_ufunc(standard_cdf, standardised, kwargs={"dof": dof})
     return prob.assign_attrs(units="1")
 
 

@@ -132,6 +132,23 @@ KERNEL_TRUNCATE = 3.0
 COS_LAT_FLOOR = 0.01
 
 
+def regular_spacing(values: np.ndarray, name: str) -> float:
+    """Spacing of a 1-D ascending regular coordinate (cell centres in degrees); ValueError naming
+    it otherwise."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2:
+        raise ValueError(f"{name}: expected a 1-D array of at least 2 cell centres")
+    step = np.diff(values)
+    if not np.all(step > 0) or not np.allclose(step, step[0], rtol=1e-6, atol=1e-9):
+        raise ValueError(f"{name}: expected ascending, regularly spaced cell centres")
+    return float(step[0])
+
+
+def wraps_globe(n_lon: int, dlon: float) -> bool:
+    """Whether ``n_lon`` longitudes ``dlon`` degrees apart close the circle (a global grid)."""
+    return bool(np.isclose(n_lon * dlon, 360.0, atol=1e-6))
+
+
 def gaussian_kernel(sigma: float, truncate: float = KERNEL_TRUNCATE) -> np.ndarray:
     """Normalised sampled Gaussian of width ``sigma`` cells, cut at ``truncate`` sigmas."""
     radius = int(np.ceil(truncate * sigma))

@@ -598,6 +598,18 @@ def student_t_std_factor(dof: float) -> float:
     return math.sqrt(dof / (dof - 2))
 
 
+def standard_quantile(probability, dof: float = math.inf):
+    """Quantiles at ``probability`` of the standard Student-t with ``dof`` degrees of freedom, in
+    units of its scale (the standard normal's for inf): the one place the two families differ."""
+    return special.ndtri(probability) if math.isinf(dof) else special.stdtrit(dof, probability)
+
+
+def standard_cdf(z, dof: float = math.inf):
+    """Cumulative probability at ``z`` of the standard Student-t with ``dof`` degrees of freedom
+    (the standard normal for inf)."""
+    return special.ndtr(z) if math.isinf(dof) else special.stdtr(dof, z)
+
+
 def _student_t_crps_standard(z: np.ndarray, dof: float) -> np.ndarray:
     """CRPS of the standard Student-t at z (dof > 1; Jordan, Krueger and Lerch 2019, scoringRules)."""
     density = np.exp(student_t_log_density(z, dof))

@@ -21,12 +21,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import ndtr, ndtri, stdtrit
+from scipy.special import ndtr, ndtri
 
 from gracefill import calibration as ca
 from gracefill import drought as dr
 from gracefill import months as mo
-from gracefill.metrics import student_t_std_factor
+from gracefill.metrics import standard_quantile, student_t_std_factor
 
 #: CF flag values of the product's ``month_flag``: GRACE / GRACE-FO values, a month missing
 #: inside the record filled by the reconstruction, a month of the inter-mission gap, a month
@@ -138,13 +138,12 @@ def predictive_quantiles(rec: xr.Dataset, where: xr.DataArray, levels: Sequence[
     else:  # parametric: the calibration's Student-t, or the Gaussian without particles
         mean = sub["twsa"].transpose(*dims).values[mask].astype(np.float64)
         std = sub["twsa_std"].transpose(*dims).values[mask].astype(np.float64)
+        standard = standard_quantile(q, dof) / student_t_std_factor(dof)
         if np.isinf(dof):
-            standard = ndtri(q)
             method = "gaussian"
             comment = ("Gaussian quantiles twsa + twsa_std * z_p: the reconstruction file keeps no particle samples "
                        "(prediction.save_samples false), so the particle mixture is not available")
         else:
-            standard = stdtrit(dof, q) / student_t_std_factor(dof)
             method = "student_t"
             comment = (f"Student-t quantiles twsa + twsa_std / sqrt(dof / (dof - 2)) * t_p, dof = {dof:g} degrees of "
                        f"freedom chosen with the spread calibration on the validation folds")

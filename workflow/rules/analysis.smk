@@ -17,7 +17,7 @@ rule baselines:
         mem_mb=mem_mb("baselines"),
         runtime=runtime_min("baselines"),
     params:
-        cfg=stage_config("evaluation"),
+        cfg=stage_config("evaluation.regression_ridge", "evaluation.memory_regression"),
     message:
         "Fitting the baselines (climatology + trend, regressions on lagged inputs and memory features, land model)"
     shell:

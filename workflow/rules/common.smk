@@ -48,9 +48,10 @@ PREDICTOR_FIELDS = list(REQUIRED_FIELDS)
 
 
 def stage_config(*sections):
-    """The config sections a stage uses, as JSON; rules pass it as a param so that a change of
-    those sections (and only those) reruns the stage. training.devices is left out: the rules'
-    commands carry it (GRACEFILL), and a stage finds the number of processes from torchrun."""
+    """The config sections a stage uses (or single keys of one, "section.key"), as JSON; rules
+    pass it as a param so that a change of those (and only those) reruns the stage.
+    training.devices is left out: the rules' commands carry it (GRACEFILL), and a stage finds
+    the number of processes from torchrun."""
     sections = subset(config, *sections)
     if "training" in sections:
         sections["training"] = {key: value for key, value in sections["training"].items() if key != "devices"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gracefill.grid import smooth_on_sphere
+from gracefill.grid import regular_spacing, smooth_on_sphere, wraps_globe
 
 LAND_MASK_FILE = "globe_combined_mask_compressed.npz"  # shipped by global-land-mask
 LAND_MASK_BLOCK_ROWS = 256  # rows of the 1 km mask decompressed at a time
@@ -36,16 +36,6 @@ class Grid:
 
     def lon2d(self) -> np.ndarray:
         return np.broadcast_to(self.lon[None, :], self.shape)
-
-
-def _regular_spacing(values: np.ndarray, name: str) -> float:
-    """Spacing of a 1-D ascending regular coordinate; ValueError naming it otherwise."""
-    if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"{name}: expected a 1-D array of at least 2 cell centres")
-    step = np.diff(values)
-    if not np.all(step > 0) or not np.allclose(step, step[0], rtol=1e-6, atol=1e-9):
-        raise ValueError(f"{name}: expected ascending, regularly spaced cell centres")
-    return float(step[0])
 
 
 def land_mask(lat2d: np.ndarray, lon2d: np.ndarray) -> np.ndarray:
@@ -104,13 +94,13 @@ def make_grid(lat: np.ndarray, lon: np.ndarray) -> Grid:
     """Validate the native grid and attach the real land mask (land where the centre is land)."""
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
-    dlat = _regular_spacing(lat, "lat")
-    dlon = _regular_spacing(lon, "lon")
+    dlat = regular_spacing(lat, "lat")
+    dlon = regular_spacing(lon, "lon")
     if lat[0] < -90 or lat[-1] > 90:
         raise ValueError("lat: cell centres must lie within -90..90")
     if lon[0] < -180 or lon[-1] > 180:
         raise ValueError("lon: cell centres must lie within -180..180")
-    wrap = bool(np.isclose(lon.size * dlon, 360.0, atol=1e-6))
+    wrap = wraps_globe(lon.size, dlon)
     lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
     return Grid(lat=lat, lon=lon, dlat=dlat, dlon=dlon, wrap=wrap, land=land_mask(lat2d, lon2d))
 
