@@ -60,6 +60,8 @@ VARIANTS = {
     # optimisation settings compare at the final model's steps; half the batch, twice the steps an epoch
     "window": {"training": {"fold_epoch_length": "window"}},
     "window_batch6": {"training": {"fold_epoch_length": "window", "batch_size": 6}},
+    # 2026-12-06: the shrunk trend's red-noise standard error with the lag-1 autocorrelation's low bias corrected
+    "rho_corrected": {"predictors": {"trend_autocorrelation": "bias_corrected"}},
 }
 
 

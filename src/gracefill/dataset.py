@@ -113,14 +113,14 @@ def build_tensors(
                                 dims="time", coords={"time": target["time"]})
     trend_index, held = stored_index, None
     if extension == "significant":  # per cell: flat where the trend is not significant
-        held = ~significant_trend(target, train) & land_bool
+        held = ~significant_trend(target, train, cfg["predictors"]["trend_autocorrelation"]) & land_bool
         held_index = xr.DataArray(trend_month_index(train, "flat"), dims="time", coords={"time": target["time"]})
         trend_index = xr.where(held, held_index, stored_index)
     if cfg["predictors"]["detrend"]:
         if target_trend == "fit":
             offset, slope = fit_linear_trend(target, train)
         elif target_trend == "shrunk":
-            offset, slope = shrunk_trend(target, train)
+            offset, slope = shrunk_trend(target, train, cfg["predictors"]["trend_autocorrelation"])
         else:  # none: only the training months' mean is removed
             offset = target.isel(time=np.flatnonzero(train)).mean("time").astype(np.float64)
             slope = xr.zeros_like(offset).where(offset.notnull())

@@ -210,10 +210,22 @@ def fit_linear_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataA
     return offset, slope
 
 
-def _red_noise_slope_variance(da: xr.DataArray, fit_months: np.ndarray, offset: xr.DataArray, slope: xr.DataArray):
+#: how the residuals' lag-1 autocorrelation is estimated for the trend's red-noise standard error
+TREND_AUTOCORRELATIONS = ("sample", "bias_corrected")
+
+
+def _red_noise_slope_variance(da: xr.DataArray, fit_months: np.ndarray, offset: xr.DataArray, slope: xr.DataArray,
+                              autocorrelation: str = "sample"):
     """se^2 of a least-squares slope fitted on ``fit_months``, inflated by (1 + rho) / (1 - rho)
     for the residuals' lag-1 autocorrelation rho (clipped to [0, 0.95]); also the valid month
-    count, the mean month index and the mean value of the fit months, per cell."""
+    count, the mean month index and the mean value of the fit months, per cell.
+
+    ``bias_corrected`` adds (1 + 4 rho) / n to the sample rho: the lag-1 estimate of n months
+    with their line removed is biased low (AR(1) with rho 0.9: 0.77 on average at n = 60, 0.85 at
+    n = 144), so the plain estimate understates how little a slope over a short window says."""
+    if autocorrelation not in TREND_AUTOCORRELATIONS:
+        raise ValueError(f"trend_autocorrelation must be one of {', '.join(TREND_AUTOCORRELATIONS)}, "
+                         f"got {autocorrelation!r}")
     index = np.flatnonzero(fit_months)
     t = xr.DataArray(index.astype(np.float64), dims="time")
     y = da.astype(np.float64).isel(time=index).drop_vars("time", errors="ignore")
@@ -225,7 +237,10 @@ def _red_noise_slope_variance(da: xr.DataArray, fit_months: np.ndarray, offset: 
     consecutive = xr.DataArray(np.diff(index) == 1, dims="time")
     lagged = (residual.isel(time=slice(1, None)).drop_vars("time", errors="ignore")
               * residual.isel(time=slice(None, -1)).drop_vars("time", errors="ignore")).where(consecutive)
-    rho = (lagged.sum("time") / (residual ** 2).sum("time")).clip(0.0, 0.95)
+    rho = lagged.sum("time") / (residual ** 2).sum("time")
+    if autocorrelation == "bias_corrected":
+        rho = rho + (1 + 4 * rho) / n
+    rho = rho.clip(0.0, 0.95)
     se2 = (residual ** 2).sum("time") / (n - 2) / sxx * (1 + rho) / (1 - rho)
     return se2, n, t_mean, y.where(valid).sum("time") / n
 
@@ -235,7 +250,7 @@ def _red_noise_slope_variance(da: xr.DataArray, fit_months: np.ndarray, offset: 
 TREND_SIGNIFICANCE = 2.0
 
 
-def significant_trend(da: xr.DataArray, fit_months: np.ndarray) -> xr.DataArray:
+def significant_trend(da: xr.DataArray, fit_months: np.ndarray, autocorrelation: str = "sample") -> xr.DataArray:
     """Per cell, whether the line fitted on ``fit_months`` has a slope at least
     :data:`TREND_SIGNIFICANCE` red-noise standard errors from zero (see :func:`shrunk_trend`).
 
@@ -252,11 +267,12 @@ def significant_trend(da: xr.DataArray, fit_months: np.ndarray) -> xr.DataArray:
         Boolean on the dims of ``da`` but time; False where fewer than 3 months are valid.
     """
     offset, slope = fit_linear_trend(da, fit_months)
-    se2, n, _, _ = _red_noise_slope_variance(da, fit_months, offset, slope)
+    se2, n, _, _ = _red_noise_slope_variance(da, fit_months, offset, slope, autocorrelation)
     return ((slope ** 2 >= TREND_SIGNIFICANCE ** 2 * se2) & (n >= 3)).fillna(False).astype(bool)
 
 
-def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray, xr.DataArray]:
+def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray,
+                 autocorrelation: str = "sample") -> tuple[xr.DataArray, xr.DataArray]:
     """Per-cell line fitted on ``fit_months`` with its slope shrunk toward zero by its red-noise
     standard error: slope * b^2 / (b^2 + se^2), the line kept through the fit months' mean.
 
@@ -280,7 +296,7 @@ def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray) -> tuple[xr.DataArray
         The shrunk slope, in U month-1. Both NaN where fewer than 3 months are valid.
     """
     offset, slope = fit_linear_trend(da, fit_months)
-    se2, n, t_mean, y_mean = _red_noise_slope_variance(da, fit_months, offset, slope)
+    se2, n, t_mean, y_mean = _red_noise_slope_variance(da, fit_months, offset, slope, autocorrelation)
     weight = (slope ** 2 / (slope ** 2 + se2)).fillna(0.0)
     shrunk = (slope * weight).where(n >= 3)
     new_offset = (y_mean - shrunk * t_mean).where(n >= 3)
