@@ -260,6 +260,8 @@ def significant_trend(da: xr.DataArray, fit_months: np.ndarray, autocorrelation:
         A monthly field on (time, ...).
     fit_months : np.ndarray
         Boolean mask over the months of ``da`` to fit on (the training months).
+    autocorrelation : {"sample", "bias_corrected"}
+        How the residuals' lag-1 autocorrelation is estimated (see :func:`shrunk_trend`).
 
     Returns
     -------
@@ -287,6 +289,9 @@ def shrunk_trend(da: xr.DataArray, fit_months: np.ndarray,
         A monthly field on (time, ...), units U.
     fit_months : np.ndarray
         Boolean mask over the months of ``da`` to fit on (the training months).
+    autocorrelation : {"sample", "bias_corrected"}
+        rho as measured, or plus (1 + 4 rho) / n for its low bias over n months with the line
+        removed (``predictors.trend_autocorrelation``).
 
     Returns
     -------
